@@ -1,0 +1,56 @@
+"""One place maps failures to HTTP: the engine's error tree, Werkzeug's HTTP errors, request
+validation errors, and anything unexpected (500, without internals)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from engine.errors import EngineError
+
+log = logging.getLogger("relayflow.api")
+
+_HTTP_MESSAGES = {
+    400: "The request body is not valid JSON.",
+    404: "No such route.",
+    405: "Method not allowed on this route.",
+    413: "The request body is too large.",
+    415: "Send the body as application/json.",
+}
+
+
+def error_response(status: int, code: int, msg: str, **extra: Any) -> ResponseReturnValue:
+    """A `{code, msg, ...}` JSON error with a real HTTP status."""
+    return jsonify({"code": code, "msg": msg, **extra}), status
+
+
+def validation_error(exc: ValidationError) -> ResponseReturnValue:
+    """422 listing every invalid field; never echoes the submitted values (they may hold secrets)."""
+    errors = [{"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]} for e in exc.errors()]
+    summary = "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors)
+    return error_response(422, 4000, f"Invalid request: {summary}", errors=errors)
+
+
+def init_app(app: Flask) -> None:
+    """Register the error handlers."""
+
+    @app.errorhandler(EngineError)
+    def _engine(exc: EngineError) -> ResponseReturnValue:
+        return jsonify(exc.to_dict()), exc.http_status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> ResponseReturnValue:
+        status = exc.code or 500
+        msg = _HTTP_MESSAGES.get(status) or exc.description or exc.name
+        if status == 413:
+            msg = f"The request body is larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes."
+        return error_response(status, status * 10, msg)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error")
+        return error_response(500, 5000, "Internal server error.")

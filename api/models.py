@@ -1,0 +1,142 @@
+"""Request and response models: they validate requests and generate the OpenAPI document."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorItem(BaseModel):
+    node_id: str | None = None
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a non-zero code and a sentence naming what is at fault."""
+
+    code: int
+    msg: str
+    errors: list[ErrorItem] | None = None
+
+
+class WorkflowCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    definition: dict[str, Any] | str = Field(description="The definition as an object, or as YAML/JSON text.")
+
+
+class WorkflowUpdate(Strict):
+    definition: dict[str, Any] | str
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class WorkflowPublish(Strict):
+    version: int | None = Field(default=None, ge=1)
+
+
+class WorkflowPath(BaseModel):
+    workflow_id: str = Field(max_length=64)
+
+
+class WorkflowVersionOut(BaseModel):
+    workflow_id: str
+    version: int
+
+
+class WorkflowPublished(BaseModel):
+    workflow_id: str
+    published_version: int
+
+
+class ListQuery(BaseModel):
+    limit: int = Field(default=100, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+class RunCreate(Strict):
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1)
+    mode: Literal["async"] = "async"
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    status: str
+
+
+class RunPath(BaseModel):
+    run_id: str = Field(max_length=64)
+
+
+class RunListQuery(BaseModel):
+    workflow_id: str | None = Field(default=None, max_length=64)
+    status: Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"] | None = None
+    cursor: str | None = Field(default=None, max_length=512)
+    limit: int = Field(default=20, ge=1, le=200)
+
+
+class NodeOut(BaseModel):
+    node_id: str
+    type: str
+    title: str | None = None
+    status: str
+    attempts: int
+    started_at: str | None
+    finished_at: str | None
+    error: dict[str, Any] | None
+    output: dict[str, Any] | None = None
+    attempt_errors: list[Any] = []
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class RunOut(BaseModel):
+    run_id: str
+    workflow_id: str
+    version: int
+    status: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    error: dict[str, Any] | None
+    usage: Usage
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    nodes: list[NodeOut]
+    interrupt: dict[str, Any] | None
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    workflow_id: str
+    version: int
+    status: str
+    error: dict[str, Any] | None
+    usage: Usage
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    postgres: str
+    redis: str
+    queue_depth: int | None = None
+    delayed: int | None = None
+    nodes: dict[str, int] | None = None

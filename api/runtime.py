@@ -1,0 +1,57 @@
+"""Per-process wiring of the API: settings, store, dispatcher, service (created lazily, after fork)."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import redis
+from flask import current_app, g, request
+
+from engine.db import get_engine
+from engine.dispatch import DramatiqDispatcher, make_broker
+from engine.service import Relayflow
+from engine.settings import Settings
+from engine.store import Store
+from engine.tokens import Principal, authenticate
+
+
+@dataclass
+class Runtime:
+    """What one API process holds."""
+
+    settings: Settings
+    store: Store
+    service: Relayflow
+    redis: redis.Redis
+
+
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first use."""
+    holder: dict[int, Runtime] = current_app.extensions.setdefault("relayflow", {})
+    found = holder.get(os.getpid())
+    if found is None:
+        with _lock:
+            found = holder.get(os.getpid())
+            if found is None:
+                settings: Settings = current_app.config["RELAYFLOW_SETTINGS"]
+                store = Store.from_engine(get_engine(settings))
+                broker = make_broker(settings)
+                service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings)
+                found = Runtime(settings, store, service, broker.client)
+                holder[os.getpid()] = found
+    return found
+
+
+def principal(scope: str | None = None) -> Principal:
+    """The caller, authenticated from the bearer token (cached on the request)."""
+    found: Principal | None = g.get("principal")
+    if found is None:
+        found = authenticate(runtime().store, request.headers.get("Authorization"))
+        g.principal = found
+    if scope:
+        found.require(scope)
+    return found

@@ -1,0 +1,51 @@
+"""Database plumbing: the SQLAlchemy engine (created lazily, after fork) and migrations."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+
+from engine.errors import ServiceUnavailable
+from engine.settings import Settings
+
+_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_engines: dict[tuple[int, str], Engine] = {}
+_lock = threading.Lock()
+
+
+def get_engine(settings: Settings) -> Engine:
+    """One pooled engine per process and URL; a forked child gets its own."""
+    url = settings.database_url
+    if not url:
+        raise ServiceUnavailable("DATABASE_URL is not set; run `relayflow up` for embedded servers.")
+    key = (os.getpid(), url)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=settings.db_pool_size,
+                                   max_overflow=settings.db_max_overflow, future=True)
+            _engines[key] = engine
+    return engine
+
+
+def alembic_config(database_url: str):  # -> alembic.config.Config (imported lazily: CLI start-up cost)
+    """An Alembic config pointing at our migrations, whatever the working directory."""
+    from alembic.config import Config
+
+    cfg = Config(str(_MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(database_url: str) -> None:
+    """Bring the schema to the newest migration (`alembic upgrade head`)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(_normalise(database_url)), "head")
+
+
+def _normalise(url: str) -> str:
+    return Settings(database_url=url).database_url or url

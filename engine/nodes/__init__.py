@@ -1,0 +1,32 @@
+"""The built-in node types, listed explicitly (like dramatiq's `default_middleware`)."""
+from __future__ import annotations
+
+from engine.nodes.aggregator import AggregatorNode
+from engine.nodes.base import NodeType
+from engine.nodes.code import CodeNode
+from engine.nodes.http import HttpNode
+from engine.nodes.json_nodes import JsonParseNode, JsonSerializeNode
+from engine.nodes.selector import SelectorNode
+from engine.nodes.sleep import SleepNode
+from engine.nodes.template import TemplateNode
+
+_BUILTINS: tuple[type[NodeType], ...] = (
+    TemplateNode,
+    CodeNode,
+    HttpNode,
+    SelectorNode,
+    AggregatorNode,
+    JsonParseNode,
+    JsonSerializeNode,
+    SleepNode,
+)
+
+BUILTIN_NODE_TYPES: dict[str, type[NodeType]] = {cls.type_name: cls for cls in _BUILTINS}
+
+
+def get_node_type(name: str) -> type[NodeType]:
+    """The node type registered under `name`; KeyError naming the known types otherwise."""
+    try:
+        return BUILTIN_NODE_TYPES[name]
+    except KeyError:
+        raise KeyError(f"unknown node type {name!r}; known types: {', '.join(sorted(BUILTIN_NODE_TYPES))}") from None

@@ -1,0 +1,77 @@
+"""The contract every node type implements: a pydantic config model and one `run` method.
+
+No I/O here. A node type is instantiated once per attempt with its validated config and is
+given the node's rendered `inputs`; it returns its outputs as a JSON-serialisable dict.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+
+
+class NodeConfig(BaseModel):
+    """Base of every node type's config: unknown keys are refused at definition time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ConfigT = TypeVar("ConfigT", bound=NodeConfig)
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a running node may know about its attempt, and the template renderer of its run."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    timeout_s: float
+    settings: "Settings"
+    started_at: float = field(default_factory=time.monotonic)
+    # Renders a text template against the run's context (run inputs, upstream outputs)
+    # plus `extra` variables at top level; always returns a string.
+    render_text: Callable[[str, dict[str, Any]], str] = field(default=lambda text, extra: text)
+
+    def remaining_s(self) -> float:
+        """Seconds left before this attempt's timeout (never negative)."""
+        return max(0.0, self.timeout_s - (time.monotonic() - self.started_at))
+
+
+class NodeType(ABC, Generic[ConfigT]):
+    """A kind of node. Subclasses set `type_name`, `Config` and implement `run`."""
+
+    type_name: ClassVar[str]
+    Config: ClassVar[type[NodeConfig]]
+    # "all": runs only when every incoming edge is active; "any": when at least one is (joins).
+    join: ClassVar[Literal["all", "any"]] = "all"
+    # Config fields the engine does not render; the node renders them itself with ctx.render_text.
+    # They are still scanned for references at definition time.
+    raw_fields: ClassVar[frozenset[str]] = frozenset()
+    # Config fields that are neither rendered nor scanned for references (e.g. source code).
+    opaque_fields: ClassVar[frozenset[str]] = frozenset()
+    # Output key whose value names the port the node chose (branching node types).
+    port_output: ClassVar[str | None] = None
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+
+    @classmethod
+    def ports(cls, config: NodeConfig) -> frozenset[str]:
+        """Named output ports besides the default one (e.g. a selector's branches)."""
+        return frozenset()
+
+    @classmethod
+    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+        """Output field names other nodes may reference; None means any (dynamic outputs)."""
+        return frozenset(declared) if declared else None
+
+    @abstractmethod
+    def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Execute one attempt and return the node's outputs."""

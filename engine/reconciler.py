@@ -1,0 +1,68 @@
+"""The reconciler: Postgres is the source of truth, so it repairs what Redis lost.
+
+One leader per sweep (a transaction-scoped Postgres advisory lock): it re-queues nodes whose
+lease expired (their worker died), re-sends messages for queued nodes and due retries that
+look lost, and fails runs past their deadline.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from engine.dispatch import Dispatcher
+from engine.errors import RunDeadlineExceeded
+from engine.executor import Executor
+from engine.settings import Settings
+
+log = logging.getLogger("relayflow.reconciler")
+
+LEADER_LOCK_KEY = 0x52_46_4C_57  # "RFLW"
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep repaired."""
+
+    leader: bool
+    crashed: int = 0
+    resent: int = 0
+    overdue: int = 0
+
+
+class Reconciler:
+    """Periodic repair of runs whose messages or workers were lost."""
+
+    def __init__(self, executor: Executor, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.executor = executor
+        self.store = executor.store
+        self.dispatcher = dispatcher
+        self.settings = settings
+
+    def sweep(self) -> SweepReport:
+        """Run one sweep if this process wins the leader lock."""
+        with self.store.lifecycle.engine.begin() as conn:
+            if not self.store.lifecycle.try_lead(conn, LEADER_LOCK_KEY):
+                return SweepReport(leader=False)
+            crashed = self.store.lifecycle.expired_leases()
+            for row in crashed:
+                self.executor.handle_crash(row)
+            stale = self.store.lifecycle.stale_queued(self.settings.resend_queued_after_s)
+            for run_id, node_id in stale:
+                self.dispatcher.send(str(run_id), node_id)
+            overdue = self.store.lifecycle.overdue_runs()
+            for run_id in overdue:
+                self.store.lifecycle.end_run(run_id, "failed", {
+                    "code": RunDeadlineExceeded.code, "node_id": None, "message": "The run passed its deadline."})
+        if crashed or stale or overdue:
+            log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline",
+                     len(crashed), len(stale), len(overdue))
+        return SweepReport(True, len(crashed), len(stale), len(overdue))
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Sweep every `reconcile_every_s` until `stop` is set; errors are logged and survived."""
+        while not stop.wait(self.settings.reconcile_every_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("reconciler sweep failed; retrying next interval")

@@ -1,0 +1,174 @@
+"""The application service the API (and CLI) call: workflows, runs, health.
+
+Thin glue between validation (compiler), storage and dispatch; no SQL, no HTTP.
+"""
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from engine.compiler import CompiledWorkflow, compile_workflow
+from engine.definition import load_definition
+from engine.dispatch import Dispatcher
+from engine.errors import InvalidInputs, InvalidTransition, RunNotFound
+from engine.settings import Settings
+from engine.store import NewRun, Store
+from engine.versions import VersionCache
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted", "cancelled")
+
+
+class Relayflow:
+    """Workflows and runs of a space."""
+
+    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.versions = VersionCache(store.catalog)
+
+    # -- workflows --------------------------------------------------------------------------
+    def create_workflow(self, space_id: str, name: str, description: str | None,
+                        definition: Any) -> dict[str, Any]:
+        """Validate a definition and store it as version 1 of a new workflow."""
+        doc = load_definition(definition)
+        compiled = compile_workflow(doc)
+        record = self.store.catalog.insert_workflow("wf_" + uuid.uuid4().hex[:20], space_id, name,
+                                                    description, doc, _node_facts(compiled))
+        self.versions.put(record.id, compiled)
+        return {"workflow_id": record.workflow_id, "version": record.version}
+
+    def update_workflow(self, space_id: str, workflow_id: str, definition: Any,
+                        name: str | None = None, description: str | None = None) -> dict[str, Any]:
+        """Validate a definition and store it as the workflow's next immutable version."""
+        doc = load_definition(definition)
+        compiled = compile_workflow(doc)
+        record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
+        self.versions.put(record.id, compiled)
+        return {"workflow_id": record.workflow_id, "version": record.version}
+
+    def publish_workflow(self, space_id: str, workflow_id: str, version: int | None) -> dict[str, Any]:
+        """Mark a version published (default: the latest)."""
+        return {"workflow_id": workflow_id,
+                "published_version": self.store.catalog.publish(workflow_id, space_id, version)}
+
+    def get_workflow(self, space_id: str, workflow_id: str, with_definition: bool = True) -> dict[str, Any]:
+        """A workflow, its versions and (by default) its latest definition."""
+        found = self.store.catalog.get_workflow(workflow_id, space_id)
+        if with_definition:
+            found["definition"] = self.store.catalog.get_version(workflow_id, space_id, None).definition
+        return found
+
+    def list_workflows(self, space_id: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Workflows of the space, newest first."""
+        return self.store.catalog.list_workflows(space_id, limit, offset)
+
+    # -- runs ---------------------------------------------------------------------------------
+    def submit_run(self, space_id: str, workflow_id: str, inputs: dict[str, Any] | None,
+                   version: int | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Validate inputs, insert the run pinned to one version, then send its first nodes."""
+        record = self.store.catalog.get_version(workflow_id, space_id, version)
+        compiled = self.versions.get(record.id)
+        if inputs is not None and not isinstance(inputs, dict):
+            raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
+        clean = compiled.validate_inputs(inputs or {})
+        run_id, created = self.store.lifecycle.insert_run(NewRun(
+            run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=record.id,
+            version=record.version, inputs=clean, node_count=len(compiled.nodes),
+            roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
+            idempotency_key=idempotency_key, deadline_s=compiled.deadline_s))
+        if created:
+            for node_id in compiled.roots:
+                self.dispatcher.send(str(run_id), node_id)
+        status = self.store.views.run_status(run_id) or "queued"
+        return {"run_id": str(run_id), "status": status, "created": created}
+
+    def get_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:
+        """The run object of API.md."""
+        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id)
+        if found is None:
+            raise RunNotFound(f"Run {run_id} not found.")
+        run, rows = found
+        compiled = self.versions.get(run["version_id"])
+        return _run_object(run, rows, compiled)
+
+    def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
+                  cursor: str | None = None, limit: int = 20) -> dict[str, Any]:
+        """Runs of the space, newest first, cursor-paged."""
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidInputs(errors=[{"field": "status", "message": f"must be one of {', '.join(RUN_STATUSES)}"}])
+        limit = max(1, min(limit, 200))
+        rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        runs = [{"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
+                 "status": r["status"], "error": r["error"],
+                 "usage": {"input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"]},
+                 "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
+                 "finished_at": _iso(r["finished_at"])} for r in page]
+        next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+        return {"runs": runs, "next_cursor": next_cursor}
+
+    def cancel_run(self, space_id: str, run_id: str) -> dict[str, Any]:
+        """Cancel a queued, running or interrupted run."""
+        found, changed = self.store.lifecycle.end_run(_run_uuid(run_id), "cancelled", None, space_id=space_id)
+        if not found:
+            raise RunNotFound(f"Run {run_id} not found.")
+        if not changed:
+            status = self.store.views.run_status(_run_uuid(run_id))
+            raise InvalidTransition(f"Run {run_id} is already {status}; only queued, running or interrupted runs can be cancelled.")
+        return {"run_id": run_id, "status": "cancelled"}
+
+
+def _node_facts(compiled: CompiledWorkflow) -> list[tuple[str, list[str], bool]]:
+    return [(n.id, list(n.deps), n.needs_run_inputs) for n in compiled.nodes.values()]
+
+
+def _run_uuid(run_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(run_id))
+    except ValueError:
+        raise RunNotFound(f"Run {run_id} not found.") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _encode_cursor(created_at: datetime, run_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not cursor:
+        return None
+    try:
+        at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(rid)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputs(errors=[{"field": "cursor", "message": "is not a cursor this API returned"}]) from None
+
+
+def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: CompiledWorkflow) -> dict[str, Any]:
+    by_id = {r["node_id"]: r for r in rows}
+    nodes = []
+    for node_id in compiled.order:
+        node, row = compiled.nodes[node_id], by_id.get(node_id)
+        nodes.append({
+            "node_id": node_id, "type": node.type_name, "title": node.title,
+            "status": row["status"] if row else "waiting",
+            "attempts": row["attempts"] if row else 0,
+            "started_at": _iso(row["started_at"]) if row else None,
+            "finished_at": _iso(row["finished_at"]) if row else None,
+            "error": row["error"] if row else None,
+            "output": row["output"] if row else None,
+            "attempt_errors": row["attempt_log"] if row else [],
+        })
+    return {
+        "run_id": str(run["id"]), "workflow_id": run["workflow_id"], "version": run["version"],
+        "status": run["status"], "inputs": run["inputs"], "outputs": run["outputs"], "error": run["error"],
+        "usage": {"input_tokens": run["input_tokens"], "output_tokens": run["output_tokens"]},
+        "created_at": _iso(run["created_at"]), "started_at": _iso(run["started_at"]),
+        "finished_at": _iso(run["finished_at"]), "nodes": nodes, "interrupt": None,
+    }

@@ -1,0 +1,63 @@
+"""Settings, read from environment variables (and an optional `.env`), documented in docs/configuration.md.
+
+`DATABASE_URL` and `REDIS_URL` are read without prefix (the names every platform uses);
+everything else is `RELAYFLOW_<NAME>`. With neither URL set, `relayflow up` starts embedded
+servers and sets them for its child processes.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob of Relayflow; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAYFLOW_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
+
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "RELAYFLOW_DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RELAYFLOW_REDIS_URL"))
+    data_dir: Path = Path.home() / ".relayflow"
+    conf_dir: Path = PROJECT_ROOT / "conf"
+
+    queue_name: str = "relayflow"
+    lease_s: float = 30.0
+    lease_renew_every_s: float = 10.0
+    default_node_timeout_s: float = 600.0
+    max_crashes: int = 3
+    reconcile_every_s: float = 5.0
+    resend_queued_after_s: float = 30.0
+    retry_grace_s: float = 2.0
+    redis_heartbeat_timeout_ms: int = 60_000
+    worker_threads: int = 8
+
+    max_body_bytes: int = 2 * 1024 * 1024
+    http_allow_private: bool = False
+    code_memory_mb: int = 256
+    code_python: str | None = None
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3_driver(cls, url: str | None) -> str | None:
+        """Accept the `postgres://` and `postgresql://` spellings and use psycopg 3."""
+        if url is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

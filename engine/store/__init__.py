@@ -1,0 +1,27 @@
+"""The storage layer: the only code that talks SQL. Alembic (migrations/) owns the schema."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
+from engine.store.lifecycle import Claim, Decision, LifecycleStore, NewRun, Signal
+from engine.store.views import ViewStore
+
+
+@dataclass(frozen=True)
+class Store:
+    """All storage, over one SQLAlchemy engine."""
+
+    catalog: CatalogStore
+    lifecycle: LifecycleStore
+    views: ViewStore
+
+    @classmethod
+    def from_engine(cls, engine: Engine) -> "Store":
+        """Build the store on a pooled engine."""
+        return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine))
+
+
+__all__ = ["Claim", "Decision", "NewRun", "Signal", "Store", "TokenRecord", "VersionRecord"]

@@ -1,0 +1,175 @@
+"""Storage of spaces, tokens, workflows and their immutable versions."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+from sqlalchemy import Engine, text
+
+from engine.errors import VersionNotFound, WorkflowNotFound
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A personal access token as stored (hash only)."""
+
+    id: int
+    space_id: str
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One immutable workflow version."""
+
+    id: int
+    workflow_id: str
+    version: int
+    definition: dict[str, Any]
+
+
+class CatalogStore:
+    """SQL for spaces, tokens and workflows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- spaces and tokens --------------------------------------------------------------------
+    def ensure_space(self, space_id: str, name: str) -> None:
+        """Create the space unless it exists."""
+        with self.engine.begin() as conn:
+            conn.execute(text("INSERT INTO spaces (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+                         {"id": space_id, "name": name})
+
+    def insert_token(self, space_id: str, name: str, token_hash: str, scopes: Sequence[str],
+                     expires_at: datetime | None) -> int:
+        """Store a token's hash; returns its id."""
+        with self.engine.begin() as conn:
+            return conn.execute(text("""
+                INSERT INTO api_tokens (space_id, name, token_hash, scopes, expires_at)
+                VALUES (:space, :name, :hash, :scopes, :expires) RETURNING id"""),
+                {"space": space_id, "name": name, "hash": token_hash, "scopes": list(scopes),
+                 "expires": expires_at}).scalar_one()
+
+    def use_token(self, token_hash: str) -> TokenRecord | None:
+        """Look a token up by hash and record its use."""
+        with self.engine.begin() as conn:
+            row = conn.execute(text("""
+                UPDATE api_tokens SET last_used_at = now() WHERE token_hash = :hash
+                RETURNING id, space_id, name, scopes, expires_at, revoked_at"""), {"hash": token_hash}).first()
+        if row is None:
+            return None
+        return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at)
+
+    # -- workflows ------------------------------------------------------------------------------
+    def insert_workflow(self, workflow_id: str, space_id: str, name: str, description: str | None,
+                        definition: dict[str, Any], nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
+        """Create a workflow with its version 1."""
+        with self.engine.begin() as conn:
+            conn.execute(text("""
+                INSERT INTO workflows (id, space_id, name, description, latest_version)
+                VALUES (:id, :space, :name, :description, 1)"""),
+                {"id": workflow_id, "space": space_id, "name": name, "description": description})
+            return self._insert_version(conn, workflow_id, 1, definition, nodes)
+
+    def add_version(self, workflow_id: str, space_id: str, definition: dict[str, Any],
+                    nodes: Sequence[tuple[str, list[str], bool]], name: str | None = None,
+                    description: str | None = None) -> VersionRecord:
+        """Store the next immutable version of a workflow."""
+        with self.engine.begin() as conn:
+            version = conn.execute(text("""
+                UPDATE workflows SET latest_version = latest_version + 1, updated_at = now(),
+                       name = coalesce(:name, name), description = coalesce(:description, description)
+                 WHERE id = :id AND space_id = :space RETURNING latest_version"""),
+                {"id": workflow_id, "space": space_id, "name": name, "description": description}).scalar()
+            if version is None:
+                raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
+            return self._insert_version(conn, workflow_id, version, definition, nodes)
+
+    @staticmethod
+    def _insert_version(conn: Any, workflow_id: str, version: int, definition: dict[str, Any],
+                        nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
+        vid = conn.execute(text("""
+            INSERT INTO workflow_versions (workflow_id, version, definition)
+            VALUES (:wf, :version, CAST(:definition AS jsonb)) RETURNING id"""),
+            {"wf": workflow_id, "version": version,
+             "definition": json.dumps(definition, ensure_ascii=False)}).scalar_one()
+        conn.execute(text("""
+            INSERT INTO workflow_nodes (version_id, node_id, deps, needs_inputs)
+            VALUES (:vid, :node, :deps, :needs)"""),
+            [{"vid": vid, "node": n, "deps": deps, "needs": needs} for n, deps, needs in nodes])
+        return VersionRecord(vid, workflow_id, version, definition)
+
+    def publish(self, workflow_id: str, space_id: str, version: int | None) -> int:
+        """Mark a version (default: the latest) as published; returns it."""
+        with self.engine.begin() as conn:
+            row = conn.execute(text("SELECT latest_version FROM workflows WHERE id = :id AND space_id = :space FOR UPDATE"),
+                               {"id": workflow_id, "space": space_id}).first()
+            if row is None:
+                raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
+            target = version if version is not None else row.latest_version
+            if not 1 <= target <= row.latest_version:
+                raise VersionNotFound(f"Workflow {workflow_id} has no version {target}.", field="version")
+            conn.execute(text("UPDATE workflows SET published_version = :v, updated_at = now() WHERE id = :id"),
+                         {"v": target, "id": workflow_id})
+            return target
+
+    def get_workflow(self, workflow_id: str, space_id: str) -> dict[str, Any]:
+        """A workflow with its version list."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("""
+                SELECT id, name, description, latest_version, published_version, created_at, updated_at
+                  FROM workflows WHERE id = :id AND space_id = :space"""),
+                {"id": workflow_id, "space": space_id}).mappings().first()
+            if row is None:
+                raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
+            versions = conn.execute(text("""
+                SELECT version, created_at FROM workflow_versions WHERE workflow_id = :id ORDER BY version"""),
+                {"id": workflow_id}).mappings().all()
+        return {**_workflow_dict(row), "versions": [{"version": v["version"], "created_at": v["created_at"]}
+                                                   for v in versions]}
+
+    def list_workflows(self, space_id: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Workflows of a space, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT id, name, description, latest_version, published_version, created_at, updated_at
+                  FROM workflows WHERE space_id = :space ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"""),
+                {"space": space_id, "limit": limit, "offset": offset}).mappings().all()
+        return [_workflow_dict(r) for r in rows]
+
+    def get_version(self, workflow_id: str, space_id: str, version: int | None) -> VersionRecord:
+        """A version of a workflow of the space (default: the latest)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("""
+                SELECT v.id, v.workflow_id, v.version, v.definition FROM workflows w
+                  JOIN workflow_versions v ON v.workflow_id = w.id
+                   AND v.version = coalesce(CAST(:version AS int), w.latest_version)
+                 WHERE w.id = :id AND w.space_id = :space"""),
+                {"id": workflow_id, "space": space_id, "version": version}).first()
+        if row is None:
+            if version is not None:
+                self.get_workflow(workflow_id, space_id)  # raises WorkflowNotFound first
+                raise VersionNotFound(f"Workflow {workflow_id} has no version {version}.", field="version")
+            raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
+        return VersionRecord(row.id, row.workflow_id, row.version, row.definition)
+
+    def get_version_by_id(self, version_id: int) -> VersionRecord:
+        """A version by its row id (workers compile it once per process)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT id, workflow_id, version, definition FROM workflow_versions WHERE id = :id"),
+                               {"id": version_id}).first()
+        if row is None:
+            raise VersionNotFound(f"Workflow version row {version_id} not found.")
+        return VersionRecord(row.id, row.workflow_id, row.version, row.definition)
+
+
+def _workflow_dict(row: Any) -> dict[str, Any]:
+    return {"workflow_id": row["id"], "name": row["name"], "description": row["description"],
+            "latest_version": row["latest_version"], "published_version": row["published_version"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}

@@ -1,0 +1,235 @@
+"""The run lifecycle's storage: submit, claim, commit, retry, fail, cancel, reconcile.
+
+Every method is one atomic statement (one round trip) unless it says otherwise.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
+
+from engine.store import runsql
+
+
+def dumps(value: Any) -> str | None:
+    """JSON for a jsonb parameter (None stays SQL NULL)."""
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What the decided predecessors tell one successor: `count` of them decided, `active` of those active."""
+
+    node_id: str
+    in_degree: int
+    count: int
+    active: int
+    join_any: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A node attempt this worker now owns (until its lease expires or its epoch moves on)."""
+
+    node_row_id: int
+    epoch: int
+    attempt: int
+    version_id: int
+    deadline_at: datetime | None
+    run_inputs: dict[str, Any] | None
+    dep_outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The effect of a commit: whether it landed, and what became ready or was skipped."""
+
+    committed: bool
+    remaining: int | None
+    queued: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to insert with its root nodes."""
+
+    run_id: uuid.UUID
+    space_id: str
+    workflow_id: str
+    version_id: int
+    version: int
+    inputs: dict[str, Any]
+    node_count: int
+    roots: Sequence[tuple[str, int, bool]]  # (node_id, in_degree=0, join_any)
+    idempotency_key: str | None
+    deadline_s: float | None
+
+
+class LifecycleStore:
+    """SQL of the run lifecycle, over an autocommit engine (each statement is its own transaction)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _one(self, sql: str, params: dict[str, Any]) -> Any:
+        with self.auto.connect() as conn:
+            return conn.execute(text(sql), params).first()
+
+    # -- submit ---------------------------------------------------------------------------
+    def insert_run(self, run: NewRun) -> tuple[uuid.UUID, bool]:
+        """Insert the run, its root nodes and its first event in one transaction.
+
+        Returns (run_id, created); with an idempotency key already used in the space, the
+        existing run's id and False.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(text("""
+                INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
+                                  idempotency_key, remaining, deadline_at)
+                VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
+                        CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
+                             ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END)
+                ON CONFLICT (space_id, idempotency_key) DO NOTHING
+                RETURNING id"""), {
+                "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
+                "version": run.version, "inputs": dumps(run.inputs), "key": run.idempotency_key,
+                "remaining": run.node_count, "deadline_s": run.deadline_s}).first()
+            if row is None:
+                existing = conn.execute(text(
+                    "SELECT id FROM runs WHERE space_id = :space AND idempotency_key = :key"),
+                    {"space": run.space_id, "key": run.idempotency_key}).scalar_one()
+                return existing, False
+            conn.execute(text("""
+                INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
+                VALUES (:run, :node, 'queued', 0, :any, 0, 0, now())"""),
+                [{"run": run.run_id, "node": n, "any": any_} for n, _deg, any_ in run.roots])
+            conn.execute(text("INSERT INTO run_events (run_id, type, data) VALUES (:run, 'run.queued', NULL)"),
+                         {"run": run.run_id})
+        return run.run_id, True
+
+    # -- execute ----------------------------------------------------------------------------
+    def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float) -> Claim | None:
+        """Take the node if it is queued (or its retry is due); None on a duplicate delivery."""
+        row = self._one(runsql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s})
+        if row is None:
+            return None
+        return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
+                     deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {})
+
+    def commit_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, status: str,
+                    output: dict[str, Any] | None, error: dict[str, Any] | None, port: str | None,
+                    signals: Sequence[Signal], event_type: str, event_data: dict[str, Any] | None,
+                    log: list[dict[str, Any]] | None = None) -> Decision:
+        """Store a decided node (fenced by epoch), signal successors, count it, record events."""
+        params = {"run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
+                  "status": status, "output": dumps(output), "error": dumps(error), "port": port,
+                  "event_type": event_type, "event_data": dumps(event_data), "log": dumps(log),
+                  **_signal_params(signals)}
+        return _decision(self._one(runsql.COMMIT_NODE, params))
+
+    def propagate_skips(self, run_id: uuid.UUID, signals: Sequence[Signal]) -> Decision:
+        """Signal the successors of skipped nodes (their edges are all inactive)."""
+        return _decision(self._one(runsql.PROPAGATE_SKIPS, {"run": run_id, **_signal_params(signals)}))
+
+    def load_outputs(self, run_id: uuid.UUID, node_ids: Iterable[str], with_inputs: bool
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The run's inputs (if asked) and the outputs of the given nodes."""
+        row = self._one("""
+            SELECT CASE WHEN :with_inputs THEN r.inputs END AS inputs,
+                   (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
+                     WHERE d.run_id = r.id AND d.node_id = ANY(CAST(:ids AS text[]))) AS outputs
+              FROM runs r WHERE r.id = :run""", {"run": run_id, "ids": list(node_ids), "with_inputs": with_inputs})
+        return (row.inputs, row.outputs or {}) if row else (None, {})
+
+    def finish_run(self, run_id: uuid.UUID, outputs: dict[str, Any]) -> bool:
+        """Mark the run succeeded with its outputs, once all its nodes are decided."""
+        return self._one(runsql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs)}) is not None
+
+    def schedule_retry(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, error: dict[str, Any],
+                       delay_s: float, log: list[dict[str, Any]]) -> bool:
+        """Record a failed attempt and make the node due again after `delay_s`."""
+        row = self._one(runsql.SCHEDULE_RETRY, {
+            "run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
+            "error": dumps(error), "delay_s": delay_s, "log": dumps(log),
+            "event_data": dumps({"error": error, "attempt": claim.attempt, "delay_s": round(delay_s, 3)})})
+        return row is not None
+
+    def fail_run_at_node(self, run_id: uuid.UUID, node_id: str, node_row_id: int, epoch: int, *,
+                         error: dict[str, Any], log: list[dict[str, Any]],
+                         from_status: Sequence[str] = ("running",)) -> bool:
+        """Fail the node and its run; cancel everything else still pending in the run."""
+        run_error = {"code": error.get("code"), "message": error.get("message"), "node_id": node_id}
+        row = self._one(runsql.FAIL_RUN_AT_NODE, {
+            "run": run_id, "node": node_id, "nid": node_row_id, "epoch": epoch, "error": dumps(error),
+            "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status)})
+        return row is not None
+
+    def end_run(self, run_id: uuid.UUID, status: str, error: dict[str, Any] | None = None,
+                space_id: str | None = None) -> tuple[bool, bool]:
+        """Cancel (or fail) an unfinished run and its pending nodes: (found, changed)."""
+        row = self._one(runsql.END_RUN, {"run": run_id, "space": space_id, "status": status,
+                                         "run_error": dumps(error)})
+        return bool(row.found), bool(row.changed)
+
+    # -- reconcile --------------------------------------------------------------------------
+    def renew_leases(self, node_row_ids: Sequence[int], lease_s: float) -> None:
+        """Extend the leases of nodes this process is still running."""
+        if node_row_ids:
+            with self.auto.connect() as conn:
+                conn.execute(text(runsql.RENEW_LEASES), {"ids": list(node_row_ids), "lease_s": lease_s})
+
+    def expired_leases(self, limit: int = 200) -> list[Any]:
+        """Running nodes whose worker stopped renewing the lease."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(text("""
+                SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id
+                  FROM node_runs n JOIN runs r ON r.id = n.run_id
+                 WHERE n.status = 'running' AND n.lease_expires_at < now()
+                 ORDER BY n.lease_expires_at LIMIT :limit"""), {"limit": limit}))
+
+    def requeue_crashed(self, row: Any, log: list[dict[str, Any]]) -> bool:
+        """Put a crashed node back in the queue (its next claim is a new attempt)."""
+        return self._one(runsql.REQUEUE_CRASHED, {"run": row.run_id, "node": row.node_id, "nid": row.id,
+                                                  "epoch": row.epoch, "log": dumps(log)}) is not None
+
+    def stale_queued(self, older_than_s: float, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
+        """Queued nodes (and due retries) whose message looks lost; marks them as re-sent now."""
+        with self.auto.connect() as conn:
+            rows = conn.execute(text("""
+                UPDATE node_runs SET queued_at = now()
+                 WHERE id IN (SELECT id FROM node_runs
+                               WHERE status IN ('queued', 'retrying')
+                                 AND queued_at < now() - make_interval(secs => :age)
+                               ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+                RETURNING run_id, node_id"""), {"age": older_than_s, "limit": limit})
+            return [(r.run_id, r.node_id) for r in rows]
+
+    def overdue_runs(self, limit: int = 200) -> list[uuid.UUID]:
+        """Unfinished runs past their deadline."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(text("""
+                SELECT id FROM runs WHERE status IN ('queued', 'running') AND deadline_at < now()
+                 LIMIT :limit"""), {"limit": limit}).scalars())
+
+    def try_lead(self, conn: Connection, key: int) -> bool:
+        """Take the reconciler's transaction-scoped advisory lock (one leader at a time)."""
+        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
+
+
+def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:
+    return {"s_ids": [s.node_id for s in signals], "s_deg": [s.in_degree for s in signals],
+            "s_cnt": [s.count for s in signals], "s_act": [s.active for s in signals],
+            "s_any": [s.join_any for s in signals]}
+
+
+def _decision(row: Any) -> Decision:
+    if row is None or row.remaining is None:
+        return Decision(committed=False, remaining=None, queued=(), skipped=())
+    return Decision(committed=True, remaining=row.remaining, queued=tuple(row.queued), skipped=tuple(row.skipped))

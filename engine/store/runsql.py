@@ -1,0 +1,205 @@
+"""SQL of the run lifecycle's hot path. Each statement is one round trip and atomic on its own.
+
+Lock order, everywhere: the run's row first (`lk`, FOR UPDATE, materialised so it is taken
+before anything else), then node rows. Every statement that inserts run events holds the run's
+row lock, so event ids are monotonic per run in commit order (the SSE id).
+"""
+from __future__ import annotations
+
+LOCK_RUNNING = "lk AS MATERIALIZED (SELECT id FROM runs WHERE id = :run AND status = 'running' FOR UPDATE)"
+
+CLAIM = """
+WITH lk AS MATERIALIZED (
+    SELECT id, status, version_id, deadline_at, inputs FROM runs WHERE id = :run FOR UPDATE
+), c AS (
+    UPDATE node_runs n
+       SET status = 'running', epoch = n.epoch + 1, attempts = n.attempts + 1,
+           lease_expires_at = now() + make_interval(secs => :lease_s),
+           started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
+      FROM lk
+     WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running')
+       AND (n.status = 'queued'
+            OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
+    RETURNING n.id, n.epoch, n.attempts
+), r AS (
+    UPDATE runs SET status = 'running', started_at = now(), updated_at = now()
+      FROM c WHERE runs.id = :run AND runs.status = 'queued'
+    RETURNING runs.id
+), ev AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'run.started', NULL, NULL FROM r
+    UNION ALL
+    SELECT :run, 'node.started', :node, jsonb_build_object('attempt', c.attempts) FROM c
+)
+SELECT c.id, c.epoch, c.attempts, lk.version_id, lk.deadline_at,
+       CASE WHEN wn.needs_inputs THEN lk.inputs END AS inputs,
+       (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
+         WHERE d.run_id = lk.id AND d.node_id = ANY(wn.deps)) AS deps
+  FROM c CROSS JOIN lk
+  LEFT JOIN workflow_nodes wn ON wn.version_id = lk.version_id AND wn.node_id = :node
+"""
+
+# Successor signals, aggregated per successor: `cnt` decided predecessors, `act` of them active.
+_SIGNALS = """
+sig AS (
+    SELECT * FROM unnest(CAST(:s_ids AS text[]), CAST(:s_deg AS int[]), CAST(:s_cnt AS int[]),
+                         CAST(:s_act AS int[]), CAST(:s_any AS boolean[]))
+           AS s(node_id, deg, cnt, act, join_any)
+)"""
+
+_RUNS_WHEN_DECIDED = "CASE WHEN {any} THEN {act} > 0 ELSE {act} = {deg} END"
+
+_UPSERT_SUCCESSORS = """
+succ AS (
+    INSERT INTO node_runs AS n (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
+    SELECT :run, sig.node_id,
+           CASE WHEN sig.deg > sig.cnt THEN 'waiting'
+                WHEN {decide_new} THEN 'queued' ELSE 'skipped' END,
+           sig.deg, sig.join_any, sig.deg - sig.cnt, sig.act, now()
+      FROM sig {gate}
+     ORDER BY sig.node_id
+    ON CONFLICT (run_id, node_id) DO UPDATE
+       SET pending_in = n.pending_in - EXCLUDED.in_degree + EXCLUDED.pending_in,
+           active_in = n.active_in + EXCLUDED.active_in,
+           queued_at = now(),
+           status = CASE WHEN n.pending_in - (EXCLUDED.in_degree - EXCLUDED.pending_in) > 0 THEN n.status
+                         WHEN {decide_old} THEN 'queued' ELSE 'skipped' END
+     WHERE n.status = 'waiting'
+    RETURNING n.node_id, n.status
+)""".format(
+    decide_new=_RUNS_WHEN_DECIDED.format(any="sig.join_any", act="sig.act", deg="sig.deg"),
+    decide_old=_RUNS_WHEN_DECIDED.format(any="n.join_any", act="(n.active_in + EXCLUDED.active_in)", deg="n.in_degree"),
+    gate="{gate}",
+)
+
+_RESULT = """
+SELECT (SELECT remaining FROM upd) AS remaining,
+       (SELECT coalesce(array_agg(node_id ORDER BY node_id), '{}') FROM succ WHERE status = 'queued') AS queued,
+       (SELECT coalesce(array_agg(node_id ORDER BY node_id), '{}') FROM succ WHERE status = 'skipped') AS skipped
+"""
+
+# A claimed node is decided (succeeded, or failed with on_error default/branch): store its
+# outcome if our epoch still holds, signal its successors, count it, record events.
+COMMIT_NODE = f"""
+WITH {LOCK_RUNNING}, done AS (
+    UPDATE node_runs n
+       SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),
+           port = :port, finished_at = now(), lease_expires_at = NULL,
+           attempt_log = CASE WHEN CAST(:log AS jsonb) IS NULL THEN n.attempt_log
+                              ELSE n.attempt_log || CAST(:log AS jsonb) END
+      FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", done")}, ev AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, :event_type, :node, CAST(:event_data AS jsonb) FROM done
+    UNION ALL
+    SELECT :run, 'node.skipped', succ.node_id, NULL FROM succ WHERE succ.status = 'skipped'
+), upd AS (
+    UPDATE runs SET remaining = runs.remaining - 1 - (SELECT count(*) FROM succ WHERE succ.status = 'skipped'),
+                    updated_at = now()
+      FROM done WHERE runs.id = :run
+    RETURNING runs.remaining
+){_RESULT}
+"""
+
+# Skipped nodes are decided too: signal their successors (all inactive) the same way.
+PROPAGATE_SKIPS = f"""
+WITH {LOCK_RUNNING}, {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", lk")}, ev AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'node.skipped', succ.node_id, NULL FROM succ WHERE succ.status = 'skipped'
+), upd AS (
+    UPDATE runs SET remaining = runs.remaining - (SELECT count(*) FROM succ WHERE succ.status = 'skipped'),
+                    updated_at = now()
+      FROM lk WHERE runs.id = :run
+    RETURNING runs.remaining
+){_RESULT}
+"""
+
+FINISH_RUN = """
+WITH u AS (
+    UPDATE runs SET status = 'succeeded', outputs = CAST(:outputs AS jsonb), finished_at = now(), updated_at = now()
+     WHERE id = :run AND status = 'running' AND remaining <= 0
+    RETURNING id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT u.id, 'run.succeeded', NULL, NULL FROM u
+RETURNING id
+"""
+
+SCHEDULE_RETRY = f"""
+WITH {LOCK_RUNNING}, done AS (
+    UPDATE node_runs n
+       SET status = 'retrying', error = CAST(:error AS jsonb), lease_expires_at = NULL,
+           next_attempt_at = now() + make_interval(secs => :delay_s),
+           queued_at = now() + make_interval(secs => :delay_s),
+           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+      FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.retrying', :node, CAST(:event_data AS jsonb) FROM done
+RETURNING id
+"""
+
+# The node failed for good and the run fails with it; everything still pending is cancelled.
+FAIL_RUN_AT_NODE = f"""
+WITH {LOCK_RUNNING}, done AS (
+    UPDATE node_runs n
+       SET status = 'failed', error = CAST(:error AS jsonb), finished_at = now(), lease_expires_at = NULL,
+           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+      FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = ANY(CAST(:from_status AS text[]))
+    RETURNING n.id
+), others AS (
+    UPDATE node_runs n SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+      FROM done WHERE n.run_id = :run AND n.id <> done.id
+       AND n.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
+    RETURNING n.id
+), upd AS (
+    UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
+      FROM done WHERE runs.id = :run
+    RETURNING runs.id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM done
+UNION ALL
+SELECT :run, 'run.failed', NULL, CAST(:run_error AS jsonb) FROM upd
+RETURNING id
+"""
+
+# Ends a run that is not finished: cancel by a user, or fail on its deadline.
+END_RUN = """
+WITH lk AS MATERIALIZED (
+    SELECT id, status FROM runs WHERE id = :run AND (CAST(:space AS text) IS NULL OR space_id = :space) FOR UPDATE
+), u AS (
+    UPDATE runs SET status = :status, error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
+      FROM lk WHERE runs.id = lk.id AND lk.status IN ('queued', 'running', 'interrupted')
+    RETURNING runs.id
+), n AS (
+    UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+      FROM u WHERE node_runs.run_id = u.id
+       AND node_runs.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
+    RETURNING 1
+), ev AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT u.id, 'run.' || :status, NULL, CAST(:run_error AS jsonb) FROM u
+)
+SELECT (SELECT count(*) FROM lk) AS found, (SELECT count(*) FROM u) AS changed
+"""
+
+REQUEUE_CRASHED = f"""
+WITH {LOCK_RUNNING}, u AS (
+    UPDATE node_runs n
+       SET status = 'queued', crashes = n.crashes + 1, queued_at = now(), lease_expires_at = NULL,
+           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+      FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running' AND n.lease_expires_at < now()
+    RETURNING n.id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.crashed', :node, CAST(:log AS jsonb) -> 0 FROM u
+RETURNING id
+"""
+
+RENEW_LEASES = """
+UPDATE node_runs SET lease_expires_at = now() + make_interval(secs => :lease_s)
+ WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running'
+"""

@@ -1,0 +1,76 @@
+"""Read-side queries: runs and their nodes as clients see them, run lists, events."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+
+class ViewStore:
+    """SQL for reading runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run_with_nodes(self, run_id: uuid.UUID, space_id: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The run row and its node rows, or None if the space has no such run."""
+        with self.engine.connect() as conn:
+            run = conn.execute(text("""
+                SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
+                       input_tokens, output_tokens, created_at, started_at, finished_at, idempotency_key
+                  FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)"""),
+                {"id": run_id, "space": space_id}).mappings().first()
+            if run is None:
+                return None
+            nodes = conn.execute(text("""
+                SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
+                       started_at, finished_at
+                  FROM node_runs WHERE run_id = :id ORDER BY id"""), {"id": run_id}).mappings().all()
+        return dict(run), [dict(n) for n in nodes]
+
+    def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
+                  before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[dict[str, Any]]:
+        """Runs of a space, newest first, strictly older than the cursor `before`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
+                       input_tokens, output_tokens
+                  FROM runs
+                 WHERE space_id = :space
+                   AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
+                   AND (CAST(:status AS text) IS NULL OR status = :status)
+                   AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
+                 ORDER BY created_at DESC, id DESC LIMIT :limit"""),
+                {"space": space_id, "wf": workflow_id, "status": status,
+                 "b_at": before[0] if before else None, "b_id": before[1] if before else None,
+                 "limit": limit}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def run_status(self, run_id: uuid.UUID) -> str | None:
+        """Just the run's status (for waiters and the CLI)."""
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar()
+
+    def events_after(self, run_id: uuid.UUID, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """The run's events with id > after_id, in order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT id, type, node_id, data, created_at FROM run_events
+                 WHERE run_id = :run AND id > :after ORDER BY id LIMIT :limit"""),
+                {"run": run_id, "after": after_id, "limit": limit}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def ping(self) -> None:
+        """One round trip to prove the database answers."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def pending_counts(self) -> dict[str, int]:
+        """Nodes by non-final status, for health and progress."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT status, count(*) AS n FROM node_runs
+                 WHERE status IN ('queued', 'retrying', 'running') GROUP BY status""")).all()
+        return {r.status: r.n for r in rows}

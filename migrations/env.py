@@ -1,0 +1,26 @@
+"""Alembic environment: the schema comes from engine.schema; the URL from the config or DATABASE_URL."""
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from engine.schema import Base
+from engine.settings import Settings
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+if not url:
+    raise SystemExit("DATABASE_URL is not set")
+url = Settings(database_url=url).database_url
+
+
+def run_migrations_online() -> None:
+    connectable = create_engine(url)
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    connectable.dispose()
+
+
+run_migrations_online()

@@ -1,0 +1,244 @@
+"""Shared fixtures: real PostgreSQL and Redis, a fresh database per test cloned from a
+migrated template, a Redis queue per test, and real `dramatiq` worker processes.
+
+Servers come from RELAYFLOW_TEST_DATABASE_URL / RELAYFLOW_TEST_REDIS_URL, else the local
+defaults (127.0.0.1:5432 and :6379), else embedded servers started for the session.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from engine.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DB = "relayflow_test_template"
+REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13"))
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(admin postgres URL without database, redis base URL) for the session."""
+    pg = os.environ.get("RELAYFLOW_TEST_DATABASE_URL")
+    rd = os.environ.get("RELAYFLOW_TEST_REDIS_URL")
+    embedded = None
+    if not pg and _reachable("127.0.0.1", 5432):
+        pg = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if not rd and _reachable("127.0.0.1", 6379):
+        rd = "redis://127.0.0.1:6379/0"
+    if not pg or not rd:
+        from engine.embedded import EmbeddedServers
+
+        embedded = EmbeddedServers(tmp_path_factory.mktemp("embedded"))
+        epg, erd = embedded.start()
+        pg = pg or epg.replace("postgresql+psycopg://", "postgresql://")
+        rd = rd or erd
+    yield pg, rd
+    if embedded is not None:
+        embedded.stop()
+
+
+def _with_db(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def template_db(servers: tuple[str, str]) -> str:
+    """A database migrated once per session (`alembic upgrade head`), cloned for each test."""
+    from engine.db import migrate
+
+    admin = servers[0]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    migrate(_with_db(admin, TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_url(servers: tuple[str, str], template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test (SQLAlchemy URL)."""
+    admin = servers[0]
+    name = f"rf_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield Settings(database_url=_with_db(admin, name)).database_url or ""
+    from engine import db
+
+    for key, engine in list(db._engines.items()):
+        if key[1].endswith("/" + name):
+            engine.dispose()
+            db._engines.pop(key, None)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def redis_url(servers: tuple[str, str]) -> Iterator[str]:
+    """The test Redis database, flushed before and after (flushdb, never flushall)."""
+    url = servers[1].rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
+    client = redis_lib.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    """Settings for a fast-reacting test deployment (short leases, frequent reconciling)."""
+    return Settings(database_url=database_url, redis_url=redis_url,
+                    queue_name=f"rf_{uuid.uuid4().hex[:8]}", lease_s=3.0, lease_renew_every_s=1.0,
+                    reconcile_every_s=0.5, resend_queued_after_s=2.0, retry_grace_s=0.5,
+                    redis_heartbeat_timeout_ms=2000, http_allow_private=True)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that give a child process the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYFLOW_")}
+    env.update({"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"})
+    for name in ("queue_name", "lease_s", "lease_renew_every_s", "reconcile_every_s",
+                 "resend_queued_after_s", "retry_grace_s", "redis_heartbeat_timeout_ms",
+                 "http_allow_private", "max_crashes"):
+        env[f"RELAYFLOW_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+class WorkerProcess:
+    """A real `dramatiq workers` process group."""
+
+    def __init__(self, settings: Settings, processes: int, threads: int, log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes),
+             "--threads", str(threads), "--worker-shutdown-timeout", "2000"],
+            cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole group (main and worker processes)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker process groups; all are killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(processes: int = 1, threads: int = 4) -> WorkerProcess:
+        worker = WorkerProcess(settings, processes, threads, tmp_path / f"worker{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Any:
+    """The Flask app on this test's servers."""
+    from api import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def token(settings: Settings) -> str:
+    """A token of the default space with every scope."""
+    from engine.tokens import ensure_local_token
+
+    return ensure_local_token(settings.database_url or "")
+
+
+@pytest.fixture
+def client(app: Any, token: str) -> Any:
+    """A test client that sends the bearer token."""
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return test_client
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+class ApiHelper:
+    """Short-hands over the test client for the common calls."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def create_workflow(self, definition: dict[str, Any] | str, name: str = "wf") -> str:
+        """Create a workflow and return its id (asserting 201)."""
+        response = self.client.post("/v1/workflows", json={"name": name, "definition": definition})
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["workflow_id"]
+
+    def submit(self, workflow_id: str, inputs: dict[str, Any] | None = None, **extra: Any) -> str:
+        """Submit a run and return its id (asserting 202)."""
+        response = self.client.post(f"/v1/workflows/{workflow_id}/runs", json={"inputs": inputs or {}, **extra})
+        assert response.status_code == 202, response.get_json()
+        return response.get_json()["run_id"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """GET the run object."""
+        response = self.client.get(f"/v1/runs/{run_id}")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    def wait(self, run_id: str, timeout_s: float = 30.0,
+             statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict[str, Any]:
+        """Poll the run until it reaches one of `statuses`."""
+        return wait_for(lambda: (r := self.run(run_id))["status"] in statuses and r, timeout_s)
+
+    @staticmethod
+    def node(run: dict[str, Any], node_id: str) -> dict[str, Any]:
+        """One node of a run object."""
+        return next(n for n in run["nodes"] if n["node_id"] == node_id)
+
+
+@pytest.fixture
+def api(client: Any) -> ApiHelper:
+    """API short-hands with a valid token."""
+    return ApiHelper(client)

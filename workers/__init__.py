@@ -1,0 +1,26 @@
+"""Dramatiq entry point: `dramatiq workers`. Sets the broker, then declares the one actor.
+
+The actor is thin: a message carries ids only and the executor does the work. Node retries
+are the engine's (durable, in Postgres); Dramatiq's own retries cover infrastructure hiccups
+such as a database restart.
+"""
+from __future__ import annotations
+
+import dramatiq
+
+from engine.dispatch import ACTOR_NAME, make_broker
+from engine.settings import get_settings
+from workers.runtime import WorkerRuntime
+
+settings = get_settings()
+broker = make_broker(settings)
+runtime = WorkerRuntime(settings)
+broker.add_middleware(runtime)
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(actor_name=ACTOR_NAME, queue_name=settings.queue_name, max_retries=20,
+                min_backoff=500, max_backoff=30_000, time_limit=2**31 - 1)
+def run_node(run_id: str, node_id: str) -> None:
+    """Run one node of one run."""
+    runtime.executor().run_node(run_id, node_id)

@@ -1,0 +1,65 @@
+"""Per-process worker runtime: the executor, the lease keeper and the reconciler threads.
+
+Built in `after_process_boot` (after fork), so no connection is shared between processes.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import dramatiq
+
+from engine.db import get_engine
+from engine.dispatch import DramatiqDispatcher
+from engine.executor import Executor
+from engine.reconciler import Reconciler
+from engine.settings import Settings
+from engine.store import Store
+
+log = logging.getLogger("relayflow.worker")
+
+
+class WorkerRuntime(dramatiq.Middleware):
+    """Owns the executor of this worker process and its background threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._executor: Executor | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def executor(self, broker: dramatiq.Broker | None = None) -> Executor:
+        """This process's executor (created on first use)."""
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    store = Store.from_engine(get_engine(self.settings))
+                    dispatcher = DramatiqDispatcher(broker or dramatiq.get_broker(), self.settings.queue_name)
+                    self._executor = Executor(store, dispatcher, self.settings)
+        return self._executor
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        """Start the lease keeper and the reconciler in this worker process."""
+        executor = self.executor(broker)
+        reconciler = Reconciler(executor, executor.dispatcher, self.settings)
+        self._threads = [
+            threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
+            threading.Thread(target=reconciler.run_forever, args=(self._stop,), name="relayflow-reconciler",
+                             daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def before_process_stop(self, broker: dramatiq.Broker) -> None:
+        """Stop the background threads."""
+        self._stop.set()
+
+    def _keep_leases(self, executor: Executor) -> None:
+        # One UPDATE per interval for every node this process runs, so long nodes keep their lease.
+        while not self._stop.wait(self.settings.lease_renew_every_s):
+            try:
+                executor.store.lifecycle.renew_leases(executor.inflight_node_rows(), self.settings.lease_s)
+            except Exception:
+                log.exception("lease renewal failed")
+
