@@ -285,12 +285,16 @@ class _Compiler:
         refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs))
         draft.needs_run_inputs = any(root == "inputs" for root, _ in refs)
         draft.deps = {root for root, _ in refs if root != "inputs" and root in self.drafts}
-        draft.edges = {(dep, None) for dep in draft.deps}
+        explicit: set[Edge] = set()
         for index, entry in enumerate(spec.after):
             src, _, port = entry.partition(".")
             edge = self._after_edge(spec.id, f"after[{index}]", src, port or None)
             if edge is not None:
-                draft.edges.add(edge)
+                explicit.add(edge)
+        # An explicit `after: [src.port]` states how the node depends on src; a reference to
+        # src's outputs (e.g. `src.error` on the error path) must not add a second, contrary edge.
+        after_sources = {src for src, _ in explicit}
+        draft.edges = explicit | {(dep, None) for dep in draft.deps if dep not in after_sources}
 
     def _after_edge(self, node_id: str, where: str, src: str, port: str | None) -> Edge | None:
         if src == node_id:

@@ -53,13 +53,17 @@ class Executor:
                                                          "message": "The run passed its deadline."})
             return
         timeout_s = node.timeout_s or self.settings.default_node_timeout_s
-        if deadline_left is not None:
-            timeout_s = min(timeout_s, deadline_left)
+        deadline_bound = deadline_left is not None and deadline_left < timeout_s
+        if deadline_bound and deadline_left is not None:
+            timeout_s = deadline_left
         with self._inflight_lock:
             self._inflight[claim.node_row_id] = node_id
         try:
             outputs, port = self._execute(rid, node, claim, timeout_s)
         except NodeError as exc:
+            if deadline_bound and isinstance(exc, NodeTimeout):
+                exc = RunDeadlineExceeded(f"Node {node_id} was stopped at the run's deadline "
+                                          f"({workflow.deadline_s:g}s after the run was submitted).")
             self.handle_failure(rid, workflow, node, claim, exc)
             return
         except Exception as exc:  # a bug in a node type: record it like any failure

@@ -135,7 +135,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes),
              "--threads", str(threads), "--worker-shutdown-timeout", "2000"],
-            cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**settings_env(settings), "RELAYFLOW_WORKER_THREADS": str(threads)}, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

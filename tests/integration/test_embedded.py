@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,6 +21,15 @@ import redis
 from engine.embedded import EmbeddedServers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh data folder outside data_dir: each pytest session start resets
+    /tmp/pytest-of-<user> to 0700, hiding it from the unprivileged user the servers run as."""
+    path = Path(tempfile.mkdtemp(prefix="relayflow-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _psycopg_url(database_url: str) -> str:
@@ -35,9 +48,9 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
-def test_data_survives_a_restart_on_the_same_folder(tmp_path: Path) -> None:
+def test_data_survives_a_restart_on_the_same_folder(data_dir: Path) -> None:
     # Given servers started in a fresh folder, holding a table and a key
-    with EmbeddedServers(tmp_path) as servers:
+    with EmbeddedServers(data_dir) as servers:
         database_url, redis_url = servers.start()
         assert database_url.startswith("postgresql+psycopg://relayflow:")
         assert database_url.endswith("/relayflow") and "@127.0.0.1:" in database_url
@@ -50,7 +63,7 @@ def test_data_survives_a_restart_on_the_same_folder(tmp_path: Path) -> None:
         pids = servers.pids
     # When they are stopped, then started again on the same folder
     assert all(_gone(pid) for pid in pids.values())
-    with EmbeddedServers(tmp_path) as servers:
+    with EmbeddedServers(data_dir) as servers:
         database_url, redis_url = servers.start()
         # Then the table and the key are still there
         with psycopg.connect(_psycopg_url(database_url)) as conn:
@@ -59,12 +72,12 @@ def test_data_survives_a_restart_on_the_same_folder(tmp_path: Path) -> None:
             assert client.get("relayflow:test") == b"kept"
 
 
-def test_a_second_start_reuses_running_servers_without_owning_them(tmp_path: Path) -> None:
+def test_a_second_start_reuses_running_servers_without_owning_them(data_dir: Path) -> None:
     # Given servers started by one object
-    with EmbeddedServers(tmp_path) as first:
+    with EmbeddedServers(data_dir) as first:
         urls = first.start()
         # When another object starts on the same folder
-        second = EmbeddedServers(tmp_path)
+        second = EmbeddedServers(data_dir)
         # Then it gets the same servers, and stopping it leaves them running
         assert second.start() == urls
         assert not second.owns_servers
@@ -73,26 +86,27 @@ def test_a_second_start_reuses_running_servers_without_owning_them(tmp_path: Pat
             assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_servers_listen_on_loopback_only_and_require_a_password(tmp_path: Path) -> None:
-    with EmbeddedServers(tmp_path) as servers:
+def test_servers_listen_on_loopback_only_and_require_a_password(data_dir: Path) -> None:
+    with EmbeddedServers(data_dir) as servers:
         database_url, redis_url = servers.start()
         for pid in servers.pids.values():
             listening = [c for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
             assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
-        port = redis_url.rsplit(":", 1)[1].split("/")[0]
-        with redis.Redis(host="127.0.0.1", port=int(port)) as anonymous, pytest.raises(redis.AuthenticationError):
-            anonymous.ping()
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as anonymous:
+            anonymous.sendall(b"PING\r\n")
+            assert anonymous.recv(100).startswith(b"-NOAUTH")
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(_psycopg_url(database_url).replace(database_url.split(":")[2].split("@")[0], "wrong"),
                             connect_timeout=5).close()
 
 
-def test_servers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
+def test_servers_stop_when_their_parent_is_killed(data_dir: Path) -> None:
     # Given a process that started the servers
     script = textwrap.dedent(f"""
         import json, sys, time
         from engine.embedded import EmbeddedServers
-        servers = EmbeddedServers({str(tmp_path)!r})
+        servers = EmbeddedServers({str(data_dir)!r})
         servers.start()
         print(json.dumps(servers.pids), flush=True)
         time.sleep(60)
@@ -109,6 +123,6 @@ def test_servers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
             parent.kill()
     # Then the servers stop too, and a later start on the same folder works
     assert all(_gone(pid, 20) for pid in pids.values())
-    with EmbeddedServers(tmp_path) as servers:
+    with EmbeddedServers(data_dir) as servers:
         with psycopg.connect(_psycopg_url(servers.start()[0])) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
