@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, make_response
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -28,11 +28,11 @@ def error_response(status: int, code: int, msg: str, **extra: Any) -> ResponseRe
     return jsonify({"code": code, "msg": msg, **extra}), status
 
 
-def validation_error(exc: ValidationError) -> ResponseReturnValue:
+def validation_error(exc: ValidationError) -> Response:
     """422 listing every invalid field; never echoes the submitted values (they may hold secrets)."""
     errors = [{"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]} for e in exc.errors()]
     summary = "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors)
-    return error_response(422, 4000, f"Invalid request: {summary}", errors=errors)
+    return make_response(jsonify({"code": 4000, "msg": f"Invalid request: {summary}", "errors": errors}), 422)
 
 
 def init_app(app: Flask) -> None:
