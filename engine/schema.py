@@ -94,6 +94,9 @@ class Run(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     remaining: Mapped[int] = mapped_column(Integer)
+    # Composite nodes (batch, loop, sub-workflow) run their body as child runs of a parent node.
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    parent_node_id: Mapped[str | None] = mapped_column(String(64))
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -105,6 +108,7 @@ class Run(Base):
         UniqueConstraint("space_id", "idempotency_key", name="uq_runs_space_idempotency"),
         Index("ix_runs_space_created", "space_id", "created_at", "id"),
         Index("ix_runs_workflow_created", "workflow_id", "created_at", "id"),
+        Index("ix_runs_parent", "parent_run_id", postgresql_where=text("parent_run_id IS NOT NULL")),
         Index("ix_runs_active_deadline", "deadline_at", postgresql_where=text("status IN ('queued','running')")),
     )
 

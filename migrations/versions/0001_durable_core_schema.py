@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 22:20:47.346220
+Create Date: 2026-11-22 22:33:27.125634
 """
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def upgrade() -> None:
     sa.Column('error', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('remaining', sa.Integer(), nullable=False),
+    sa.Column('parent_run_id', sa.UUID(), nullable=True),
+    sa.Column('parent_node_id', sa.String(length=64), nullable=True),
     sa.Column('input_tokens', sa.BigInteger(), server_default=sa.text('0'), nullable=False),
     sa.Column('output_tokens', sa.BigInteger(), server_default=sa.text('0'), nullable=False),
     sa.Column('deadline_at', sa.DateTime(timezone=True), nullable=True),
@@ -81,6 +83,7 @@ def upgrade() -> None:
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['parent_run_id'], ['runs.id'], name=op.f('fk_runs_parent_run_id_runs'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['space_id'], ['spaces.id'], name=op.f('fk_runs_space_id_spaces'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['version_id'], ['workflow_versions.id'], name=op.f('fk_runs_version_id_workflow_versions')),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflows.id'], name=op.f('fk_runs_workflow_id_workflows'), ondelete='CASCADE'),
@@ -88,6 +91,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('space_id', 'idempotency_key', name='uq_runs_space_idempotency')
     )
     op.create_index('ix_runs_active_deadline', 'runs', ['deadline_at'], unique=False, postgresql_where=sa.text("status IN ('queued','running')"))
+    op.create_index('ix_runs_parent', 'runs', ['parent_run_id'], unique=False, postgresql_where=sa.text('parent_run_id IS NOT NULL'))
     op.create_index('ix_runs_space_created', 'runs', ['space_id', 'created_at', 'id'], unique=False)
     op.create_index('ix_runs_workflow_created', 'runs', ['workflow_id', 'created_at', 'id'], unique=False)
     op.create_table('workflow_nodes',
@@ -147,6 +151,7 @@ def downgrade() -> None:
     op.drop_table('workflow_nodes')
     op.drop_index('ix_runs_workflow_created', table_name='runs')
     op.drop_index('ix_runs_space_created', table_name='runs')
+    op.drop_index('ix_runs_parent', table_name='runs', postgresql_where=sa.text('parent_run_id IS NOT NULL'))
     op.drop_index('ix_runs_active_deadline', table_name='runs', postgresql_where=sa.text("status IN ('queued','running')"))
     op.drop_table('runs')
     op.drop_table('workflow_versions')

@@ -1,0 +1,21 @@
+"""Every shipped example registers and runs to success with its demo inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs_to_success(api: Any, start_worker: Any, path: Path) -> None:
+    start_worker(processes=2, threads=2)
+    doc = yaml.safe_load(path.read_text())
+    inputs = doc.pop("demo_inputs", {})
+    run = api.wait(api.submit(api.create_workflow(doc, name=path.stem), inputs), timeout_s=60)
+    assert run["status"] == "succeeded", run
+    assert run["outputs"] and all(v is not None for v in run["outputs"].values())
