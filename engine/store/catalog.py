@@ -131,7 +131,7 @@ class CatalogStore:
             versions = conn.execute(text("""
                 SELECT version, created_at FROM workflow_versions WHERE workflow_id = :id ORDER BY version"""),
                 {"id": workflow_id}).mappings().all()
-        return {**_workflow_dict(row), "versions": [{"version": v["version"], "created_at": v["created_at"]}
+        return {**_workflow_dict(row), "versions": [{"version": v["version"], "created_at": v["created_at"].isoformat()}
                                                    for v in versions]}
 
     def list_workflows(self, space_id: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
@@ -172,4 +172,4 @@ class CatalogStore:
 def _workflow_dict(row: Any) -> dict[str, Any]:
     return {"workflow_id": row["id"], "name": row["name"], "description": row["description"],
             "latest_version": row["latest_version"], "published_version": row["published_version"],
-            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+            "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()}
