@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import json
-
-from flask import request
-from flask_openapi3 import Info, OpenAPI
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from typing import TYPE_CHECKING
 
 from engine.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from flask_openapi3 import OpenAPI
 
-def create_app(settings: Settings | None = None) -> OpenAPI:
+
+def create_app(settings: Settings | None = None) -> "OpenAPI":
     """Build the app; settings default to the environment."""
+    # Imported here so the CLI (which lives in this package) starts fast.
+    from flask import request
+    from flask_openapi3 import Info, OpenAPI
+    from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
     from api import errors, health, runs, workflows
 
     settings = settings or get_settings()
@@ -39,4 +44,6 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(workflows.bp)
     app.register_api(runs.bp)
     app.register_api(health.bp)
+    # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
+    app.add_url_rule("/openapi.json", "openapi_json", lambda: app.api_doc)
     return app

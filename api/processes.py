@@ -14,10 +14,21 @@ from engine.embedded import die_with_parent
 from engine.settings import PROJECT_ROOT
 
 
-def web_command(port: int, *, workers: int = 2, threads: int = 16) -> list[str]:
-    """The gunicorn command line serving the API on 127.0.0.1:`port`."""
-    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
-            "--workers", str(workers), "--threads", str(threads), "api:create_app()"]
+def web_command(port: int, *, host: str = "127.0.0.1", workers: int = 2, threads: int = 16,
+                control_socket: bool = True) -> list[str]:
+    """The gunicorn command line serving the API on `host`:`port`."""
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", "gthread",
+               "--workers", str(workers), "--threads", str(threads)]
+    if not control_socket and _gunicorn_knows("control_socket"):
+        # gunicorn >= 25 listens on ~/.gunicorn/gunicorn.ctl: two local stacks would share it
+        command.append("--no-control-socket")
+    return [*command, "api:create_app()"]
+
+
+def _gunicorn_knows(setting: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(known.name == setting for known in KNOWN_SETTINGS)
 
 
 def worker_command(processes: int, threads: int = 8, *, shutdown_timeout_s: float | None = None) -> list[str]:
@@ -91,11 +102,11 @@ class Supervisor:
                     child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for child in self.children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                # the whole group: gunicorn's or dramatiq's own worker processes too
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.process.pid, signal.SIGKILL)
-                child.process.wait()
+            # the whole group: gunicorn's or dramatiq's own worker processes outlive a killed
+            # leader; the group id cannot be reused while any of them is alive
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
         self.children.clear()

@@ -213,6 +213,7 @@ class EmbeddedServers:
                      "postgres": state.get("postgres"), "redis": state.get("redis")}
             try:
                 state["postgres"] = self._start_postgres(account, pg_bin, state)
+                self._write_state(state)  # keep a new cluster's password even if Redis fails
                 state["redis"] = self._start_redis(account, redis_bin, state)
             except BaseException:
                 self._stop_children()
@@ -333,19 +334,23 @@ class EmbeddedServers:
             if proc is not None:
                 _terminate(proc, sig, 30)
 
-    def _wait_ready(self, name: str, proc: subprocess.Popen[bytes], port: int,
-                    probe: Callable[[], bool]) -> dict[str, Any] | None:
-        """Wait until `probe()` holds; None if the server exited first (e.g. its port was taken)."""
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self._children.pop(name, None)
-                return None
-            with contextlib.suppress(Exception):
-                if probe():
-                    return {"pid": proc.pid, "port": port, "started": psutil.Process(proc.pid).create_time()}
-            time.sleep(0.1)
-        raise self._failure(name, f"did not start within {self.timeout_s:.0f} s")
+    def _launch(self, name: str, account: Account, previous_port: int | None, death_signal: int,
+                command: Callable[[int], list[str | Path]],
+                probe: Callable[[subprocess.Popen[bytes], int], bool]) -> dict[str, Any]:
+        """Start a server on a free port (its previous one if free) and wait until `probe` holds."""
+        for attempt in range(3):  # a server exiting at once most likely lost its port to a race
+            port = _free_port(previous_port if attempt == 0 else None)
+            proc = self._spawn(name, account, command(port), death_signal)
+            deadline = time.monotonic() + self.timeout_s
+            while proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    if probe(proc, port):
+                        return {"pid": proc.pid, "port": port, "started": psutil.Process(proc.pid).create_time()}
+                if time.monotonic() > deadline:
+                    raise self._failure(name, f"did not start within {self.timeout_s:.0f} s")
+                time.sleep(0.1)
+            self._children.pop(name, None)
+        raise self._failure(name, "exited at start-up")
 
     def _failure(self, name: str, what: str) -> ServiceUnavailable:
         path = self.data_dir / f"{name}.log"
@@ -361,18 +366,13 @@ class EmbeddedServers:
             state["postgres_password"] = secrets.token_urlsafe(24)
             self._reset_password(account, pg_bin, state["postgres_password"])
         self._clear_postmaster_pid()
-        previous = (state.get("postgres") or {}).get("port")
-        for attempt in range(3):
-            port = _free_port(previous if attempt == 0 else None)
-            proc = self._spawn("postgres", account, [
-                pg_bin / "postgres", "-D", self.pgdata, "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
-                "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "logging_collector=off",
-            ], signal.SIGINT)
-            ready = self._wait_ready("postgres", proc, port,
-                                     lambda: self._create_database(port, state["postgres_password"]))
-            if ready:
-                return ready
-        raise self._failure("postgres", "exited at start-up")
+
+        def command(port: int) -> list[str | Path]:
+            return [pg_bin / "postgres", "-D", self.pgdata, "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
+                    "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "logging_collector=off"]
+
+        return self._launch("postgres", account, (state.get("postgres") or {}).get("port"), signal.SIGINT, command,
+                            lambda proc, port: self._create_database(port, state["postgres_password"]))
 
     def _clear_postmaster_pid(self) -> None:
         """Stop a postmaster still running on our data (its record was lost), or drop a stale pid file."""
@@ -429,22 +429,19 @@ class EmbeddedServers:
 
     def _start_redis(self, account: Account, redis_bin: Path, state: dict[str, Any]) -> dict[str, Any]:
         _private_dir(self.redis_dir, account)
-        previous = (state.get("redis") or {}).get("port")
-        for attempt in range(3):
-            port = _free_port(previous if attempt == 0 else None)
-            conf = self.redis_dir / "redis.conf"
+        conf = self.redis_dir / "redis.conf"
+
+        def command(port: int) -> list[str | Path]:
             # a config file, not arguments: the password must not show in `ps`
             _write_private(conf, "\n".join([
                 "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no", f'dir "{self.redis_dir}"',
                 "dbfilename dump.rdb", "save 60 1", "appendonly no", 'logfile ""',
                 f"requirepass {state['redis_password']}", "",
             ]), account)
-            proc = self._spawn("redis", account, [redis_bin, conf], signal.SIGTERM)
-            ready = self._wait_ready("redis", proc, port,
-                                     lambda: self._redis_is(proc.pid, port, state["redis_password"]))
-            if ready:
-                return ready
-        raise self._failure("redis", "exited at start-up")
+            return [redis_bin, conf]
+
+        return self._launch("redis", account, (state.get("redis") or {}).get("port"), signal.SIGTERM, command,
+                            lambda proc, port: self._redis_is(proc.pid, port, state["redis_password"]))
 
     @staticmethod
     def _redis_is(pid: int, port: int, password: str) -> bool:

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +50,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     if not pg or not rd:
         from engine.embedded import EmbeddedServers
 
-        embedded = EmbeddedServers(tmp_path_factory.mktemp("embedded"))
+        # Not under pytest's tmp dir: as root, the servers run as an unprivileged user, and
+        # pytest resets its tmp root to 0700 at every session start.
+        embedded = EmbeddedServers(Path(tempfile.mkdtemp(prefix="relayflow-test-")))
         epg, erd = embedded.start()
         pg = pg or epg.replace("postgresql+psycopg://", "postgresql://")
         rd = rd or erd
@@ -135,7 +138,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes),
              "--threads", str(threads), "--worker-shutdown-timeout", "2000"],
-            cwd=ROOT, env={**settings_env(settings), "RELAYFLOW_WORKER_THREADS": str(threads)}, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

@@ -6,19 +6,13 @@ such as a database restart.
 """
 from __future__ import annotations
 
-import os
-
 import dramatiq
-import dramatiq.worker
 
 from engine.dispatch import ACTOR_NAME, make_broker
 from engine.settings import get_settings
 from workers.runtime import WorkerRuntime
 
 settings = get_settings()
-# Hold at most one message per thread: a node prefetched behind a long one would wait while
-# another worker process sits idle (dramatiq's default is two per thread).
-dramatiq.worker.QUEUE_PREFETCH = int(os.environ.get("dramatiq_queue_prefetch") or settings.worker_threads)
 broker = make_broker(settings)
 runtime = WorkerRuntime(settings)
 broker.add_middleware(runtime)

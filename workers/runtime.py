@@ -5,6 +5,7 @@ Built in `after_process_boot` (after fork), so no connection is shared between p
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import dramatiq
@@ -38,6 +39,15 @@ class WorkerRuntime(dramatiq.Middleware):
                     dispatcher = DramatiqDispatcher(broker or dramatiq.get_broker(), self.settings.queue_name)
                     self._executor = Executor(store, dispatcher, self.settings)
         return self._executor
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Hold at most one message per thread (unless `dramatiq_queue_prefetch` says otherwise).
+
+        Dramatiq prefetches two per thread by default: a node prefetched behind a long one
+        would wait while another worker process sits idle.
+        """
+        if not os.environ.get("dramatiq_queue_prefetch"):
+            worker.queue_prefetch = worker.worker_threads
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""

@@ -123,6 +123,5 @@ def test_servers_stop_when_their_parent_is_killed(data_dir: Path) -> None:
             parent.kill()
     # Then the servers stop too, and a later start on the same folder works
     assert all(_gone(pid, 20) for pid in pids.values())
-    with EmbeddedServers(data_dir) as servers:
-        with psycopg.connect(_psycopg_url(servers.start()[0])) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+    with EmbeddedServers(data_dir) as servers, psycopg.connect(_psycopg_url(servers.start()[0])) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
