@@ -11,21 +11,25 @@ from engine.errors import ServiceUnavailable
 from engine.settings import Settings
 
 _MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-_engines: dict[tuple[int, str], Engine] = {}
+_engines: dict[tuple[int, str, bool], Engine] = {}
 _lock = threading.Lock()
 
 
-def get_engine(settings: Settings) -> Engine:
-    """One pooled engine per process and URL; a forked child gets its own."""
+def get_engine(settings: Settings, *, pre_ping: bool = True) -> Engine:
+    """One pooled engine per process, URL and ping mode; a forked child gets its own.
+
+    Workers pass `pre_ping=False`: a ping is a round trip per checkout, as much as the work of
+    a node; the lifecycle store retries a statement once on a dropped connection instead.
+    """
     url = settings.database_url
     if not url:
         raise ServiceUnavailable("DATABASE_URL is not set; run `relayflow up` for embedded servers.")
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, pre_ping)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=settings.db_pool_size,
-                                   max_overflow=settings.db_max_overflow, future=True)
+            engine = create_engine(url, pool_pre_ping=pre_ping, pool_size=settings.db_pool_size,
+                                   max_overflow=settings.db_max_overflow, pool_recycle=1800)
             _engines[key] = engine
     return engine
 

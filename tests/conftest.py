@@ -90,7 +90,7 @@ def database_url(servers: tuple[str, str], template_db: str) -> Iterator[str]:
     from engine import db
 
     for key, engine in list(db._engines.items()):
-        if key[1].endswith("/" + name):
+        if key[1].endswith("/" + name):  # (pid, url, pre_ping)
             engine.dispose()
             db._engines.pop(key, None)
     with psycopg.connect(admin, autocommit=True) as conn:

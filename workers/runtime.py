@@ -35,7 +35,7 @@ class WorkerRuntime(dramatiq.Middleware):
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
-                    store = Store.from_engine(get_engine(self.settings))
+                    store = Store.from_engine(get_engine(self.settings, pre_ping=False))
                     dispatcher = DramatiqDispatcher(broker or dramatiq.get_broker(), self.settings.queue_name)
                     self._executor = Executor(store, dispatcher, self.settings)
         return self._executor

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from engine.store import runsql
 
@@ -79,8 +80,16 @@ class LifecycleStore:
         self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _one(self, sql: str, params: dict[str, Any]) -> Any:
-        with self.auto.connect() as conn:
-            return conn.execute(text(sql), params).first()
+        # Each statement is atomic and fenced (status/epoch guards), so running it again after
+        # a dropped connection (database restart, idle timeout) is safe.
+        for attempt in (1, 2):
+            try:
+                with self.auto.connect() as conn:
+                    return conn.execute(text(sql), params).first()
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- submit ---------------------------------------------------------------------------
     def insert_run(self, run: NewRun) -> tuple[uuid.UUID, bool]:

@@ -118,3 +118,12 @@ def test_healthz_reports_queue_depth_and_503_when_a_service_is_down(app: Any, se
     no_pg = create_app(settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/x"}))
     down = no_pg.test_client().get("/healthz")
     assert down.status_code == 503 and down.get_json()["postgres"].startswith("unavailable")
+
+
+def test_openapi_document_describes_every_route(app: Any) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.1")
+    assert {"/v1/workflows", "/v1/workflows/{workflow_id}", "/v1/workflows/{workflow_id}/publish",
+            "/v1/workflows/{workflow_id}/runs", "/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/cancel",
+            "/healthz"} <= set(doc["paths"])
+    assert "422" in doc["paths"]["/v1/workflows/{workflow_id}/runs"]["post"]["responses"]

@@ -151,3 +151,19 @@ def test_node_that_keeps_crashing_fails_as_crashed_after_the_bound(settings: Set
     assert run["status"] == "failed"
     assert run["nodes"][0]["status"] == "failed" and run["nodes"][0]["error"]["kind"] == "crashed"
     assert run["error"]["node_id"] == "a"
+
+
+def test_run_survives_its_database_connections_being_killed(api: Any, start_worker: Any, settings: Settings) -> None:
+    # Given a run with a node in flight
+    start_worker()
+    run_id = api.submit(api.create_workflow(CHAIN))
+    wait_for(lambda: api.node(api.run(run_id), "slow")["status"] == "running")
+    # When every other connection to the database is terminated (as by a failover or restart)
+    dbname = (settings.database_url or "").rsplit("/", 1)[1]
+    killed = _sql(settings, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE datname = %s AND pid <> pg_backend_pid()", dbname)[0][0]
+    assert killed >= 1
+    # Then the workers reconnect and the run completes, each node exactly once
+    run = api.wait(run_id, timeout_s=60)
+    assert run["status"] == "succeeded", run
+    assert [n["attempts"] for n in run["nodes"]] == [1, 1, 1]
