@@ -203,7 +203,7 @@ def compile_value(value: Any, path: str = "") -> CompiledValue:
     return CompiledValue(value, _compile(value, path))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=4096)
 def _text_template(source: str) -> Any:
     return ENV.from_string(_parse(source))
 

@@ -5,14 +5,17 @@ Every method is one atomic statement (one round trip) unless it says otherwise.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from engine.store import runsql
 
@@ -80,15 +83,30 @@ class LifecycleStore:
         self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _one(self, sql: str, params: dict[str, Any]) -> Any:
-        # Each statement is atomic and fenced (status/epoch guards), so running it again after
-        # a dropped connection (database restart, idle timeout) is safe.
+        """Run one statement in its own transaction on the pooled psycopg connection.
+
+        The hot path skips SQLAlchemy's per-execution machinery (it was a third of a worker's
+        CPU per node). Each statement is atomic and fenced (status/epoch guards), so running it
+        again after a dropped connection (database restart, idle timeout) is safe.
+        """
         for attempt in (1, 2):
+            fairy = self.engine.raw_connection()
             try:
-                with self.auto.connect() as conn:
-                    return conn.execute(text(sql), params).first()
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
+                conn = fairy.driver_connection
+                conn.autocommit = True
+                try:
+                    with conn.cursor(row_factory=namedtuple_row) as cur:
+                        cur.execute(_pyformat(sql), params)
+                        return cur.fetchone() if cur.description else None
+                finally:
+                    if not conn.closed:
+                        conn.autocommit = False
+            except psycopg.OperationalError:
+                fairy.invalidate()
+                if attempt == 2:
                     raise
+            finally:
+                fairy.close()
         raise AssertionError("unreachable")
 
     # -- submit ---------------------------------------------------------------------------
@@ -199,8 +217,9 @@ class LifecycleStore:
         with self.auto.connect() as conn:
             return list(conn.execute(text("""
                 SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id
-                  FROM node_runs n JOIN runs r ON r.id = n.run_id
-                 WHERE n.status = 'running' AND n.lease_expires_at < now()
+                  FROM runs r JOIN node_runs n ON n.run_id = r.id
+                 WHERE r.status IN ('queued', 'running')
+                   AND n.status = 'running' AND n.lease_expires_at < now()
                  ORDER BY n.lease_expires_at LIMIT :limit"""), {"limit": limit}))
 
     def requeue_crashed(self, row: Any, log: list[dict[str, Any]]) -> bool:
@@ -213,10 +232,11 @@ class LifecycleStore:
         with self.auto.connect() as conn:
             rows = conn.execute(text("""
                 UPDATE node_runs SET queued_at = now()
-                 WHERE id IN (SELECT id FROM node_runs
-                               WHERE status IN ('queued', 'retrying')
-                                 AND queued_at < now() - make_interval(secs => :age)
-                               ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+                 WHERE id IN (SELECT n.id FROM runs r JOIN node_runs n ON n.run_id = r.id
+                               WHERE r.status IN ('queued', 'running')
+                                 AND n.status IN ('queued', 'retrying')
+                                 AND n.queued_at < now() - make_interval(secs => :age)
+                               ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
                 RETURNING run_id, node_id"""), {"age": older_than_s, "limit": limit})
             return [(r.run_id, r.node_id) for r in rows]
 
@@ -230,6 +250,15 @@ class LifecycleStore:
     def try_lead(self, conn: Connection, key: int) -> bool:
         """Take the reconciler's transaction-scoped advisory lock (one leader at a time)."""
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
+
+
+_NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@lru_cache(maxsize=64)
+def _pyformat(sql: str) -> str:
+    """`:name` (SQLAlchemy style) → `%(name)s` (psycopg style), once per statement text."""
+    return _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:

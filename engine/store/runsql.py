@@ -8,8 +8,12 @@ from __future__ import annotations
 
 LOCK_RUNNING = "lk AS MATERIALIZED (SELECT id FROM runs WHERE id = :run AND status = 'running' FOR UPDATE)"
 
+# The claim's own commit is asynchronous: a claim lost in a server crash leaves the node queued
+# with its old epoch, so the worker's commit is fenced out and the reconciler re-sends the node.
+# The node's commit (synchronous, and before any message is sent) flushes the claim's WAL too.
 CLAIM = """
-WITH lk AS MATERIALIZED (
+WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
+), lk AS MATERIALIZED (
     SELECT id, status, version_id, deadline_at, inputs FROM runs WHERE id = :run FOR UPDATE
 ), c AS (
     UPDATE node_runs n
@@ -35,7 +39,7 @@ SELECT c.id, c.epoch, c.attempts, lk.version_id, lk.deadline_at,
        CASE WHEN wn.needs_inputs THEN lk.inputs END AS inputs,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = lk.id AND d.node_id = ANY(wn.deps)) AS deps
-  FROM c CROSS JOIN lk
+  FROM c CROSS JOIN lk CROSS JOIN cfg
   LEFT JOIN workflow_nodes wn ON wn.version_id = lk.version_id AND wn.node_id = :node
 """
 

@@ -71,6 +71,7 @@ class ViewStore:
         """Nodes by non-final status, for health and progress."""
         with self.engine.connect() as conn:
             rows = conn.execute(text("""
-                SELECT status, count(*) AS n FROM node_runs
-                 WHERE status IN ('queued', 'retrying', 'running') GROUP BY status""")).all()
+                SELECT n.status, count(*) AS n FROM runs r JOIN node_runs n ON n.run_id = r.id
+                 WHERE r.status IN ('queued', 'running') AND n.status IN ('queued', 'retrying', 'running')
+                 GROUP BY n.status""")).all()
         return {r.status: r.n for r in rows}
