@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 23:09:24.304607
+Create Date: 2026-11-22 23:15:27.476622
 """
 from __future__ import annotations
 
@@ -130,20 +130,18 @@ def upgrade() -> None:
     op.execute("ALTER TABLE node_runs SET (fillfactor = 70)")
     op.execute("ALTER TABLE runs SET (fillfactor = 80)")
     op.create_table('run_events',
-    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('run_id', sa.UUID(), nullable=False),
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('type', sa.String(length=32), nullable=False),
     sa.Column('node_id', sa.String(length=64), nullable=True),
     sa.Column('data', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_run_events_run_id_runs'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_run_events'))
+    sa.PrimaryKeyConstraint('run_id', 'id', name=op.f('pk_run_events'))
     )
-    op.create_index('ix_run_events_run_id', 'run_events', ['run_id', 'id'], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_run_events_run_id', table_name='run_events')
     op.drop_table('run_events')
     op.drop_table('node_runs')
     op.drop_table('workflow_nodes')
