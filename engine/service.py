@@ -74,7 +74,7 @@ class Relayflow:
         if inputs is not None and not isinstance(inputs, dict):
             raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
         clean = compiled.validate_inputs(inputs or {})
-        run_id, created = self.store.lifecycle.insert_run(NewRun(
+        run_id, status, created = self.store.lifecycle.insert_run(NewRun(
             run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=record.id,
             version=record.version, inputs=clean, node_count=len(compiled.nodes),
             roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
@@ -82,7 +82,6 @@ class Relayflow:
         if created:
             for node_id in compiled.roots:
                 self.dispatcher.send(str(run_id), node_id)
-        status = self.store.views.run_status(run_id) or "queued"
         return {"run_id": str(run_id), "status": status, "created": created}
 
     def get_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:

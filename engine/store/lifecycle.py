@@ -110,36 +110,22 @@ class LifecycleStore:
         raise AssertionError("unreachable")
 
     # -- submit ---------------------------------------------------------------------------
-    def insert_run(self, run: NewRun) -> tuple[uuid.UUID, bool]:
-        """Insert the run, its root nodes and its first event in one transaction.
+    def insert_run(self, run: NewRun) -> tuple[uuid.UUID, str, bool]:
+        """Insert the run, its root nodes and its first event in one statement.
 
-        Returns (run_id, created); with an idempotency key already used in the space, the
-        existing run's id and False.
+        Returns (run_id, status, created); with an idempotency key already used in the space,
+        the existing run's id and status, and False.
         """
-        with self.engine.begin() as conn:
-            row = conn.execute(text("""
-                INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
-                                  idempotency_key, remaining, deadline_at)
-                VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
-                        CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
-                             ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END)
-                ON CONFLICT (space_id, idempotency_key) DO NOTHING
-                RETURNING id"""), {
-                "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
-                "version": run.version, "inputs": dumps(run.inputs), "key": run.idempotency_key,
-                "remaining": run.node_count, "deadline_s": run.deadline_s}).first()
-            if row is None:
-                existing = conn.execute(text(
-                    "SELECT id FROM runs WHERE space_id = :space AND idempotency_key = :key"),
-                    {"space": run.space_id, "key": run.idempotency_key}).scalar_one()
-                return existing, False
-            conn.execute(text("""
-                INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
-                VALUES (:run, :node, 'queued', 0, :any, 0, 0, now())"""),
-                [{"run": run.run_id, "node": n, "any": any_} for n, _deg, any_ in run.roots])
-            conn.execute(text("INSERT INTO run_events (run_id, type, data) VALUES (:run, 'run.queued', NULL)"),
-                         {"run": run.run_id})
-        return run.run_id, True
+        row = self._one(runsql.INSERT_RUN, {
+            "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
+            "version": run.version, "inputs": dumps(run.inputs), "key": run.idempotency_key,
+            "remaining": run.node_count, "deadline_s": run.deadline_s,
+            "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots]})
+        if row is not None:
+            return row.id, "queued", True
+        existing = self._one("SELECT id, status FROM runs WHERE space_id = :space AND idempotency_key = :key",
+                             {"space": run.space_id, "key": run.idempotency_key})
+        return existing.id, existing.status, False
 
     # -- execute ----------------------------------------------------------------------------
     def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float) -> Claim | None:

@@ -8,6 +8,25 @@ from __future__ import annotations
 
 LOCK_RUNNING = "lk AS MATERIALIZED (SELECT id FROM runs WHERE id = :run AND status = 'running' FOR UPDATE)"
 
+INSERT_RUN = """
+WITH r AS (
+    INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
+                      idempotency_key, remaining, deadline_at)
+    VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
+            CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
+                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END)
+    ON CONFLICT (space_id, idempotency_key) DO NOTHING
+    RETURNING id
+), roots AS (
+    INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
+    SELECT r.id, root.node_id, 'queued', 0, root.join_any, 0, 0, now()
+      FROM r, unnest(CAST(:roots AS text[]), CAST(:roots_any AS boolean[])) AS root(node_id, join_any)
+), ev AS (
+    INSERT INTO run_events (run_id, type, node_id, data) SELECT r.id, 'run.queued', NULL, NULL FROM r
+)
+SELECT id FROM r
+"""
+
 # The claim's own commit is asynchronous: a claim lost in a server crash leaves the node queued
 # with its old epoch, so the worker's commit is fenced out and the reconciler re-sends the node.
 # The node's commit (synchronous, and before any message is sent) flushes the claim's WAL too.
