@@ -406,3 +406,16 @@ def test_random_dags_compile_and_one_back_edge_makes_a_named_cycle(
     assert len(cycles) == 1
     named = set(cycles[0].removeprefix("cycle: ").split(" → "))
     assert {f"n{low}", f"n{high}"} <= named
+
+
+def test_after_port_replaces_the_data_edge_from_the_same_node() -> None:
+    # Given an error-path node that names parse.error in `after` and reads parse's error output
+    workflow = compile_workflow({"nodes": [
+        {"id": "parse", "type": "json_parse", "inputs": {"text": "{"}, "on_error": "branch"},
+        {"id": "sad", "type": "template", "after": ["parse.error"],
+         "config": {"template": "{{ parse.error.message }}"}},
+    ]})
+    # Then taking the error port activates it, and succeeding does not
+    assert workflow.nodes["sad"].in_edges == (("parse", "error"),)
+    assert [s.active for s in workflow.signals("parse", "error")] == [True]
+    assert [s.active for s in workflow.signals("parse", None)] == [False]
