@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     resend_queued_after_s: float = 30.0
     retry_grace_s: float = 2.0
     redis_heartbeat_timeout_ms: int = 60_000
+    queue_poll_max_ms: int = 100
 
     max_body_bytes: int = 2 * 1024 * 1024
     http_allow_private: bool = False

@@ -41,13 +41,16 @@ class WorkerRuntime(dramatiq.Middleware):
         return self._executor
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        """Hold at most one message per thread (unless `dramatiq_queue_prefetch` says otherwise).
+        """Hold one message per thread (unless `dramatiq_queue_prefetch` says otherwise); poll often.
 
         Dramatiq prefetches two per thread by default: a node prefetched behind a long one
         would wait while another worker process sits idle.
         """
         if not os.environ.get("dramatiq_queue_prefetch"):
             worker.queue_prefetch = worker.worker_threads
+        # An idle consumer polls Redis with a backoff capped by this timeout (Dramatiq: 1 s), so
+        # a node sent to an idle worker could wait up to that long before it starts.
+        worker.worker_timeout = self.settings.queue_poll_max_ms
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""
