@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Relayflow's benchmark, with its two comparators, in one sitting: `python bench/run_all.py [--quick]`.
+
+Phases (docs/benchmarks.md explains the method and the figures):
+
+1. In process (`bench/inprocess.py`): round trips, statements, Redis commands, CPU, WAL and a
+   profile per node, with the engines the workers and the API build; the naive step; the scale
+   check without the queue.
+2. Comparator A, the bare Dramatiq chain, and 3. comparator B, the naive chain
+   (`bench/comparator_bench.py`, `bench/comparators/`).
+4. Relayflow under `dramatiq workers --processes 2 --threads 8` (`bench/relayflow_bench.py`):
+   throughput, unloaded latency, wait events, Redis commands, the 1,000-node scale check.
+5. With `--inline` only: the same throughput and latency for the inline-successor experiment
+   (`bench/experiments/inline.py`, not adopted).
+
+One worker group runs at a time and is killed when its phase ends. Every wait has a timeout and
+`--budget-s` bounds the whole run. Setup and cleanup are in `bench/harness.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.comparator_bench import run_comparator  # noqa: E402
+from bench.harness import (DB_NAME, FULL, PROCESSES, QUICK, REDIS_DB, THREADS, BenchError,  # noqa: E402
+                           drop_database, flush_redis, fresh_database, server_facts,
+                           server_process_groups, server_urls)
+from bench.inprocess import InProcess  # noqa: E402
+from bench.relayflow_bench import run_relayflow  # noqa: E402
+from bench.report import print_report, write_results  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer runs, 1 round (a smoke test, ~20 s)")
+    parser.add_argument("--rounds", type=int, help="throughput rounds per system (default 3, quick 1)")
+    parser.add_argument("--inline", action="store_true",
+                        help="also measure the inline-successor experiment (not adopted; see bench/experiments)")
+    parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database afterwards")
+    parser.add_argument("--budget-s", type=int, default=900,
+                        help="stop (cleanly) if the whole benchmark takes longer than this (default 900)")
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str, str], log_dir: Path) -> None:
+    """Every phase, in order; fills `res`."""
+    admin_url, bench_url, redis_url = urls
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    res["plan"] = asdict(plan)
+    tag = uuid.uuid4().hex[:6]
+    print(f"setting up {DB_NAME} and Redis db {REDIS_DB} (logs in {log_dir})", flush=True)
+    fresh_database(admin_url, bench_url)
+    res["machine"].update(server_facts(bench_url, redis_url))
+    meter_groups = server_process_groups(bench_url, redis_url)
+
+    print("1/4 in process: round trips, CPU, WAL per node; the naive step; the scale check", flush=True)
+    inproc = InProcess(bench_url, redis_url, f"bench_rt_{tag}", log_dir)
+    try:
+        res["in_process"] = {"relayflow": inproc.relayflow(plan.rt_runs, plan.nodes),
+                             "naive": inproc.naive(plan.rt_runs * plan.nodes * 2),
+                             "scale": inproc.scale(10, plan.scale_small_runs * 4, plan.scale_nodes)}
+    finally:
+        inproc.close()
+    print("2/4 comparator A: bare Dramatiq chain", flush=True)
+    res["bare_chain"] = run_comparator("bare_chain", plan, bench_url, redis_url, f"bench_bare_{tag}", log_dir,
+                                       meter_groups, monitor=True)
+    print("3/4 comparator B: naive chain (one Postgres transaction per step)", flush=True)
+    res["naive_chain"] = run_comparator("naive_chain", plan, bench_url, redis_url, f"bench_naive_{tag}", log_dir,
+                                        meter_groups, waits=True)
+    print("4/4 Relayflow: throughput, latency, wait events, Redis commands, scale", flush=True)
+    res["relayflow"] = run_relayflow(plan, bench_url, redis_url, f"bench_relayflow_{tag}", log_dir, meter_groups)
+    if args.inline:
+        print("experiment (not adopted): inline successor execution", flush=True)
+        res["experiments"] = {"inline": run_relayflow(plan, bench_url, redis_url, f"bench_inline_{tag}", log_dir,
+                                                      meter_groups, module="bench.experiments.inline")}
+    res["ratios"] = {
+        "relayflow_over_bare": round(res["relayflow"]["per_s"] / res["bare_chain"]["per_s"], 3),
+        "relayflow_over_naive": round(res["relayflow"]["per_s"] / res["naive_chain"]["per_s"], 3),
+    }
+
+
+def code_fingerprint() -> str:
+    """sha256 of the engine's and the workers' sources, to tell which code a result file measured."""
+    digest = hashlib.sha256()
+    for path in sorted([*ROOT.glob("engine/**/*.py"), *ROOT.glob("workers/**/*.py"), *ROOT.glob("migrations/**/*.py")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    urls = server_urls()
+    log_dir = Path(tempfile.mkdtemp(prefix="relayflow-bench-"))
+    started = time.monotonic()
+    res: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_sha256": code_fingerprint(),
+        "command": " ".join(["python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_at_start": os.getloadavg()},
+        "setup": {"processes": PROCESSES, "threads": THREADS, "prefetch": THREADS, "redis_db": REDIS_DB,
+                  "database": DB_NAME},
+    }
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        raise BenchError(f"time budget of {args.budget_s}s exceeded")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(args.budget_s)
+    try:
+        flush_redis(urls[2])
+        measure(args, res, urls, log_dir)
+        signal.alarm(0)
+        res["elapsed_s"] = round(time.monotonic() - started, 1)
+        res["machine"]["loadavg_at_end"] = os.getloadavg()
+        path = write_results(res, args.quick)
+        print_report(res)
+        print(f"results: {path.relative_to(ROOT)} (elapsed {res['elapsed_s']}s)")
+        shutil.rmtree(log_dir, ignore_errors=True)  # worker logs are kept only on failure
+        return 0
+    except BenchError as exc:
+        print(f"benchmark failed: {exc} (worker logs in {log_dir})", file=sys.stderr)
+        return 1
+    finally:
+        signal.alarm(0)
+        try:
+            flush_redis(urls[2])
+        except Exception as exc:  # noqa: BLE001 - report and go on cleaning up
+            print(f"could not flush Redis db {REDIS_DB}: {exc}", file=sys.stderr)
+        if not args.keep_db:
+            try:
+                drop_database(urls[0])
+            except Exception as exc:  # noqa: BLE001 - the next run drops it first
+                print(f"could not drop {DB_NAME}: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
