@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -140,16 +141,28 @@ class Executor:
     # -- after a commit -------------------------------------------------------------------------
     def _after(self, run_id: uuid.UUID, workflow: CompiledWorkflow, decision: Decision) -> None:
         """Send what became ready, propagate skips, and finish the run when nothing is left."""
-        while decision.committed:
+        if not decision.committed:
+            return
+        skipped: deque[str] = deque()
+        while True:
             for node_id in decision.queued:
                 self.dispatcher.send(str(run_id), node_id)
             if decision.remaining is not None and decision.remaining <= 0:
                 self.finish(run_id, workflow)
                 return
-            if not decision.skipped:
+            skipped.extend(decision.skipped)
+            if not skipped:
                 return
-            signals = _merge(s for n in decision.skipped for s in workflow.signals(n, None, skipped=True))
-            decision = self.store.lifecycle.propagate_skips(run_id, signals)
+            source = skipped.popleft()
+            decision = self.store.lifecycle.propagate_skip(
+                run_id, source, _merge(workflow.signals(source, None, skipped=True)))
+
+    def settle_skip(self, run_id: uuid.UUID, version_id: int, node_id: str) -> None:
+        """Signal a skipped node's successors (the reconciler's repair after a crash)."""
+        workflow = self.versions.get(version_id)
+        decision = self.store.lifecycle.propagate_skip(
+            run_id, node_id, _merge(workflow.signals(node_id, None, skipped=True)))
+        self._after(run_id, workflow, decision)
 
     def finish(self, run_id: uuid.UUID, workflow: CompiledWorkflow) -> None:
         """Render the run's outputs from its nodes and mark it succeeded."""

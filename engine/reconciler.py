@@ -2,7 +2,9 @@
 
 One leader per sweep (a transaction-scoped Postgres advisory lock): it re-queues nodes whose
 lease expired (their worker died), re-sends messages for queued nodes and due retries that
-look lost, and fails runs past their deadline.
+look lost, completes decisions a dying worker left half done (a skip not yet signalled to its
+successors, a run whose nodes are all decided but which was not marked finished), and fails
+runs past their deadline.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class SweepReport:
     crashed: int = 0
     resent: int = 0
     overdue: int = 0
+    repaired: int = 0
 
 
 class Reconciler:
@@ -50,14 +53,22 @@ class Reconciler:
             stale = self.store.lifecycle.stale_queued(self.settings.resend_queued_after_s)
             for run_id, node_id in stale:
                 self.dispatcher.send(str(run_id), node_id)
+            age = self.settings.resend_queued_after_s
+            unsettled = self.store.lifecycle.unsettled_skips(age)
+            for row in unsettled:
+                self.executor.settle_skip(row.run_id, row.version_id, row.node_id)
+            unfinished = self.store.lifecycle.unfinished_runs(age)
+            for row in unfinished:
+                self.executor.finish(row.id, self.executor.versions.get(row.version_id))
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
                 self.store.lifecycle.end_run(run_id, "failed", {
                     "code": RunDeadlineExceeded.code, "node_id": None, "message": "The run passed its deadline."})
-        if crashed or stale or overdue:
-            log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline",
-                     len(crashed), len(stale), len(overdue))
-        return SweepReport(True, len(crashed), len(stale), len(overdue))
+        repaired = len(unsettled) + len(unfinished)
+        if crashed or stale or overdue or repaired:
+            log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline, "
+                     "%d interrupted decisions completed", len(crashed), len(stale), len(overdue), repaired)
+        return SweepReport(True, len(crashed), len(stale), len(overdue), repaired)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Sweep every `reconcile_every_s` until `stop` is set; errors are logged and survived."""

@@ -127,6 +127,9 @@ class NodeRun(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     crashes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     port: Mapped[str | None] = mapped_column(String(64))
+    # True once this node's outcome has been signalled to its successors. A skip decided by
+    # one statement is signalled by the next; the reconciler finishes it if a worker died between.
+    settled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attempt_log: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))

@@ -147,9 +147,10 @@ class LifecycleStore:
                   **_signal_params(signals)}
         return _decision(self._one(runsql.COMMIT_NODE, params))
 
-    def propagate_skips(self, run_id: uuid.UUID, signals: Sequence[Signal]) -> Decision:
-        """Signal the successors of skipped nodes (their edges are all inactive)."""
-        return _decision(self._one(runsql.PROPAGATE_SKIPS, {"run": run_id, **_signal_params(signals)}))
+    def propagate_skip(self, run_id: uuid.UUID, source: str, signals: Sequence[Signal]) -> Decision:
+        """Signal the successors of a skipped node (its edges are all inactive), at most once."""
+        return _decision(self._one(runsql.PROPAGATE_SKIP, {"run": run_id, "source": source,
+                                                           **_signal_params(signals)}))
 
     def load_outputs(self, run_id: uuid.UUID, node_ids: Iterable[str], with_inputs: bool
                      ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -225,6 +226,23 @@ class LifecycleStore:
                                ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
                 RETURNING run_id, node_id"""), {"age": older_than_s, "limit": limit})
             return [(r.run_id, r.node_id) for r in rows]
+
+    def unsettled_skips(self, older_than_s: float, limit: int = 500) -> list[Any]:
+        """Skipped nodes whose successors were never signalled (the deciding worker died)."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(text("""
+                SELECT n.run_id, n.node_id, r.version_id FROM runs r JOIN node_runs n ON n.run_id = r.id
+                 WHERE r.status = 'running' AND n.status = 'skipped' AND NOT n.settled
+                   AND n.queued_at < now() - make_interval(secs => :age)
+                 LIMIT :limit"""), {"age": older_than_s, "limit": limit}))
+
+    def unfinished_runs(self, older_than_s: float, limit: int = 200) -> list[Any]:
+        """Runs whose nodes are all decided but that were never marked finished (the worker died)."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(text("""
+                SELECT id, version_id FROM runs
+                 WHERE status = 'running' AND remaining <= 0 AND updated_at < now() - make_interval(secs => :age)
+                 LIMIT :limit"""), {"age": older_than_s, "limit": limit}))
 
     def overdue_runs(self, limit: int = 200) -> list[uuid.UUID]:
         """Unfinished runs past their deadline."""

@@ -107,7 +107,7 @@ COMMIT_NODE = f"""
 WITH {LOCK_RUNNING}, done AS (
     UPDATE node_runs n
        SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),
-           port = :port, finished_at = now(), lease_expires_at = NULL,
+           port = :port, finished_at = now(), lease_expires_at = NULL, settled = true,
            attempt_log = CASE WHEN CAST(:log AS jsonb) IS NULL THEN n.attempt_log
                               ELSE n.attempt_log || CAST(:log AS jsonb) END
       FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
@@ -125,15 +125,19 @@ WITH {LOCK_RUNNING}, done AS (
 ){_RESULT}
 """
 
-# Skipped nodes are decided too: signal their successors (all inactive) the same way.
-PROPAGATE_SKIPS = f"""
-WITH {LOCK_RUNNING}, {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", lk")}, ev AS (
+# A skipped node is decided too: signal its successors (all its edges are inactive), once.
+PROPAGATE_SKIP = f"""
+WITH {LOCK_RUNNING}, src AS (
+    UPDATE node_runs n SET settled = true
+      FROM lk WHERE n.run_id = :run AND n.node_id = :source AND n.status = 'skipped' AND NOT n.settled
+    RETURNING n.node_id
+), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", src")}, ev AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'node.skipped', succ.node_id, NULL FROM succ WHERE succ.status = 'skipped'
 ), upd AS (
     UPDATE runs SET remaining = runs.remaining - (SELECT count(*) FROM succ WHERE succ.status = 'skipped'),
                     updated_at = now()
-      FROM lk WHERE runs.id = :run
+      FROM src WHERE runs.id = :run
     RETURNING runs.remaining
 ){_RESULT}
 """

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 23:15:27.476622
+Create Date: 2026-11-22 23:39:27.617409
 """
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('crashes', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('port', sa.String(length=64), nullable=True),
+    sa.Column('settled', sa.Boolean(), server_default=sa.text('false'), nullable=False),
     sa.Column('output', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('error', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('attempt_log', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'[]'::jsonb"), nullable=False),

@@ -167,3 +167,65 @@ def test_run_survives_its_database_connections_being_killed(api: Any, start_work
     run = api.wait(run_id, timeout_s=60)
     assert run["status"] == "succeeded", run
     assert [n["attempts"] for n in run["nodes"]] == [1, 1, 1]
+
+
+def _commit_as_a_dying_worker(store: Store, workflow: Any, run_id: uuid.UUID, node_id: str,
+                              output: dict[str, Any], port: str | None = None) -> Any:
+    """Claim and commit a node exactly as a worker does, then stop: no messages, no follow-up."""
+    from engine.executor import _merge
+
+    claim = store.lifecycle.claim(run_id, node_id, lease_s=30, grace_s=0)
+    assert claim is not None
+    return store.lifecycle.commit_node(run_id, node_id, claim, status="succeeded", output=output, error=None,
+                                       port=port, signals=_merge(workflow.signals(node_id, port)),
+                                       event_type="node.succeeded", event_data=None)
+
+
+def test_reconciler_finishes_a_run_whose_last_commit_was_not_followed_up(settings: Settings, token: str) -> None:
+    settings = settings.model_copy(update={"resend_queued_after_s": 0.0})
+    store, service, executor, reconciler = _in_process(settings)
+    created = service.create_workflow(DEFAULT_SPACE, "last", None, ONE_NODE)
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, created["workflow_id"], {})["run_id"])
+    # Given the last node committed by a worker that died before marking the run finished
+    workflow = executor.versions.get(store.catalog.get_version(created["workflow_id"], DEFAULT_SPACE, None).id)
+    assert _commit_as_a_dying_worker(store, workflow, run_id, "a", {"text": "x"}).remaining == 0
+    assert service.get_run(DEFAULT_SPACE, str(run_id))["status"] == "running"
+    # When the reconciler sweeps
+    time.sleep(0.05)
+    assert reconciler.sweep().repaired == 1
+    # Then the run is finished with its outputs
+    run = service.get_run(DEFAULT_SPACE, str(run_id))
+    assert run["status"] == "succeeded" and run["outputs"] == {"a": "x"}
+
+
+BRANCHES = {"nodes": [
+    {"id": "route", "type": "selector", "config": {"branches": [
+        {"name": "urgent", "conditions": [{"left": 1, "op": ">", "right": 5}]}]}},
+    {"id": "page", "type": "template", "after": ["route.urgent"], "config": {"template": "paged"}},
+    {"id": "page_log", "type": "template", "config": {"template": "{{ page.text }} logged"}},
+    {"id": "calm", "type": "template", "after": ["route.else"], "config": {"template": "calm"}},
+    {"id": "join", "type": "aggregator", "inputs": {"values": ["{{ page_log.text }}", "{{ calm.text }}"]}},
+], "outputs": {"result": "{{ join.value }}"}}
+
+
+def test_reconciler_propagates_a_skip_a_dying_worker_did_not_signal(settings: Settings, token: str) -> None:
+    settings = settings.model_copy(update={"resend_queued_after_s": 0.0})
+    store, service, executor, reconciler = _in_process(settings)
+    created = service.create_workflow(DEFAULT_SPACE, "skips", None, BRANCHES)
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, created["workflow_id"], {})["run_id"])
+    workflow = executor.versions.get(store.catalog.get_version(created["workflow_id"], DEFAULT_SPACE, None).id)
+    # Given the selector committed ("else": page skipped) by a worker that died right after
+    decision = _commit_as_a_dying_worker(store, workflow, run_id, "route", {"branch": "else"}, port="else")
+    assert decision.skipped == ("page",) and decision.queued == ("calm",)
+    # When the reconciler sweeps, and the ready nodes run
+    time.sleep(0.05)
+    assert reconciler.sweep().repaired == 1
+    executor.run_node(str(run_id), "calm")
+    executor.run_node(str(run_id), "join")
+    # Then the skip reached page_log, the join ran once, and the run finished
+    run = service.get_run(DEFAULT_SPACE, str(run_id))
+    statuses = {n["node_id"]: n["status"] for n in run["nodes"]}
+    assert statuses == {"route": "succeeded", "page": "skipped", "page_log": "skipped",
+                        "calm": "succeeded", "join": "succeeded"}
+    assert run["status"] == "succeeded" and run["outputs"] == {"result": "calm"}
+    assert reconciler.sweep().repaired == 0
