@@ -38,6 +38,9 @@ class CatalogStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips
+        # (under READ COMMITTED a transaction would give them no common snapshot anyway).
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- spaces and tokens --------------------------------------------------------------------
     def ensure_space(self, space_id: str, name: str) -> None:
@@ -121,7 +124,7 @@ class CatalogStore:
 
     def get_workflow(self, workflow_id: str, space_id: str) -> dict[str, Any]:
         """A workflow with its version list."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(text("""
                 SELECT id, name, description, latest_version, published_version, created_at, updated_at
                   FROM workflows WHERE id = :id AND space_id = :space"""),
@@ -136,7 +139,7 @@ class CatalogStore:
 
     def list_workflows(self, space_id: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Workflows of a space, newest first."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(text("""
                 SELECT id, name, description, latest_version, published_version, created_at, updated_at
                   FROM workflows WHERE space_id = :space ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"""),
@@ -145,7 +148,7 @@ class CatalogStore:
 
     def get_version(self, workflow_id: str, space_id: str, version: int | None) -> VersionRecord:
         """A version of a workflow of the space (default: the latest)."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(text("""
                 SELECT v.id, v.workflow_id, v.version, v.definition FROM workflows w
                   JOIN workflow_versions v ON v.workflow_id = w.id
@@ -161,7 +164,7 @@ class CatalogStore:
 
     def get_version_by_id(self, version_id: int) -> VersionRecord:
         """A version by its row id (workers compile it once per process)."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(text("SELECT id, workflow_id, version, definition FROM workflow_versions WHERE id = :id"),
                                {"id": version_id}).first()
         if row is None:

@@ -13,10 +13,13 @@ class ViewStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips
+        # (under READ COMMITTED a transaction would give them no common snapshot anyway).
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def run_with_nodes(self, run_id: uuid.UUID, space_id: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """The run row and its node rows, or None if the space has no such run."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             run = conn.execute(text("""
                 SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
                        input_tokens, output_tokens, created_at, started_at, finished_at, idempotency_key
@@ -33,7 +36,7 @@ class ViewStore:
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
                   before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[dict[str, Any]]:
         """Runs of a space, newest first, strictly older than the cursor `before`."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(text("""
                 SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
                        input_tokens, output_tokens
@@ -50,12 +53,12 @@ class ViewStore:
 
     def run_status(self, run_id: uuid.UUID) -> str | None:
         """Just the run's status (for waiters and the CLI)."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar()
 
     def events_after(self, run_id: uuid.UUID, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """The run's events with id > after_id, in order."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(text("""
                 SELECT id, type, node_id, data, created_at FROM run_events
                  WHERE run_id = :run AND id > :after ORDER BY id LIMIT :limit"""),
@@ -64,12 +67,12 @@ class ViewStore:
 
     def ping(self) -> None:
         """One round trip to prove the database answers."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def pending_counts(self) -> dict[str, int]:
         """Nodes by non-final status, for health and progress."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(text("""
                 SELECT n.status, count(*) AS n FROM runs r JOIN node_runs n ON n.run_id = r.id
                  WHERE r.status IN ('queued', 'running') AND n.status IN ('queued', 'retrying', 'running')
