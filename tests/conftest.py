@@ -25,7 +25,7 @@ import redis as redis_lib
 from engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DB = "relayflow_test_template"
+TEMPLATE_DB = f"relayflow_test_template_{os.getpid()}"  # per session: sessions may overlap
 REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13"))
 
 
@@ -67,7 +67,7 @@ def _with_db(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def template_db(servers: tuple[str, str]) -> str:
+def template_db(servers: tuple[str, str]) -> Iterator[str]:
     """A database migrated once per session (`alembic upgrade head`), cloned for each test."""
     from engine.db import migrate
 
@@ -76,7 +76,9 @@ def template_db(servers: tuple[str, str]) -> str:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     migrate(_with_db(admin, TEMPLATE_DB))
-    return TEMPLATE_DB
+    yield TEMPLATE_DB
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
 @pytest.fixture
