@@ -169,6 +169,15 @@ def test_run_survives_its_database_connections_being_killed(api: Any, start_work
     assert [n["attempts"] for n in run["nodes"]] == [1, 1, 1]
 
 
+def _started(settings: Settings, definition: dict[str, Any]) -> tuple[Store, Relayflow, Executor, Reconciler, Any, uuid.UUID]:
+    """In-process engine parts (quick repairs), a workflow's compiled graph, and a submitted run."""
+    store, service, executor, reconciler = _in_process(settings.model_copy(update={"resend_queued_after_s": 0.0}))
+    created = service.create_workflow(DEFAULT_SPACE, "repair", None, definition)
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, created["workflow_id"], {})["run_id"])
+    workflow = executor.versions.get(store.catalog.get_version(created["workflow_id"], DEFAULT_SPACE, None).id)
+    return store, service, executor, reconciler, workflow, run_id
+
+
 def _commit_as_a_dying_worker(store: Store, workflow: Any, run_id: uuid.UUID, node_id: str,
                               output: dict[str, Any], port: str | None = None) -> Any:
     """Claim and commit a node exactly as a worker does, then stop: no messages, no follow-up."""
@@ -182,12 +191,8 @@ def _commit_as_a_dying_worker(store: Store, workflow: Any, run_id: uuid.UUID, no
 
 
 def test_reconciler_finishes_a_run_whose_last_commit_was_not_followed_up(settings: Settings, token: str) -> None:
-    settings = settings.model_copy(update={"resend_queued_after_s": 0.0})
-    store, service, executor, reconciler = _in_process(settings)
-    created = service.create_workflow(DEFAULT_SPACE, "last", None, ONE_NODE)
-    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, created["workflow_id"], {})["run_id"])
+    store, service, _executor, reconciler, workflow, run_id = _started(settings, ONE_NODE)
     # Given the last node committed by a worker that died before marking the run finished
-    workflow = executor.versions.get(store.catalog.get_version(created["workflow_id"], DEFAULT_SPACE, None).id)
     assert _commit_as_a_dying_worker(store, workflow, run_id, "a", {"text": "x"}).remaining == 0
     assert service.get_run(DEFAULT_SPACE, str(run_id))["status"] == "running"
     # When the reconciler sweeps
@@ -209,11 +214,7 @@ BRANCHES = {"nodes": [
 
 
 def test_reconciler_propagates_a_skip_a_dying_worker_did_not_signal(settings: Settings, token: str) -> None:
-    settings = settings.model_copy(update={"resend_queued_after_s": 0.0})
-    store, service, executor, reconciler = _in_process(settings)
-    created = service.create_workflow(DEFAULT_SPACE, "skips", None, BRANCHES)
-    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, created["workflow_id"], {})["run_id"])
-    workflow = executor.versions.get(store.catalog.get_version(created["workflow_id"], DEFAULT_SPACE, None).id)
+    store, service, executor, reconciler, workflow, run_id = _started(settings, BRANCHES)
     # Given the selector committed ("else": page skipped) by a worker that died right after
     decision = _commit_as_a_dying_worker(store, workflow, run_id, "route", {"branch": "else"}, port="else")
     assert decision.skipped == ("page",) and decision.queued == ("calm",)
