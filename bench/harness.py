@@ -2,7 +2,7 @@
 
 Everything the benchmark touches is its own: the database `relayflow_bench` (dropped if left
 over, created, migrated with `engine.db.migrate`, dropped at the end), Redis database 14
-(cleared with FLUSHDB, never FLUSHALL) and queue names `bench_<system>_<random>`.
+(cleared with FLUSHDB on that database only) and queue names `bench_<system>_<random>`.
 """
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ def database_url(servers: tuple[str, str], template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def redis_url(servers: tuple[str, str]) -> Iterator[str]:
-    """The test Redis database, flushed before and after (flushdb, never flushall)."""
+    """The test Redis database, flushed before and after (FLUSHDB on that database only)."""
     url = servers[1].rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
     client = redis_lib.Redis.from_url(url)
     client.flushdb()
