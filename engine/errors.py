@@ -155,3 +155,8 @@ class RunDeadlineExceeded(NodeError):
     code = 7004
     retryable = False
     kind = "deadline"
+
+    @classmethod
+    def run_error(cls, node_id: str | None) -> dict[str, Any]:
+        """The run's `error` object when its deadline ends it."""
+        return {"code": cls.code, "node_id": node_id, "message": (cls.__doc__ or "").strip()}

@@ -36,7 +36,7 @@ class Executor:
         self.dispatcher = dispatcher
         self.settings = settings
         self.versions = VersionCache(store.catalog)
-        self._inflight: dict[int, str] = {}
+        self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
 
     # -- the actor body ---------------------------------------------------------------------
@@ -50,15 +50,14 @@ class Executor:
         node = workflow.nodes[node_id]
         deadline_left = _seconds_until(claim.deadline_at)
         if deadline_left is not None and deadline_left <= 0:
-            self.store.lifecycle.end_run(rid, "failed", {"code": RunDeadlineExceeded.code, "node_id": node_id,
-                                                         "message": "The run passed its deadline."})
+            self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id))
             return
         timeout_s = node.timeout_s or self.settings.default_node_timeout_s
         deadline_bound = deadline_left is not None and deadline_left < timeout_s
         if deadline_bound and deadline_left is not None:
             timeout_s = deadline_left
         with self._inflight_lock:
-            self._inflight[claim.node_row_id] = node_id
+            self._inflight.add(claim.node_row_id)
         try:
             outputs, port = self._execute(rid, node, claim, timeout_s)
         except NodeError as exc:
@@ -74,7 +73,7 @@ class Executor:
             return
         finally:
             with self._inflight_lock:
-                self._inflight.pop(claim.node_row_id, None)
+                self._inflight.discard(claim.node_row_id)
         decision = self.store.lifecycle.commit_node(
             rid, node_id, claim, status="succeeded", output=outputs, error=None, port=port,
             signals=_merge(workflow.signals(node_id, port)), event_type="node.succeeded",

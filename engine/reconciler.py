@@ -62,8 +62,7 @@ class Reconciler:
                 self.executor.finish(row.id, self.executor.versions.get(row.version_id))
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
-                self.store.lifecycle.end_run(run_id, "failed", {
-                    "code": RunDeadlineExceeded.code, "node_id": None, "message": "The run passed its deadline."})
+                self.store.lifecycle.end_run(run_id, "failed", RunDeadlineExceeded.run_error(None))
         repaired = len(unsettled) + len(unfinished)
         if crashed or stale or overdue or repaired:
             log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline, "

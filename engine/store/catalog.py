@@ -60,11 +60,18 @@ class CatalogStore:
                  "expires": expires_at}).scalar_one()
 
     def use_token(self, token_hash: str) -> TokenRecord | None:
-        """Look a token up by hash and record its use."""
-        with self.engine.begin() as conn:
+        """Look a token up by hash and record its use (at most once a minute: not a write per request)."""
+        with self.reads.connect() as conn:
             row = conn.execute(text("""
-                UPDATE api_tokens SET last_used_at = now() WHERE token_hash = :hash
-                RETURNING id, space_id, name, scopes, expires_at, revoked_at"""), {"hash": token_hash}).first()
+                WITH t AS (
+                    SELECT id, space_id, name, scopes, expires_at, revoked_at, last_used_at
+                      FROM api_tokens WHERE token_hash = :hash
+                ), used AS (
+                    UPDATE api_tokens SET last_used_at = now() FROM t
+                     WHERE api_tokens.id = t.id
+                       AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+                )
+                SELECT id, space_id, name, scopes, expires_at, revoked_at FROM t"""), {"hash": token_hash}).first()
         if row is None:
             return None
         return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at)
