@@ -100,6 +100,9 @@ class Run(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How the client started it: async (submit and poll), sync (waits for the end) or stream (SSE);
+    # Coze Studio's `run_mode` in the run history.
+    run_mode: Mapped[str] = mapped_column(String(16), server_default=text("'async'"))
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -109,7 +112,7 @@ class Run(Base):
         Index("ix_runs_space_created", "space_id", "created_at", "id"),
         Index("ix_runs_workflow_created", "workflow_id", "created_at", "id"),
         Index("ix_runs_parent", "parent_run_id", postgresql_where=text("parent_run_id IS NOT NULL")),
-        Index("ix_runs_active", "deadline_at", postgresql_where=text("status IN ('queued','running')")),
+        Index("ix_runs_active", "deadline_at", postgresql_where=text("status IN ('queued','running','interrupted')")),
     )
 
 
@@ -132,6 +135,9 @@ class NodeRun(Base):
     settled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The outputs a resume supplied to an interrupted node (validated by the API); its next
+    # claim returns them and the node finishes with them instead of asking again.
+    resume: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attempt_log: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -142,6 +148,22 @@ class NodeRun(Base):
     # updates a node gets per attempt can then be HOT (heap-only, no index writes; the
     # migration sets fillfactor 70 for room). The reconciler finds work through active runs.
     __table_args__ = (UniqueConstraint("run_id", "node_id", name="uq_node_runs_run_node"),)
+
+
+class RunInterrupt(Base):
+    """A question or input form a node is waiting on; answered at most once (`status` guards it)."""
+
+    __tablename__ = "run_interrupts"
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    node_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))  # question | input
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))  # pending | answered
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_run_interrupts_run", "run_id", "created_at"),)
 
 
 class RunEvent(Base):

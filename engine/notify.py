@@ -1,0 +1,146 @@
+"""Wake-ups for whoever follows a run (event streams, sync waits): Redis pub/sub.
+
+The events themselves live in Postgres (`run_events`); a notification only says "run X has
+new events", so a lost one costs a waiter its next keep-alive interval, never an event.
+One listener thread per process fans notifications out to its waiters: a thousand open
+streams cost one Redis connection, not a thousand.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+import redis
+
+log = logging.getLogger("relayflow.notify")
+
+
+def channel_name(queue_name: str) -> str:
+    """The pub/sub channel of one deployment (channels ignore Redis database numbers)."""
+    return f"relayflow:{queue_name}:run-events"
+
+
+class Notifier(Protocol):
+    """Something that announces that a run has new events."""
+
+    def run_changed(self, run_id: str) -> None: ...
+
+
+class NullNotifier:
+    """Announces nothing (tools and tests that have no followers)."""
+
+    def run_changed(self, run_id: str) -> None:
+        """Do nothing."""
+
+
+class RedisNotifier:
+    """PUBLISHes the run id on the deployment's channel; failures are logged, not raised."""
+
+    def __init__(self, client: redis.Redis, queue_name: str) -> None:
+        self.client = client
+        self.channel = channel_name(queue_name)
+
+    def run_changed(self, run_id: str) -> None:
+        """Announce new events of `run_id` (best effort: followers also re-read on a timer)."""
+        try:
+            self.client.publish(self.channel, str(run_id))
+        except redis.RedisError:
+            log.warning("could not publish a wake-up for run %s", run_id, exc_info=True)
+
+
+class RunWatcher:
+    """A process-wide subscriber: `wait(run_id, seen)` blocks until the run's counter moves past `seen`.
+
+    Usage: `seen = watcher.mark(run_id)`, read the database, then `watcher.wait(run_id, seen, t)`;
+    a notification that lands between the read and the wait is not missed.
+    """
+
+    def __init__(self, client: redis.Redis, queue_name: str) -> None:
+        self.client = client
+        self.channel = channel_name(queue_name)
+        self._counters: dict[str, int] = {}
+        self._watchers: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+
+    def start(self) -> None:
+        """Start the listener thread (idempotent)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._listen, name="relayflow-watcher", daemon=True)
+                self._thread.start()
+        self._connected.wait(timeout=2.0)
+
+    def stop(self) -> None:
+        """Stop the listener thread."""
+        self._stop.set()
+
+    def mark(self, run_id: str) -> int:
+        """Register interest in a run and return its current counter."""
+        self.start()
+        with self._cond:
+            self._watchers[run_id] = self._watchers.get(run_id, 0) + 1
+            return self._counters.get(run_id, 0)
+
+    def release(self, run_id: str) -> None:
+        """Drop interest in a run (forget its counter when nobody watches)."""
+        with self._cond:
+            left = self._watchers.get(run_id, 1) - 1
+            if left <= 0:
+                self._watchers.pop(run_id, None)
+                self._counters.pop(run_id, None)
+            else:
+                self._watchers[run_id] = left
+
+    def wait(self, run_id: str, seen: int, timeout_s: float) -> int:
+        """Block until the run's counter differs from `seen` or `timeout_s` passes; returns the counter."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._counters.get(run_id, 0) == seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._counters.get(run_id, 0)
+
+    def _listen(self) -> None:
+        backoff_s = 0.1
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                self._connected.set()
+                backoff_s = 0.1
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        run_id = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
+                        self._bump(run_id)
+            except redis.RedisError:
+                log.warning("run watcher lost Redis; reconnecting in %.1fs", backoff_s, exc_info=True)
+                self._connected.set()  # waiters fall back to their timers meanwhile
+                self._bump_all()
+                time.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                except redis.RedisError:
+                    pass
+
+    def _bump(self, run_id: str) -> None:
+        with self._cond:
+            if run_id in self._watchers:
+                self._counters[run_id] = self._counters.get(run_id, 0) + 1
+                self._cond.notify_all()
+
+    def _bump_all(self) -> None:
+        # Notifications may have been missed while disconnected: wake everyone to re-read.
+        with self._cond:
+            for run_id in self._watchers:
+                self._counters[run_id] = self._counters.get(run_id, 0) + 1
+            self._cond.notify_all()
