@@ -18,7 +18,8 @@ from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
 from engine.errors import (NodeCrashed, NodeError, NodeTimeout, PermanentNodeError,
                            RunDeadlineExceeded)
-from engine.nodes.base import NodeContext
+from engine.nodes.base import Interrupt, NodeContext
+from engine.notify import Notifier, NullNotifier
 from engine.outputs import check_outputs
 from engine.settings import Settings
 from engine.store import Claim, Decision, Signal, Store
@@ -31,10 +32,12 @@ log = logging.getLogger("relayflow.executor")
 class Executor:
     """Executes node messages against the store; one per worker process."""
 
-    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings
+        self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
@@ -46,6 +49,14 @@ class Executor:
         claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s)
         if claim is None:
             return
+        self.notifier.run_changed(run_id)
+        try:
+            self._run_claimed(rid, node_id, claim)
+        finally:
+            self.notifier.run_changed(run_id)
+
+    def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
+        run_id = str(rid)
         workflow = self.versions.get(claim.version_id)
         node = workflow.nodes[node_id]
         deadline_left = _seconds_until(claim.deadline_at)
@@ -60,6 +71,11 @@ class Executor:
             self._inflight.add(claim.node_row_id)
         try:
             outputs, port = self._execute(rid, node, claim, timeout_s)
+        except Interrupt as asked:
+            event_id = uuid.uuid4().hex
+            self.store.lifecycle.interrupt_node(rid, node_id, claim, event_id=event_id, kind=asked.kind,
+                                                data=asked.data)
+            return
         except NodeError as exc:
             if deadline_bound and isinstance(exc, NodeTimeout):
                 exc = RunDeadlineExceeded(f"Node {node_id} was stopped at the run's deadline "
@@ -86,13 +102,23 @@ class Executor:
         config, inputs = node.render(context)
         ctx = NodeContext(run_id=str(run_id), node_id=node.id, attempt=claim.attempt, timeout_s=timeout_s,
                           settings=self.settings,
-                          render_text=lambda source, extra: render_text(source, {**context, **extra}))
+                          render_text=lambda source, extra: render_text(source, {**context, **extra}),
+                          resume=claim.resume,
+                          emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data))
         outputs = node.node_type(config).run(ctx, inputs)
         if time.monotonic() - ctx.started_at > timeout_s:
             raise NodeTimeout(f"Node {node.id} took longer than its timeout of {timeout_s:g}s.")
         check_outputs(node.id, outputs, node.declared_outputs)
         port_key = node.node_type.port_output
         return outputs, (str(outputs[port_key]) if port_key and outputs.get(port_key) is not None else None)
+
+    def emit(self, run_id: uuid.UUID, node_id: str, event_type: str, data: dict[str, Any]) -> None:
+        """Record a live event of a running node and wake its followers (best effort)."""
+        try:
+            if self.store.lifecycle.append_event(run_id, node_id, event_type, data):
+                self.notifier.run_changed(str(run_id))
+        except Exception:  # progress events must never fail the node
+            log.warning("could not record %s for %s/%s", event_type, run_id, node_id, exc_info=True)
 
     # -- failures ---------------------------------------------------------------------------
     def handle_failure(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,

@@ -50,6 +50,7 @@ class Reconciler:
             crashed = self.store.lifecycle.expired_leases()
             for row in crashed:
                 self.executor.handle_crash(row)
+                self.executor.notifier.run_changed(str(row.run_id))
             stale = self.store.lifecycle.stale_queued(self.settings.resend_queued_after_s)
             for run_id, node_id in stale:
                 self.dispatcher.send(str(run_id), node_id)
@@ -63,6 +64,7 @@ class Reconciler:
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
                 self.store.lifecycle.end_run(run_id, "failed", RunDeadlineExceeded.run_error(None))
+                self.executor.notifier.run_changed(str(run_id))
         repaired = len(unsettled) + len(unfinished)
         if crashed or stale or overdue or repaired:
             log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline, "

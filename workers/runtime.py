@@ -13,6 +13,7 @@ import dramatiq
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
+from engine.notify import RedisNotifier
 from engine.reconciler import Reconciler
 from engine.settings import Settings
 from engine.store import Store
@@ -36,8 +37,10 @@ class WorkerRuntime(dramatiq.Middleware):
             with self._lock:
                 if self._executor is None:
                     store = Store.from_engine(get_engine(self.settings, pre_ping=False))
-                    dispatcher = DramatiqDispatcher(broker or dramatiq.get_broker(), self.settings.queue_name)
-                    self._executor = Executor(store, dispatcher, self.settings)
+                    broker = broker or dramatiq.get_broker()
+                    dispatcher = DramatiqDispatcher(broker, self.settings.queue_name)
+                    notifier = RedisNotifier(broker.client, self.settings.queue_name)  # type: ignore[attr-defined]
+                    self._executor = Executor(store, dispatcher, self.settings, notifier)
         return self._executor
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

@@ -38,10 +38,31 @@ class NodeContext:
     # Renders a text template against the run's context (run inputs, upstream outputs)
     # plus `extra` variables at top level; always returns a string.
     render_text: Callable[[str, dict[str, Any]], str] = field(default=lambda text, extra: text)
+    # Outputs a resume supplied: a human-in-the-loop node finishes with them instead of asking again.
+    resume: dict[str, Any] | None = None
+    # Records a run event of this node while it runs (e.g. LLM token chunks); best effort, and
+    # never the checkpoint: only the outputs `run` returns are.
+    emit_event: Callable[[str, dict[str, Any]], None] = field(default=lambda event_type, data: None)
+    # Facts the node reports about its attempt besides its outputs (which model answered, token
+    # usage, latency): filled by the node, stored by the executor with the attempt.
+    report: dict[str, Any] = field(default_factory=dict)
 
     def remaining_s(self) -> float:
         """Seconds left before this attempt's timeout (never negative)."""
         return max(0.0, self.timeout_s - (time.monotonic() - self.started_at))
+
+
+class Interrupt(Exception):
+    """Raised by a node's `run` to pause the run until a person answers (question, input form).
+
+    Not an error: the executor records the interrupt, frees the worker, and the node is run
+    again with `ctx.resume` set once the answer arrives.
+    """
+
+    def __init__(self, kind: str, data: dict[str, Any]) -> None:
+        self.kind = kind
+        self.data = data
+        super().__init__(f"waiting for {kind}")
 
 
 class NodeType(ABC, Generic[ConfigT]):

@@ -47,6 +47,7 @@ class Claim:
     deadline_at: datetime | None
     run_inputs: dict[str, Any] | None
     dep_outputs: dict[str, Any]
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class NewRun:
     roots: Sequence[tuple[str, int, bool]]  # (node_id, in_degree=0, join_any)
     idempotency_key: str | None
     deadline_s: float | None
+    run_mode: str = "async"
 
 
 class LifecycleStore:
@@ -119,7 +121,7 @@ class LifecycleStore:
         row = self._one(runsql.INSERT_RUN, {
             "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
             "version": run.version, "inputs": dumps(run.inputs), "key": run.idempotency_key,
-            "remaining": run.node_count, "deadline_s": run.deadline_s,
+            "remaining": run.node_count, "deadline_s": run.deadline_s, "run_mode": run.run_mode,
             "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots]})
         if row is not None:
             return row.id, "queued", True
@@ -134,7 +136,8 @@ class LifecycleStore:
         if row is None:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
-                     deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {})
+                     deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
+                     resume=row.resume)
 
     def commit_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, status: str,
                     output: dict[str, Any] | None, error: dict[str, Any] | None, port: str | None,
@@ -192,6 +195,28 @@ class LifecycleStore:
                                          "run_error": dumps(error)})
         return bool(row.found), bool(row.changed)
 
+    # -- human in the loop ----------------------------------------------------------------
+    def interrupt_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, event_id: str, kind: str,
+                       data: dict[str, Any]) -> bool:
+        """Park the node as `interrupted` with a pending interrupt (fenced by epoch); the run waits."""
+        row = self._one(runsql.INTERRUPT_NODE, {"run": run_id, "node": node_id, "nid": claim.node_row_id,
+                                                "epoch": claim.epoch, "event_id": event_id, "kind": kind,
+                                                "data": dumps(data)})
+        return row is not None
+
+    def resume_node(self, run_id: uuid.UUID, space_id: str, event_id: str, answer: Any,
+                    outputs: dict[str, Any]) -> tuple[str, str] | None:
+        """Answer the run's oldest pending interrupt once: (node_id, run status), or None if refused."""
+        row = self._one(runsql.RESUME_NODE, {"run": run_id, "space": space_id, "event_id": event_id,
+                                             "answer": dumps({"data": answer}), "outputs": dumps(outputs)})
+        return (row.node_id, row.run_status) if row is not None else None
+
+    def append_event(self, run_id: uuid.UUID, node_id: str | None, event_type: str,
+                     data: dict[str, Any] | None) -> bool:
+        """Record an event of a live run (e.g. an LLM token chunk); False if the run has ended."""
+        return self._one(runsql.APPEND_EVENT, {"run": run_id, "node": node_id, "type": event_type,
+                                               "data": dumps(data)}) is not None
+
     # -- reconcile --------------------------------------------------------------------------
     def renew_leases(self, node_row_ids: Sequence[int], lease_s: float) -> None:
         """Extend the leases of nodes this process is still running."""
@@ -205,7 +230,7 @@ class LifecycleStore:
             return list(conn.execute(text("""
                 SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id
                   FROM runs r JOIN node_runs n ON n.run_id = r.id
-                 WHERE r.status IN ('queued', 'running')
+                 WHERE r.status IN ('queued', 'running', 'interrupted')
                    AND n.status = 'running' AND n.lease_expires_at < now()
                  ORDER BY n.lease_expires_at LIMIT :limit"""), {"limit": limit}))
 
@@ -220,7 +245,7 @@ class LifecycleStore:
             rows = conn.execute(text("""
                 UPDATE node_runs SET queued_at = now()
                  WHERE id IN (SELECT n.id FROM runs r JOIN node_runs n ON n.run_id = r.id
-                               WHERE r.status IN ('queued', 'running')
+                               WHERE r.status IN ('queued', 'running', 'interrupted')
                                  AND n.status IN ('queued', 'retrying')
                                  AND n.queued_at < now() - make_interval(secs => :age)
                                ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
@@ -232,7 +257,7 @@ class LifecycleStore:
         with self.auto.connect() as conn:
             return list(conn.execute(text("""
                 SELECT n.run_id, n.node_id, r.version_id FROM runs r JOIN node_runs n ON n.run_id = r.id
-                 WHERE r.status = 'running' AND n.status = 'skipped' AND NOT n.settled
+                 WHERE r.status IN ('running', 'interrupted') AND n.status = 'skipped' AND NOT n.settled
                    AND n.queued_at < now() - make_interval(secs => :age)
                  LIMIT :limit"""), {"age": older_than_s, "limit": limit}))
 
@@ -248,7 +273,7 @@ class LifecycleStore:
         """Unfinished runs past their deadline."""
         with self.auto.connect() as conn:
             return list(conn.execute(text("""
-                SELECT id FROM runs WHERE status IN ('queued', 'running') AND deadline_at < now()
+                SELECT id FROM runs WHERE status IN ('queued', 'running', 'interrupted') AND deadline_at < now()
                  LIMIT :limit"""), {"limit": limit}).scalars())
 
     def try_lead(self, conn: Connection, key: int) -> bool:

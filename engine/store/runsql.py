@@ -6,15 +6,17 @@ row lock, so event ids are monotonic per run in commit order (the SSE id).
 """
 from __future__ import annotations
 
-LOCK_RUNNING = "lk AS MATERIALIZED (SELECT id FROM runs WHERE id = :run AND status = 'running' FOR UPDATE)"
+# A run waiting for a person (`interrupted`) is still live: its other branches go on.
+LOCK_RUNNING = ("lk AS MATERIALIZED (SELECT id FROM runs WHERE id = :run AND status IN ('running', 'interrupted') "
+                "FOR UPDATE)")
 
 INSERT_RUN = """
 WITH r AS (
     INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
-                      idempotency_key, remaining, deadline_at)
+                      idempotency_key, remaining, deadline_at, run_mode)
     VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
             CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
-                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END)
+                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode)
     ON CONFLICT (space_id, idempotency_key) DO NOTHING
     RETURNING id
 ), roots AS (
@@ -36,14 +38,16 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
     SELECT id, status, version_id, deadline_at, inputs FROM runs WHERE id = :run FOR UPDATE
 ), c AS (
     UPDATE node_runs n
-       SET status = 'running', epoch = n.epoch + 1, attempts = n.attempts + 1,
+       SET status = 'running', epoch = n.epoch + 1,
+           -- a resumed node finishing with its answer is the same attempt, not a new one
+           attempts = n.attempts + CASE WHEN n.resume IS NULL THEN 1 ELSE 0 END,
            lease_expires_at = now() + make_interval(secs => :lease_s),
            started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
       FROM lk
-     WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running')
+     WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running', 'interrupted')
        AND (n.status = 'queued'
             OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
-    RETURNING n.id, n.epoch, n.attempts
+    RETURNING n.id, n.epoch, n.attempts, n.resume
 ), r AS (
     UPDATE runs SET status = 'running', started_at = now(), updated_at = now()
       FROM c WHERE runs.id = :run AND runs.status = 'queued'
@@ -52,9 +56,10 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'run.started', NULL, NULL FROM r
     UNION ALL
-    SELECT :run, 'node.started', :node, jsonb_build_object('attempt', c.attempts) FROM c
+    SELECT :run, CASE WHEN c.resume IS NULL THEN 'node.started' ELSE 'node.resumed' END, :node,
+           jsonb_build_object('attempt', c.attempts) FROM c
 )
-SELECT c.id, c.epoch, c.attempts, lk.version_id, lk.deadline_at,
+SELECT c.id, c.epoch, c.attempts, c.resume, lk.version_id, lk.deadline_at,
        CASE WHEN wn.needs_inputs THEN lk.inputs END AS inputs,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = lk.id AND d.node_id = ANY(wn.deps)) AS deps
@@ -229,4 +234,68 @@ RETURNING id
 RENEW_LEASES = """
 UPDATE node_runs SET lease_expires_at = now() + make_interval(secs => :lease_s)
  WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running'
+"""
+
+# The node asks a person (question, input form): it waits without a worker; the run is
+# `interrupted` while any of its interrupts is pending.
+INTERRUPT_NODE = f"""
+WITH {LOCK_RUNNING}, done AS (
+    UPDATE node_runs n SET status = 'interrupted', lease_expires_at = NULL, resume = NULL
+      FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+), ir AS (
+    INSERT INTO run_interrupts (event_id, run_id, node_id, type, data)
+    SELECT :event_id, :run, :node, :kind, CAST(:data AS jsonb) FROM done
+    RETURNING event_id
+), upd AS (
+    UPDATE runs SET status = 'interrupted', updated_at = now()
+      FROM ir WHERE runs.id = :run AND runs.status = 'running'
+    RETURNING runs.id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.interrupted', :node,
+       jsonb_build_object('event_id', :event_id, 'type', :kind, 'data', CAST(:data AS jsonb)) FROM ir
+UNION ALL
+SELECT :run, 'run.interrupted', NULL, jsonb_build_object('event_id', :event_id, 'node_id', :node) FROM upd
+RETURNING id
+"""
+
+# Answers the run's oldest pending interrupt, exactly once: the interrupt row moves
+# pending → answered under the run's lock, and its node goes back to the queue carrying the
+# outputs the answer gives. No row back: not interrupted, not that event, or already answered.
+RESUME_NODE = """
+WITH lk AS MATERIALIZED (
+    SELECT id FROM runs WHERE id = :run AND space_id = :space AND status = 'interrupted' FOR UPDATE
+), first AS (
+    SELECT i.event_id, i.node_id FROM run_interrupts i, lk
+     WHERE i.run_id = lk.id AND i.status = 'pending' ORDER BY i.created_at, i.event_id LIMIT 1
+), ans AS (
+    UPDATE run_interrupts i SET status = 'answered', answer = CAST(:answer AS jsonb), answered_at = now()
+      FROM first WHERE i.event_id = first.event_id AND i.event_id = :event_id AND i.status = 'pending'
+    RETURNING i.node_id
+), n AS (
+    UPDATE node_runs n SET status = 'queued', resume = CAST(:outputs AS jsonb), queued_at = now()
+      FROM ans WHERE n.run_id = :run AND n.node_id = ans.node_id AND n.status = 'interrupted'
+    RETURNING n.node_id
+), still AS (
+    SELECT count(*) AS pending FROM run_interrupts i, n
+     WHERE i.run_id = :run AND i.status = 'pending' AND i.event_id <> :event_id
+), upd AS (
+    UPDATE runs SET status = CASE WHEN still.pending = 0 THEN 'running' ELSE 'interrupted' END, updated_at = now()
+      FROM still, n WHERE runs.id = :run
+    RETURNING runs.status
+), ev AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'run.resumed', n.node_id, jsonb_build_object('event_id', :event_id) FROM n
+)
+SELECT n.node_id, (SELECT status FROM upd) AS run_status FROM n
+"""
+
+# A run event recorded while a node runs (LLM token chunks): under the run's lock, like every
+# event, so ids stay monotonic per run.
+APPEND_EVENT = f"""
+WITH {LOCK_RUNNING}
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT lk.id, :type, :node, CAST(:data AS jsonb) FROM lk
+RETURNING id
 """

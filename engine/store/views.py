@@ -22,16 +22,25 @@ class ViewStore:
         with self.reads.connect() as conn:
             run = conn.execute(text("""
                 SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
-                       input_tokens, output_tokens, created_at, started_at, finished_at, idempotency_key
+                       input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
+                       idempotency_key, run_mode
                   FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)"""),
                 {"id": run_id, "space": space_id}).mappings().first()
             if run is None:
                 return None
+            run = dict(run)
+            run["interrupt"] = None
+            if run["status"] == "interrupted":
+                first = conn.execute(text("""
+                    SELECT event_id, node_id, type, data FROM run_interrupts
+                     WHERE run_id = :id AND status = 'pending' ORDER BY created_at, event_id LIMIT 1"""),
+                    {"id": run_id}).mappings().first()
+                run["interrupt"] = dict(first) if first else None
             nodes = conn.execute(text("""
                 SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
                        started_at, finished_at
                   FROM node_runs WHERE run_id = :id ORDER BY id"""), {"id": run_id}).mappings().all()
-        return dict(run), [dict(n) for n in nodes]
+        return run, [dict(n) for n in nodes]
 
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
                   before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[dict[str, Any]]:
@@ -39,7 +48,7 @@ class ViewStore:
         with self.reads.connect() as conn:
             rows = conn.execute(text("""
                 SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
-                       input_tokens, output_tokens
+                       input_tokens, output_tokens, run_mode
                   FROM runs
                  WHERE space_id = :space
                    AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
@@ -65,6 +74,23 @@ class ViewStore:
                 {"run": run_id, "after": after_id, "limit": limit}).mappings().all()
         return [dict(r) for r in rows]
 
+    def pending_interrupts(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The run's unanswered interrupts, oldest first (the order they are answered in)."""
+        with self.reads.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT event_id, node_id, type, data, created_at FROM run_interrupts
+                 WHERE run_id = :run AND status = 'pending' ORDER BY created_at, event_id"""),
+                {"run": run_id}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def interrupt(self, run_id: uuid.UUID, event_id: str) -> dict[str, Any] | None:
+        """One interrupt of the run, answered or not."""
+        with self.reads.connect() as conn:
+            row = conn.execute(text("""
+                SELECT event_id, node_id, type, data, status, created_at FROM run_interrupts
+                 WHERE run_id = :run AND event_id = :event"""), {"run": run_id, "event": event_id}).mappings().first()
+        return dict(row) if row else None
+
     def ping(self) -> None:
         """One round trip to prove the database answers."""
         with self.reads.connect() as conn:
@@ -75,6 +101,7 @@ class ViewStore:
         with self.reads.connect() as conn:
             rows = conn.execute(text("""
                 SELECT n.status, count(*) AS n FROM runs r JOIN node_runs n ON n.run_id = r.id
-                 WHERE r.status IN ('queued', 'running') AND n.status IN ('queued', 'retrying', 'running')
+                 WHERE r.status IN ('queued', 'running', 'interrupted')
+                   AND n.status IN ('queued', 'retrying', 'running')
                  GROUP BY n.status""")).all()
         return {r.status: r.n for r in rows}
