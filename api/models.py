@@ -62,8 +62,29 @@ class ListQuery(BaseModel):
 class RunCreate(Strict):
     inputs: dict[str, Any] = Field(default_factory=dict)
     version: int | None = Field(default=None, ge=1)
-    mode: Literal["async"] = "async"
+    mode: Literal["async", "sync"] = Field(
+        default="async", description="async: answer 202 at once; sync: wait up to wait_s for the run to end.")
+    wait_s: float | None = Field(default=None, gt=0, le=300,
+                                 description="sync mode: seconds to wait (default 30); 202 if the run has not ended.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ResumeBody(Strict):
+    event_id: str = Field(min_length=1, max_length=64, description="The `interrupt.event_id` being answered.")
+    data: Any = Field(default=None, description="The answer: text (or {answer} / {option_index}) for a "
+                                                "question, an object matching the form's schema for an input.")
+
+
+class ResumeAccepted(BaseModel):
+    run_id: str
+    status: str
+    event_id: str
+    node_id: str
+
+
+class EventsQuery(BaseModel):
+    last_event_id: int | None = Field(default=None, ge=0, description="Replay events after this id "
+                                      "(the Last-Event-ID header does the same).")
 
 
 class RunAccepted(BaseModel):

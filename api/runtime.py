@@ -10,6 +10,8 @@ from flask import current_app, g, request
 
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher, make_broker
+from engine.follow import RunFollower
+from engine.notify import RedisNotifier, RunWatcher
 from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
@@ -24,6 +26,7 @@ class Runtime:
     store: Store
     service: Relayflow
     redis: redis.Redis
+    follower: RunFollower
 
 
 _lock = threading.Lock()
@@ -40,8 +43,11 @@ def runtime() -> Runtime:
                 settings: Settings = current_app.config["RELAYFLOW_SETTINGS"]
                 store = Store.from_engine(get_engine(settings))
                 broker = make_broker(settings)
-                service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings)
-                found = Runtime(settings, store, service, broker.client)
+                notifier = RedisNotifier(broker.client, settings.queue_name)
+                service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings, notifier)
+                # one subscriber per process, shared by every open stream and sync wait
+                follower = RunFollower(store, RunWatcher(broker.client, settings.queue_name))
+                found = Runtime(settings, store, service, broker.client, follower)
                 holder[os.getpid()] = found
     return found
 

@@ -12,7 +12,8 @@ from typing import Any
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import load_definition
 from engine.dispatch import Dispatcher
-from engine.errors import InvalidInputs, InvalidTransition, RunNotFound
+from engine.errors import InvalidInputs, InvalidTransition, NotPublished, RunNotFound
+from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.store import NewRun, Store
 from engine.versions import VersionCache
@@ -23,10 +24,12 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted", "canc
 class Relayflow:
     """Workflows and runs of a space."""
 
-    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings
+        self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
 
     # -- workflows --------------------------------------------------------------------------
@@ -67,8 +70,17 @@ class Relayflow:
 
     # -- runs ---------------------------------------------------------------------------------
     def submit_run(self, space_id: str, workflow_id: str, inputs: dict[str, Any] | None,
-                   version: int | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
-        """Validate inputs, insert the run pinned to one version, then send its first nodes."""
+                   version: int | None = None, idempotency_key: str | None = None,
+                   run_mode: str = "async", published: bool = False) -> dict[str, Any]:
+        """Validate inputs, insert the run pinned to one version, then send its first nodes.
+
+        `published` runs the workflow's published version (Coze's routes); NotPublished if none.
+        """
+        if published:
+            version = self.store.catalog.get_workflow(workflow_id, space_id)["published_version"]
+            if version is None:
+                raise NotPublished(f"Workflow {workflow_id} has no published version; publish it first "
+                                   f"(POST /v1/workflows/{workflow_id}/publish).")
         record = self.store.catalog.get_version(workflow_id, space_id, version)
         compiled = self.versions.get(record.id)
         if inputs is not None and not isinstance(inputs, dict):
@@ -78,7 +90,7 @@ class Relayflow:
             run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=record.id,
             version=record.version, inputs=clean, node_count=len(compiled.nodes),
             roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
-            idempotency_key=idempotency_key, deadline_s=compiled.deadline_s))
+            idempotency_key=idempotency_key, deadline_s=compiled.deadline_s, run_mode=run_mode))
         if created:
             for node_id in compiled.roots:
                 self.dispatcher.send(str(run_id), node_id)
@@ -114,10 +126,38 @@ class Relayflow:
         found, changed = self.store.lifecycle.end_run(_run_uuid(run_id), "cancelled", None, space_id=space_id)
         if not found:
             raise RunNotFound(f"Run {run_id} not found.")
+        if changed:
+            self.notifier.run_changed(run_id)
         if not changed:
             status = self.store.views.run_status(_run_uuid(run_id))
             raise InvalidTransition(f"Run {run_id} is already {status}; only queued, running or interrupted runs can be cancelled.")
         return {"run_id": run_id, "status": "cancelled"}
+
+
+    def resume_run(self, space_id: str, run_id: str, event_id: str, data: Any) -> dict[str, Any]:
+        """Answer the run's oldest pending interrupt, exactly once; the node then finishes with the answer."""
+        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id)
+        if found is None:
+            raise RunNotFound(f"Run {run_id} not found.")
+        run, _rows = found
+        pending = run["interrupt"]
+        if run["status"] != "interrupted" or pending is None:
+            raise InvalidTransition(f"Run {run_id} is {run['status']}; it is not waiting for input.",
+                                    field="event_id")
+        if pending["event_id"] != event_id:
+            answered = self.store.views.interrupt(_run_uuid(run_id), event_id)
+            why = "was already answered" if answered else "is not an interrupt of this run"
+            raise InvalidTransition(f"Event {event_id} {why}; the run is waiting for event "
+                                    f"{pending['event_id']} (node {pending['node_id']}).", field="event_id")
+        node = self.versions.get(run["version_id"]).nodes[pending["node_id"]]
+        outputs = node.node_type.resume_outputs(pending["data"], data)
+        done = self.store.lifecycle.resume_node(_run_uuid(run_id), space_id, event_id, data, outputs)
+        if done is None:  # another resume of the same event won the race
+            raise InvalidTransition(f"Event {event_id} was already answered.", field="event_id")
+        node_id, status = done
+        self.dispatcher.send(run_id, node_id)
+        self.notifier.run_changed(run_id)
+        return {"run_id": run_id, "status": status, "event_id": event_id, "node_id": node_id}
 
 
 def _node_facts(compiled: CompiledWorkflow) -> list[tuple[str, list[str], bool]]:
@@ -169,5 +209,14 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
         "status": run["status"], "inputs": run["inputs"], "outputs": run["outputs"], "error": run["error"],
         "usage": {"input_tokens": run["input_tokens"], "output_tokens": run["output_tokens"]},
         "created_at": _iso(run["created_at"]), "started_at": _iso(run["started_at"]),
-        "finished_at": _iso(run["finished_at"]), "nodes": nodes, "interrupt": None,
+        "finished_at": _iso(run["finished_at"]), "nodes": nodes,
+        "interrupt": interrupt_object(run.get("interrupt")),
     }
+
+
+def interrupt_object(pending: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run object's `interrupt`: what the run waits for, and the event id to answer it with."""
+    if pending is None:
+        return None
+    return {"event_id": pending["event_id"], "node_id": pending["node_id"], "type": pending["type"],
+            "data": pending["data"]}

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     redis_heartbeat_timeout_ms: int = 60_000
     queue_poll_max_ms: int = 100
 
+    sse_keepalive_s: float = 15.0
+    sse_max_s: float = 1800.0
+    sync_wait_default_s: float = 30.0
+    sync_wait_max_s: float = 300.0
+
     max_body_bytes: int = 2 * 1024 * 1024
     http_allow_private: bool = False
     code_memory_mb: int = 256

@@ -5,6 +5,7 @@ from engine.nodes.aggregator import AggregatorNode
 from engine.nodes.base import NodeType
 from engine.nodes.code import CodeNode
 from engine.nodes.http import HttpNode
+from engine.nodes.human import InputNode, QuestionNode
 from engine.nodes.json_nodes import JsonParseNode, JsonSerializeNode
 from engine.nodes.selector import SelectorNode
 from engine.nodes.sleep import SleepNode
@@ -19,6 +20,8 @@ _BUILTINS: tuple[type[NodeType], ...] = (
     JsonParseNode,
     JsonSerializeNode,
     SleepNode,
+    QuestionNode,
+    InputNode,
 )
 
 BUILTIN_NODE_TYPES: dict[str, type[NodeType]] = {cls.type_name: cls for cls in _BUILTINS}

@@ -93,6 +93,11 @@ class NodeType(ABC, Generic[ConfigT]):
         """Output field names other nodes may reference; None means any (dynamic outputs)."""
         return frozenset(declared) if declared else None
 
+    @classmethod
+    def resume_outputs(cls, asked: dict[str, Any], answer: Any) -> dict[str, Any]:
+        """The outputs a person's `answer` to this node's interrupt gives (InvalidInputs if it does not fit)."""
+        raise NotImplementedError(f"node type {cls.type_name!r} does not ask questions")
+
     @abstractmethod
     def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """Execute one attempt and return the node's outputs."""

@@ -60,10 +60,12 @@ class ViewStore:
                  "limit": limit}).mappings().all()
         return [dict(r) for r in rows]
 
-    def run_status(self, run_id: uuid.UUID) -> str | None:
-        """Just the run's status (for waiters and the CLI)."""
+    def run_status(self, run_id: uuid.UUID, space_id: str | None = None) -> str | None:
+        """Just the run's status (for waiters), or None if the space has no such run."""
         with self.reads.connect() as conn:
-            return conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar()
+            return conn.execute(text("""
+                SELECT status FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)"""),
+                {"id": run_id, "space": space_id}).scalar()
 
     def events_after(self, run_id: uuid.UUID, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """The run's events with id > after_id, in order."""

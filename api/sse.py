@@ -1,0 +1,32 @@
+"""Server-Sent Events framing (text/event-stream), shared by the native and Coze streams."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from flask import Response
+
+KEEPALIVE = ": keep-alive\n\n"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+# The schema flask-openapi3 documents for a streaming 200.
+STREAM_RESPONSE: dict[str, Any] = {
+    "description": "A text/event-stream of events; each has `id`, `event` and JSON `data`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+def frame(event: str, data: Any, event_id: int | str | None = None) -> str:
+    """One SSE frame; `data` is sent as one line of JSON."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def stream(frames: Iterable[str], retry_ms: int = 3000) -> Response:
+    """A streaming response; the client reconnects after `retry_ms` if the stream drops."""
+
+    def body() -> Iterator[str]:
+        yield f"retry: {retry_ms}\n\n"
+        yield from frames
+
+    return Response(body(), mimetype="text/event-stream", headers=HEADERS)

@@ -1,0 +1,99 @@
+"""Following a run: waiting for it to settle (sync mode) and its event feed (Server-Sent Events).
+
+Postgres holds the events; the RunWatcher (Redis pub/sub) only wakes the follower, which then
+reads what is new. Nothing here polls in a tight loop: a follower reads the database when it
+is woken, and otherwise once per keep-alive interval as a safety net for a lost wake-up.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from engine.errors import RunNotFound
+from engine.notify import RunWatcher
+from engine.store import Store
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# A sync caller also gets its answer when the run waits for a person: waiting longer is useless.
+SETTLED_STATUSES = FINAL_STATUSES | {"interrupted"}
+FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+_PAGE = 500
+
+
+class RunFollower:
+    """Waits on runs and streams their events."""
+
+    def __init__(self, store: Store, watcher: RunWatcher) -> None:
+        self.store = store
+        self.watcher = watcher
+
+    def wait_settled(self, space_id: str, run_id: str, wait_s: float, *,
+                     settled: frozenset[str] = SETTLED_STATUSES, recheck_s: float = 5.0) -> str:
+        """Block up to `wait_s` until the run's status is in `settled`; returns the last status seen."""
+        rid = _uuid(run_id)
+        seen = self.watcher.mark(run_id)
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                status = self.store.views.run_status(rid)
+                if status is None:
+                    raise RunNotFound(f"Run {run_id} not found.")
+                left = deadline - time.monotonic()
+                if status in settled or left <= 0:
+                    return status
+                seen = self.watcher.wait(run_id, seen, min(left, recheck_s))
+        finally:
+            self.watcher.release(run_id)
+
+    def events(self, space_id: str, run_id: str, after_id: int, *, keepalive_s: float,
+               max_s: float, until: frozenset[str] = FINAL_EVENTS) -> Iterator[dict[str, Any] | None]:
+        """The run's events after `after_id`, then live ones; None means "send a keep-alive".
+
+        Ends after an event whose type is in `until` (the run's final event by default), at once
+        if the run has already ended and nothing is left to send, or after `max_s` (the client
+        reconnects with Last-Event-ID and loses nothing).
+        """
+        rid = _uuid(run_id)
+        if self.store.views.run_status(rid, space_id) is None:
+            raise RunNotFound(f"Run {run_id} not found.")
+        return self._feed(rid, run_id, after_id, keepalive_s, max_s, until)
+
+    def _feed(self, rid: uuid.UUID, run_id: str, after_id: int, keepalive_s: float, max_s: float,
+              until: frozenset[str]) -> Iterator[dict[str, Any] | None]:
+        seen = self.watcher.mark(run_id)
+        try:
+            ends_at = time.monotonic() + max_s
+            last_sent = time.monotonic()
+            while True:
+                batch = self.store.views.events_after(rid, after_id, _PAGE)
+                for event in batch:
+                    after_id = event["id"]
+                    yield event
+                    if event["type"] in until:
+                        return
+                if batch:
+                    last_sent = time.monotonic()
+                    if len(batch) == _PAGE:
+                        continue
+                elif self.store.views.run_status(rid) in FINAL_STATUSES and until == FINAL_EVENTS:
+                    return  # the client has every event already
+                now = time.monotonic()
+                if now >= ends_at:
+                    return
+                wait_s = max(0.0, min(keepalive_s - (now - last_sent), ends_at - now))
+                new_seen = self.watcher.wait(run_id, seen, wait_s)
+                if new_seen == seen and time.monotonic() - last_sent >= keepalive_s - 0.01:
+                    yield None
+                    last_sent = time.monotonic()
+                seen = new_seen
+        finally:
+            self.watcher.release(run_id)
+
+
+def _uuid(run_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(run_id))
+    except ValueError:
+        raise RunNotFound(f"Run {run_id} not found.") from None
