@@ -14,9 +14,13 @@ from engine.embedded import die_with_parent
 from engine.settings import PROJECT_ROOT
 
 
-def web_command(port: int, *, host: str = "127.0.0.1", workers: int = 2, threads: int = 16,
+def web_command(port: int, *, host: str = "127.0.0.1", workers: int = 2, threads: int = 64,
                 control_socket: bool = True) -> list[str]:
-    """The gunicorn command line serving the API on `host`:`port`."""
+    """The gunicorn command line serving the API on `host`:`port`.
+
+    gthread: every open event stream holds one thread (it sleeps on a condition until the run
+    has news), so 2 workers × 64 threads serve 128 streams and requests at once.
+    """
     command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", "gthread",
                "--workers", str(workers), "--threads", str(threads)]
     if not control_socket and _gunicorn_knows("control_socket"):

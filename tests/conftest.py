@@ -173,6 +173,41 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
         worker.kill(signal.SIGTERM)
 
 
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def web_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The real web process (gunicorn, as the Procfile runs it) on a free loopback port; yields its URL."""
+    from api.processes import web_command
+
+    port = free_port()
+    log = open(tmp_path / "web.log", "ab")
+    proc = subprocess.Popen(web_command(port, control_socket=False), cwd=ROOT, env=settings_env(settings),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _reachable("127.0.0.1", port):
+            assert proc.poll() is None, (tmp_path / "web.log").read_text()
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
 @pytest.fixture
 def app(settings: Settings) -> Any:
     """The Flask app on this test's servers."""

@@ -1,0 +1,201 @@
+"""The event stream (Server-Sent Events) and sync runs: events are numbered in Postgres, replayed
+after Last-Event-ID, followed live (woken by Redis pub/sub), and the stream ends with the run."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ApiHelper, wait_for
+
+pytestmark = pytest.mark.integration
+
+STEPS = {"nodes": [
+    {"id": "a", "type": "sleep", "config": {"seconds": 0.3}},
+    {"id": "b", "type": "sleep", "after": ["a"], "config": {"seconds": 0.3}},
+    {"id": "c", "type": "template", "after": ["b"], "config": {"template": "done"}},
+], "outputs": {"text": "{{ c.text }}"}}
+
+
+def _parse(text: str) -> list[dict[str, Any]]:
+    """SSE frames → [{id, event, data}] (comments dropped)."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key] = value.removeprefix(" ")
+        if "event" in fields:
+            frames.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
+    return frames
+
+
+def _stream(url: str, token: str, run_id: str, last_event_id: int | None = None, stop_after: int | None = None,
+            timeout_s: float = 30.0) -> tuple[list[dict[str, Any]], str]:
+    """Read a run's stream over real HTTP until it ends (or `stop_after` events, then disconnect)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    raw = ""
+    with httpx.stream("GET", f"{url}/v1/runs/{run_id}/events", headers=headers, timeout=timeout_s) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for chunk in response.iter_text():
+            raw += chunk
+            if stop_after is not None and len(_parse(raw)) >= stop_after:
+                break
+    return _parse(raw), raw
+
+
+def test_stream_follows_a_run_live_and_ends_after_its_final_event(web_server: str, token: str, api: ApiHelper,
+                                                                   start_worker: Any) -> None:
+    # Given a stream opened before any worker runs the run
+    run_id = api.submit(api.create_workflow(STEPS))
+    result: dict[str, Any] = {}
+    reader = threading.Thread(target=lambda: result.update(frames=_stream(web_server, token, run_id)[0]))
+    reader.start()
+    time.sleep(0.5)
+    # When a worker runs it
+    start_worker()
+    reader.join(timeout=40)
+    # Then the stream carried every transition, in order, and closed after run.succeeded
+    assert not reader.is_alive(), "the stream did not end with the run"
+    frames = result["frames"]
+    kinds = [(f["event"], f["data"]["node_id"]) for f in frames]
+    assert kinds == [("run.queued", None), ("run.started", None), ("node.started", "a"), ("node.succeeded", "a"),
+                     ("node.started", "b"), ("node.succeeded", "b"), ("node.started", "c"),
+                     ("node.succeeded", "c"), ("run.succeeded", None)]
+    ids = [f["id"] for f in frames]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_reconnecting_with_last_event_id_gets_every_event_exactly_once_in_order(
+        web_server: str, token: str, api: ApiHelper, start_worker: Any) -> None:
+    # Given a run in progress and a client that reads three events, then drops the connection
+    start_worker()
+    run_id = api.submit(api.create_workflow(STEPS))
+    first, _ = _stream(web_server, token, run_id, stop_after=3)
+    assert len(first) >= 3
+    # When it reconnects with the id of the last event it saw (repeatedly, as flaky networks do)
+    received = first[:3]
+    while received[-1]["event"] != "run.succeeded":
+        more, _ = _stream(web_server, token, run_id, last_event_id=received[-1]["id"], stop_after=2)
+        received += more
+    # Then it has every event of the run exactly once, in order
+    everything, _ = _stream(web_server, token, run_id, last_event_id=0)
+    assert [f["id"] for f in received] == [f["id"] for f in everything]
+    assert [f["event"] for f in received] == [f["event"] for f in everything]
+
+
+def test_an_ended_run_replays_and_closes_and_a_caught_up_client_is_closed_at_once(
+        web_server: str, token: str, api: ApiHelper, start_worker: Any) -> None:
+    start_worker()
+    run_id = api.submit(api.create_workflow(STEPS))
+    api.wait(run_id)
+    frames, _ = _stream(web_server, token, run_id)
+    assert frames[-1]["event"] == "run.succeeded"
+    after_last, raw = _stream(web_server, token, run_id, last_event_id=frames[-1]["id"], timeout_s=5)
+    assert after_last == [] and "retry:" in raw
+
+
+def test_an_idle_stream_sends_keep_alive_comments(api: ApiHelper, start_worker: Any) -> None:
+    # Given a run parked on a question (nothing happens until someone answers)
+    start_worker()
+    wf = api.create_workflow({"nodes": [{"id": "q", "type": "question", "config": {"question": "?"}}],
+                              "outputs": {"a": "{{ q.answer }}"}})
+    run_id = api.submit(wf)
+    wait_for(lambda: api.run(run_id)["status"] == "interrupted")
+    # When a client follows it
+    response = api.client.get(f"/v1/runs/{run_id}/events", buffered=False)
+    body = b""
+    started = time.monotonic()
+    for chunk in response.response:
+        body += chunk
+        if b": keep-alive" in body:
+            break
+        assert time.monotonic() - started < 10
+    response.close()
+    # Then it got the replay, including the interrupt, and keep-alive comments (every 1 s in tests)
+    events = [f["event"] for f in _parse(body.decode())]
+    assert events[-1] == "run.interrupted" and "node.interrupted" in events
+
+
+def test_fifty_concurrent_streams_all_complete_and_polls_still_answer(web_server: str, token: str,
+                                                                       api: ApiHelper, start_worker: Any) -> None:
+    # Given 50 runs and a client streaming each of them over real HTTP
+    wf = api.create_workflow({"nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 0.5}}],
+                              "outputs": {"slept": "{{ s.slept_s }}"}})
+    runs = [api.submit(wf) for _ in range(50)]
+    finals: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def follow(run_id: str) -> None:
+        try:
+            frames, _ = _stream(web_server, token, run_id, timeout_s=60)
+            finals[run_id] = frames[-1]["event"]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=follow, args=(r,)) for r in runs]
+    for reader in readers:
+        reader.start()
+    time.sleep(1.0)
+    # While all 50 are open, a poll still answers promptly
+    with httpx.Client(base_url=web_server, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
+        assert http.get(f"/v1/runs/{runs[0]}").status_code == 200
+        # When workers run them
+        start_worker(processes=1, threads=8)
+        for reader in readers:
+            reader.join(timeout=90)
+    # Then every stream saw its run succeed and closed
+    assert not errors, errors[:3]
+    assert finals == {r: "run.succeeded" for r in runs}
+
+
+def test_events_of_unknown_runs_are_404_and_a_bad_last_event_id_is_422(api: ApiHelper) -> None:
+    assert api.client.get("/v1/runs/0b6a4c1e-8d0e-4c55-9a51-5f2d0c6f7d11/events").status_code == 404
+    run_id = api.submit(api.create_workflow(STEPS))
+    bad = api.client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": "abc"})
+    assert bad.status_code == 422 and bad.get_json()["errors"][0]["field"] == "Last-Event-ID"
+
+
+def test_sync_run_that_ends_in_time_returns_its_outputs(api: ApiHelper, start_worker: Any) -> None:
+    start_worker()
+    wf = api.create_workflow({"nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 1.5}},
+                                        {"id": "t", "type": "template", "after": ["s"], "config": {"template": "ok"}}],
+                              "outputs": {"text": "{{ t.text }}"}})
+    started = time.monotonic()
+    response = api.client.post(f"/v1/workflows/{wf}/runs", json={"inputs": {}, "mode": "sync", "wait_s": 20})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.get_json()
+    run = response.get_json()
+    assert run["status"] == "succeeded" and run["outputs"] == {"text": "ok"}
+    # woken by the run's own events, not by the 5 s safety re-read
+    assert elapsed < 4.5, elapsed
+
+
+def test_sync_run_that_does_not_end_in_time_answers_202_with_its_id(api: ApiHelper, start_worker: Any) -> None:
+    start_worker()
+    wf = api.create_workflow({"nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 3}}],
+                              "outputs": {"slept": "{{ s.slept_s }}"}})
+    response = api.client.post(f"/v1/workflows/{wf}/runs", json={"inputs": {}, "mode": "sync", "wait_s": 0.5})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] in ("queued", "running")
+    assert api.wait(body["run_id"])["status"] == "succeeded"
+
+
+def test_sync_run_that_reaches_a_question_returns_the_interrupt(api: ApiHelper, start_worker: Any) -> None:
+    start_worker()
+    wf = api.create_workflow({"nodes": [{"id": "q", "type": "question", "config": {"question": "name?"}}],
+                              "outputs": {"a": "{{ q.answer }}"}})
+    response = api.client.post(f"/v1/workflows/{wf}/runs", json={"inputs": {}, "mode": "sync", "wait_s": 20})
+    assert response.status_code == 200
+    run = response.get_json()
+    assert run["status"] == "interrupted" and run["interrupt"]["data"]["question"] == "name?"
