@@ -133,6 +133,8 @@ class RunOut(BaseModel):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    updated_at: str | None = None
+    run_mode: Literal["async", "sync", "stream"] | None = None
     nodes: list[NodeOut]
     interrupt: dict[str, Any] | None
 

@@ -22,11 +22,12 @@ def frame(event: str, data: Any, event_id: int | str | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def stream(frames: Iterable[str], retry_ms: int = 3000) -> Response:
-    """A streaming response; the client reconnects after `retry_ms` if the stream drops."""
+def stream(frames: Iterable[str], retry_ms: int | None = 3000) -> Response:
+    """A streaming response; the client reconnects after `retry_ms` if the stream drops (None: no hint)."""
 
     def body() -> Iterator[str]:
-        yield f"retry: {retry_ms}\n\n"
+        if retry_ms is not None:
+            yield f"retry: {retry_ms}\n\n"
         yield from frames
 
     return Response(body(), mimetype="text/event-stream", headers=HEADERS)

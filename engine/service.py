@@ -160,6 +160,11 @@ class Relayflow:
         return {"run_id": run_id, "status": status, "event_id": event_id, "node_id": node_id}
 
 
+    def event_cursor(self, run_id: str) -> int:
+        """The id of the run's newest event: a stream that starts after it sees only what follows."""
+        return self.store.views.last_event_id(_run_uuid(run_id))
+
+
 def _node_facts(compiled: CompiledWorkflow) -> list[tuple[str, list[str], bool]]:
     return [(n.id, list(n.deps), n.needs_run_inputs) for n in compiled.nodes.values()]
 
@@ -209,7 +214,8 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
         "status": run["status"], "inputs": run["inputs"], "outputs": run["outputs"], "error": run["error"],
         "usage": {"input_tokens": run["input_tokens"], "output_tokens": run["output_tokens"]},
         "created_at": _iso(run["created_at"]), "started_at": _iso(run["started_at"]),
-        "finished_at": _iso(run["finished_at"]), "nodes": nodes,
+        "finished_at": _iso(run["finished_at"]), "updated_at": _iso(run.get("updated_at")),
+        "run_mode": run.get("run_mode"), "nodes": nodes,
         "interrupt": interrupt_object(run.get("interrupt")),
     }
 

@@ -93,6 +93,12 @@ class ViewStore:
                  WHERE run_id = :run AND event_id = :event"""), {"run": run_id, "event": event_id}).mappings().first()
         return dict(row) if row else None
 
+    def last_event_id(self, run_id: uuid.UUID) -> int:
+        """The id of the run's newest event (0 if none)."""
+        with self.reads.connect() as conn:
+            return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = :run"),
+                                    {"run": run_id}).scalar() or 0)
+
     def ping(self) -> None:
         """One round trip to prove the database answers."""
         with self.reads.connect() as conn:

@@ -1,0 +1,166 @@
+"""Coze Studio compatible routes: `/v1/workflow/run`, `stream_run`, `stream_resume`, `get_run_history`.
+
+Same request and response fields as Coze Studio's workflow OpenAPI, so its clients work
+unchanged; runs use the workflow's published version. Request errors carry real HTTP
+statuses with Coze's codes in the body (4000 bad parameters, 6031 not published, 6039 a sync
+run reached a question or input node); a run that fails is not a request error: the answer is
+200 with the run's error code, as Coze sends it.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import request
+from flask_openapi3 import APIBlueprint, Tag
+
+from api import coze_shapes as shapes
+from api.coze_models import CozeHistoryQuery, CozeHistoryResponse, CozeResumeRequest, CozeRunRequest, CozeRunResponse
+from api.models import ErrorBody
+from api.runtime import principal, runtime
+from api.sse import STREAM_RESPONSE, frame, stream
+from engine.errors import EngineError, InvalidTransition, RunNotFound
+from engine.follow import FINAL_STATUSES, SETTLED_STATUSES
+
+tag = Tag(name="coze", description="Coze Studio compatible workflow OpenAPI")
+bp = APIBlueprint("coze", __name__, url_prefix="/v1/workflow", abp_tags=[tag], abp_security=[{"bearer": []}])
+_ERRORS: dict[int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
+STILL_RUNNING_CODE = 6023
+INTERRUPT_IN_SYNC_CODE = 6039
+
+
+class InterruptInSyncRun(InvalidTransition):
+    """The sync run reached a question or input node; use stream_run and stream_resume for those."""
+
+    code = INTERRUPT_IN_SYNC_CODE
+
+
+class StillRunning(EngineError):
+    """The run did not end within the sync wait; poll get_run_history with its execute_id."""
+
+    code = STILL_RUNNING_CODE
+    http_status = 504
+
+
+def _debug_url(run_id: str) -> str:
+    return f"{request.host_url.rstrip('/')}/v1/runs/{run_id}"
+
+
+@bp.post("/run", responses={200: CozeRunResponse, 504: ErrorBody, **_ERRORS})
+def run(body: CozeRunRequest) -> Any:
+    """Run the workflow's published version: sync (waits for the outputs) or `is_async` (answers with execute_id)."""
+    who = principal("run")
+    rt = runtime()
+    inputs = shapes.parse_parameters(body.parameters)
+    started = rt.service.submit_run(who.space_id, body.workflow_id, inputs, published=True,
+                                    run_mode="async" if body.is_async else "sync")
+    run_id = started["run_id"]
+    if body.is_async:
+        return {"code": 0, "msg": "Success", "execute_id": run_id, "debug_url": _debug_url(run_id)}
+    status = rt.follower.wait_settled(who.space_id, run_id, rt.settings.sync_wait_max_s)
+    if status == "interrupted":
+        raise InterruptInSyncRun(execute_id=run_id, debug_url=_debug_url(run_id))
+    if status not in SETTLED_STATUSES:
+        raise StillRunning(execute_id=run_id, debug_url=_debug_url(run_id))
+    found = rt.service.get_run(who.space_id, run_id)
+    usage = found["usage"]
+    answer: dict[str, Any] = {"code": 0, "msg": "Success", "execute_id": run_id,
+                              "token": usage["input_tokens"] + usage["output_tokens"], "cost": "0.00000",
+                              "debug_url": _debug_url(run_id)}
+    if found["status"] == "succeeded":
+        answer["data"] = json.dumps(found["outputs"] or {}, ensure_ascii=False)
+    else:
+        failure = shapes.error_event(found, answer["debug_url"])
+        answer.update(code=failure["error_code"], msg=failure["error_message"])
+    return answer
+
+
+@bp.post("/stream_run", responses={200: STREAM_RESPONSE, **_ERRORS})
+def stream_run(body: CozeRunRequest) -> Any:
+    """Run the published version and stream it: Message (the outputs), Interrupt, Error, Done."""
+    who = principal("run")
+    rt = runtime()
+    inputs = shapes.parse_parameters(body.parameters)
+    started = rt.service.submit_run(who.space_id, body.workflow_id, inputs, published=True, run_mode="stream")
+    return stream(_coze_frames(who.space_id, started["run_id"], 0, _debug_url(started["run_id"])), retry_ms=None)
+
+
+@bp.post("/stream_resume", responses={200: STREAM_RESPONSE, **_ERRORS})
+def stream_resume(body: CozeResumeRequest) -> Any:
+    """Answer an Interrupt (`event_id` as it gave it, `resume_data`) and stream the rest of the run."""
+    who = principal("run")
+    rt = runtime()
+    run_id, event_id = shapes.split_event_id(body.event_id)
+    found = rt.service.get_run(who.space_id, run_id)
+    if found["workflow_id"] != body.workflow_id:
+        raise RunNotFound(f"Run {run_id} is not a run of workflow {body.workflow_id}.")
+    pending = found["interrupt"]
+    kind = pending["type"] if pending and pending["event_id"] == event_id else "question"
+    answer = shapes.resume_answer(kind, body.resume_data)
+    after = rt.service.event_cursor(run_id)
+    rt.service.resume_run(who.space_id, run_id, event_id, answer)
+    return stream(_coze_frames(who.space_id, run_id, after, _debug_url(run_id)), retry_ms=None)
+
+
+@bp.get("/get_run_history", responses={200: CozeHistoryResponse, **_ERRORS})
+def get_run_history(query: CozeHistoryQuery) -> Any:
+    """One run's record by execute_id: status, output, error, token, run mode, times."""
+    return _history(query)
+
+
+history_bp = APIBlueprint("coze_history", __name__, url_prefix="/v1", abp_tags=[tag], abp_security=[{"bearer": []}])
+
+
+@history_bp.get("/workflows/<workflow_id>/run_histories/<execute_id>",
+                responses={200: CozeHistoryResponse, **_ERRORS})
+def run_history_by_path(path: CozeHistoryQuery) -> Any:
+    """The same record as get_run_history, at the path Coze's SDKs (cozepy) call."""
+    return _history(path)
+
+
+def _history(query: CozeHistoryQuery) -> Any:
+    who = principal()
+    found = runtime().service.get_run(who.space_id, query.execute_id)
+    if found["workflow_id"] != query.workflow_id:
+        raise RunNotFound(f"Run {query.execute_id} is not a run of workflow {query.workflow_id}.")
+    return {"code": 0, "msg": "Success", "data": [shapes.history_record(found, _debug_url(query.execute_id))]}
+
+
+def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str) -> Iterator[str]:
+    """Our run events as Coze's stream: it ends after Done, Error or the first Interrupt."""
+    rt = runtime()
+    service, settings = rt.service, rt.settings
+    feed = rt.follower.events(space_id, run_id, after, keepalive_s=settings.sse_keepalive_s,
+                              max_s=settings.sse_max_s, until=frozenset())
+    seq = iter(range(1 << 62))
+
+    def settled(current: dict[str, Any]) -> list[str] | None:
+        if current["status"] == "interrupted" and current["interrupt"]:
+            return [frame("Interrupt", {"interrupt_data": shapes.interrupt_data(run_id, current["interrupt"]),
+                                        "node_id": current["interrupt"]["node_id"],
+                                        "node_title": current["interrupt"]["node_id"], "debug_url": debug_url},
+                          next(seq))]
+        if current["status"] == "succeeded":
+            return [frame("Message", shapes.end_message(current["outputs"]), next(seq)),
+                    frame("Done", {"debug_url": debug_url}, next(seq))]
+        if current["status"] in FINAL_STATUSES:
+            return [frame("Error", shapes.error_event(current, debug_url), next(seq))]
+        return None
+
+    def frames() -> Iterator[str]:
+        # A run may have ended already, or a resume may have left another interrupt pending.
+        done = settled(service.get_run(space_id, run_id))
+        if done:
+            yield from done
+            return
+        for event in feed:
+            # Coze clients (cozepy) reject any line but id/event/data: no keep-alive comments here
+            if event is not None and event["type"] in _SETTLING_EVENTS and (done := settled(service.get_run(space_id, run_id))):
+                yield from done
+                return
+
+    return frames()
+
+
+_SETTLING_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.interrupted", "node.interrupted"})
