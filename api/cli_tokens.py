@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -45,10 +46,10 @@ def _store() -> Iterator[Store]:
                                    "(is it up, and migrated with `relayflow migrate`?)") from None
 
 
-def _when(moment: datetime | None, empty: str = "-") -> str:
+def _when(moment: datetime | None, empty: str = "-", zone: str = " UTC") -> str:
     if moment is None:
         return empty
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M") + zone
 
 
 @click.group()
@@ -89,17 +90,21 @@ def list_(space: str | None) -> None:
     if not found:
         console.print("No tokens" + (f" in space {escape(space)}." if space else "."))
         return
-    table = Table(title_justify="left")
-    for column in ("id", "name", "space", "scopes", "created", "expires", "last used", "revoked"):
-        table.add_column(column, overflow="fold")
+    # light borders: the eight columns fit an 80-column terminal
+    table = Table(caption="Times in UTC", caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("id", no_wrap=True)
+    for column in ("name", "space", "scopes"):
+        table.add_column(column, overflow="fold", min_width=6)
+    for column in ("created", "expires", "last used", "revoked"):
+        table.add_column(column, min_width=10)  # a narrow terminal wraps the time under the date
     now = datetime.now(timezone.utc)
     for info in found:
-        expires = _when(info.expires_at, "never")
+        expires = _when(info.expires_at, "never", zone="")
         if info.expires_at is not None and info.expires_at <= now:
-            expires = f"[red]{expires} (expired)[/]"
-        table.add_row(str(info.id), escape(info.name), escape(info.space_id), ",".join(info.scopes),
-                      _when(info.created_at), expires, _when(info.last_used_at),
-                      f"[red]{_when(info.revoked_at)}[/]" if info.revoked_at else "-")
+            expires = f"[red]{expires} expired[/]"
+        table.add_row(str(info.id), escape(info.name), escape(info.space_id), " ".join(info.scopes),
+                      _when(info.created_at, zone=""), expires, _when(info.last_used_at, zone=""),
+                      f"[red]{_when(info.revoked_at, zone='')}[/]" if info.revoked_at else "-")
     console.print(table)
 
 
