@@ -270,3 +270,13 @@ def test_openapi_documents_the_token_routes_and_their_errors(app: Any) -> None:
     assert {"201", "401", "403", "422"} <= set(create)
     assert {"200", "401", "403", "404", "409", "422"} <= set(revoke)
     assert "ErrorBody" in json.dumps(revoke["409"])
+
+
+def test_authentication_comes_before_any_input_check(app: Any) -> None:
+    plain = app.test_client()
+    for method, path, body in (("POST", "/v1/workflows", {"bogus": 1}), ("POST", "/v1/tokens", {}),
+                               ("GET", "/v1/runs?limit=0", None), ("POST", "/v1/tokens/abc/revoke", None)):
+        response = plain.open(path, method=method, json=body)
+        assert response.status_code == 401, (path, response.get_json())
+    malformed = plain.post("/v1/workflows", data="{not json", content_type="application/json")
+    assert malformed.status_code == 401
