@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import click
 from rich import box
@@ -18,17 +19,20 @@ from rich.table import Table
 from engine import tokens as token_ops
 from engine.errors import EngineError
 from engine.settings import get_settings
-from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.store import Store
 
 console = Console(highlight=False)
 
 
 @contextmanager
-def _store() -> Iterator[Store]:
+def _store() -> Iterator["Store"]:
     """The store at DATABASE_URL; engine and database errors become one clear CLI error."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from engine.db import get_engine
+    from engine.store import Store
 
     settings = get_settings()
     if not settings.database_url:

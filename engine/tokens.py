@@ -12,10 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import Forbidden, InvalidInputs, InvalidTransition, TokenNotFound, Unauthorized
-from engine.store import Store
-from engine.store.catalog import TokenInfo
+
+if TYPE_CHECKING:  # the CLI imports this module for its constants: keep SQLAlchemy out of its start
+    from engine.store import Store
+    from engine.store.catalog import TokenInfo
 
 TOKEN_PREFIX = "rf_"
 SCOPES = ("run", "manage", "admin")
@@ -155,6 +158,7 @@ def ensure_local_token(database_url: str, token_file: Path | None = None) -> str
     """The default space's local token: reuse the one in `token_file` if still valid, else create one."""
     from engine.db import get_engine
     from engine.settings import Settings
+    from engine.store import Store
 
     store = Store.from_engine(get_engine(Settings(database_url=database_url)))
     store.catalog.ensure_space(DEFAULT_SPACE, "Default space")
