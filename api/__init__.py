@@ -17,7 +17,8 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, errors, health, runs, workflows
+    from api import coze, errors, health, runs, tokens, workflows
+    from api.runtime import principal
 
     settings = settings or get_settings()
     app = OpenAPI(__name__, info=Info(title="Relayflow", version="0.1.0"),
@@ -29,6 +30,13 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     errors.init_app(app)
+
+    @app.before_request
+    def _authenticate() -> None:
+        # Before any parsing: an unauthenticated caller learns nothing of a route's input rules.
+        # The scope each route needs is checked in its view (`principal(scope)`).
+        if request.url_rule is not None and request.url_rule.rule.startswith("/v1/"):
+            principal()
 
     @app.before_request
     def _require_valid_json() -> None:
@@ -45,6 +53,7 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     app.register_api(runs.bp)
     app.register_api(coze.bp)
     app.register_api(coze.history_bp)
+    app.register_api(tokens.bp)
     app.register_api(health.bp)
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
     app.add_url_rule("/openapi.json", "openapi_json", lambda: app.api_doc)

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from api.cli_tokens import tokens
 from api.client import DEFAULT_URL, FINAL_STATUSES, Client, WorkflowFile, parse_input
 from api.processes import Child, Supervisor, child_env, web_command, worker_command
 from engine.errors import EngineError
@@ -392,6 +393,8 @@ def up(demo: bool, port: int, workers: int) -> None:
                 servers.stop()
     sys.exit(exit_code)
 
+
+main.add_command(tokens)
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(EngineError)
     def _engine(exc: EngineError) -> ResponseReturnValue:
-        return jsonify(exc.to_dict()), exc.http_status
+        # RFC 6750: a 401 names the scheme the client must use
+        headers = {"WWW-Authenticate": 'Bearer realm="relayflow"'} if exc.http_status == 401 else {}
+        return jsonify(exc.to_dict()), exc.http_status, headers
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> ResponseReturnValue:

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.tokens import DEFAULT_EXPIRY, MAX_EXPIRY, NAME_MAX_CHARS, SCOPES
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -163,3 +165,47 @@ class Health(BaseModel):
     queue_depth: int | None = None
     delayed: int | None = None
     nodes: dict[str, int] | None = None
+
+
+class TokenCreate(Strict):
+    name: str = Field(min_length=1, max_length=NAME_MAX_CHARS)
+    scopes: list[str] = Field(min_length=1, max_length=len(SCOPES) * 2,
+                              description=f"Any of {', '.join(SCOPES)}; admin implies the others.")
+    expires_in_s: int | None = Field(default=int(DEFAULT_EXPIRY.total_seconds()), ge=1,
+                                     le=int(MAX_EXPIRY.total_seconds()),
+                                     description="Lifetime in seconds (default 90 days); null: never expires.")
+
+
+class TokenPath(BaseModel):
+    token_id: int = Field(ge=1, le=2**63 - 1)
+
+
+class TokenCreated(BaseModel):
+    """The new token; `token` is its plaintext, shown only in this answer."""
+
+    token_id: int
+    token: str
+    name: str
+    space_id: str
+    scopes: list[str]
+    expires_at: str | None
+
+
+class TokenOut(BaseModel):
+    token_id: int
+    name: str
+    space_id: str
+    scopes: list[str]
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
+
+
+class TokenRevoked(BaseModel):
+    token_id: int
+    revoked_at: str

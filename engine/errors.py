@@ -78,6 +78,10 @@ class VersionNotFound(NotFound):
     """Workflow version not found."""
 
 
+class TokenNotFound(NotFound):
+    """Token not found."""
+
+
 class Unauthorized(EngineError):
     """A valid bearer token is required."""
 

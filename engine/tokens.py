@@ -1,18 +1,34 @@
-"""Bearer tokens: personal access tokens bound to a space, stored only as a SHA-256 hash."""
+"""Bearer tokens: personal access tokens bound to a space, stored only as a SHA-256 hash.
+
+A token has scopes (`run`, `manage`, `admin`; admin implies the others) and an optional expiry.
+Its plaintext is returned once, at creation, and never stored.
+"""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.errors import Forbidden, Unauthorized
-from engine.store import Store
+from engine.errors import Forbidden, InvalidInputs, InvalidTransition, TokenNotFound, Unauthorized
+
+if TYPE_CHECKING:  # the CLI imports this module for its constants: keep SQLAlchemy out of its start
+    from engine.store import Store
+    from engine.store.catalog import TokenInfo
 
 TOKEN_PREFIX = "rf_"
 SCOPES = ("run", "manage", "admin")
 DEFAULT_SPACE = "default"
+DEFAULT_EXPIRY = timedelta(days=90)
+MAX_EXPIRY = timedelta(days=3650)
+NAME_MAX_CHARS = 200
+_SPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DURATION = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True)
@@ -29,18 +45,95 @@ class Principal:
             raise Forbidden(f"This token lacks the '{scope}' scope.")
 
 
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just created: the only time its plaintext exists outside the caller's hands."""
+
+    token_id: int
+    token: str
+    space_id: str
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+
+
+def _refuse(field: str, message: str) -> InvalidInputs:
+    return InvalidInputs(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`30d`, `12h`, `90m`, `45s`, `2w` as a timedelta; `never` as None."""
+    cleaned = text.strip().lower()
+    if cleaned == "never":
+        return None
+    match = _DURATION.fullmatch(cleaned)
+    if match is None:
+        raise _refuse("expires_in", f"'{text}' is not a duration; use a number and a unit "
+                                    "(s, m, h, d, w) such as 30d, 12h or 90m, or 'never'")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """The scopes, de-duplicated in order; refuses an unknown one by name, or none at all."""
+    clean: list[str] = []
+    for scope in scopes:
+        if scope not in SCOPES:
+            raise _refuse("scopes", f"unknown scope '{scope}'; the scopes are {', '.join(SCOPES)}")
+        if scope not in clean:
+            clean.append(scope)
+    if not clean:
+        raise _refuse("scopes", f"give at least one scope ({', '.join(SCOPES)})")
+    return tuple(clean)
+
+
+def check_space_id(space_id: str) -> str:
+    """A space id: 1-64 letters, digits, `_`, `.` or `-`, starting with a letter or digit."""
+    if not _SPACE_ID.fullmatch(space_id):
+        raise _refuse("space", f"'{space_id}' is not a space id; use 1-64 letters, digits, '_', '.' "
+                               "or '-', starting with a letter or digit")
+    return space_id
+
+
 def hash_token(token: str) -> str:
     """The stored form of a token."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def issue_token(store: Store, space_id: str, name: str, scopes: Iterable[str] = SCOPES,
+                expires_in: timedelta | None = DEFAULT_EXPIRY, *, create_space: bool = False) -> IssuedToken:
+    """Create a token (and its space, if asked); the result holds its plaintext, shown once."""
+    check_space_id(space_id)
+    if not name.strip() or len(name) > NAME_MAX_CHARS:
+        raise _refuse("name", f"give a name of 1-{NAME_MAX_CHARS} characters")
+    clean = check_scopes(scopes)
+    if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
+        raise _refuse("expires_in", f"must be more than 0 and at most {MAX_EXPIRY.days} days (or never)")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires_at = datetime.now(timezone.utc) + expires_in if expires_in is not None else None
+    token_id = store.catalog.insert_token(space_id, name, hash_token(token), clean, expires_at,
+                                          create_space=create_space)
+    return IssuedToken(token_id, token, space_id, name, clean, expires_at)
+
+
 def create_token(store: Store, space_id: str, name: str, scopes: tuple[str, ...] = SCOPES,
                  expires_in: timedelta | None = None) -> str:
-    """Create a token and return its plaintext (shown once, never stored)."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = datetime.now(timezone.utc) + expires_in if expires_in else None
-    store.catalog.insert_token(space_id, name, hash_token(token), scopes, expires_at)
-    return token
+    """Create a token of an existing space and return its plaintext (shown once, never stored)."""
+    return issue_token(store, space_id, name, scopes, expires_in).token
+
+
+def list_tokens(store: Store, space_id: str | None) -> list[TokenInfo]:
+    """The tokens of a space (None: every space), without their hashes."""
+    return store.catalog.list_tokens(space_id)
+
+
+def revoke_token(store: Store, token_id: int, space_id: str | None) -> datetime:
+    """Revoke a token of the space (None: of any space); returns when. 404 if not there, 409 if already."""
+    found, revoked_at = store.catalog.revoke_token(token_id, space_id)
+    if not found:
+        raise TokenNotFound(f"Token {token_id} not found.")
+    if revoked_at is None:
+        raise InvalidTransition(f"Token {token_id} is already revoked.")
+    return revoked_at
 
 
 def authenticate(store: Store, header: str | None) -> Principal:
@@ -53,11 +146,11 @@ def authenticate(store: Store, header: str | None) -> Principal:
         raise Unauthorized("Malformed Authorization header; expected 'Bearer <token>'.")
     record = store.catalog.use_token(hash_token(token))
     if record is None:
-        raise Unauthorized("Unknown token.")
+        raise Unauthorized("Unknown token; check that it was copied whole.")
     if record.revoked_at is not None:
-        raise Unauthorized("This token was revoked.")
+        raise Unauthorized(f"This token was revoked at {record.revoked_at.isoformat(timespec='seconds')}.")
     if record.expires_at is not None and record.expires_at <= datetime.now(timezone.utc):
-        raise Unauthorized("This token has expired.")
+        raise Unauthorized(f"This token expired at {record.expires_at.isoformat(timespec='seconds')}.")
     return Principal(record.space_id, record.id, frozenset(record.scopes))
 
 
@@ -65,6 +158,7 @@ def ensure_local_token(database_url: str, token_file: Path | None = None) -> str
     """The default space's local token: reuse the one in `token_file` if still valid, else create one."""
     from engine.db import get_engine
     from engine.settings import Settings
+    from engine.store import Store
 
     store = Store.from_engine(get_engine(Settings(database_url=database_url)))
     store.catalog.ensure_space(DEFAULT_SPACE, "Default space")

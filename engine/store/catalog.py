@@ -24,6 +24,20 @@ class TokenRecord:
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """A token as listed to its owners: everything but the hash."""
+
+    id: int
+    space_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     """One immutable workflow version."""
 
@@ -50,14 +64,46 @@ class CatalogStore:
                          {"id": space_id, "name": name})
 
     def insert_token(self, space_id: str, name: str, token_hash: str, scopes: Sequence[str],
-                     expires_at: datetime | None) -> int:
-        """Store a token's hash; returns its id."""
+                     expires_at: datetime | None, create_space: bool = False) -> int:
+        """Store a token's hash (creating its space first if asked); returns its id."""
         with self.engine.begin() as conn:
+            if create_space:
+                conn.execute(text("INSERT INTO spaces (id, name) VALUES (:id, :id) ON CONFLICT (id) DO NOTHING"),
+                             {"id": space_id})
             return conn.execute(text("""
                 INSERT INTO api_tokens (space_id, name, token_hash, scopes, expires_at)
                 VALUES (:space, :name, :hash, :scopes, :expires) RETURNING id"""),
                 {"space": space_id, "name": name, "hash": token_hash, "scopes": list(scopes),
                  "expires": expires_at}).scalar_one()
+
+    def list_tokens(self, space_id: str | None) -> list[TokenInfo]:
+        """Tokens of a space (None: of every space), oldest first; never their hashes."""
+        with self.reads.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT id, space_id, name, scopes, created_at, expires_at, revoked_at, last_used_at
+                  FROM api_tokens WHERE CAST(:space AS text) IS NULL OR space_id = :space
+                 ORDER BY id"""), {"space": space_id}).all()
+        return [TokenInfo(r.id, r.space_id, r.name, tuple(r.scopes), r.created_at, r.expires_at,
+                          r.revoked_at, r.last_used_at) for r in rows]
+
+    def revoke_token(self, token_id: int, space_id: str | None) -> tuple[bool, datetime | None]:
+        """Revoke a token of the space (None: of any space) unless it already is.
+
+        Returns (found, revoked_at): revoked_at is when it was revoked now, or None if it was already.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(text("""
+                WITH t AS (
+                    SELECT id FROM api_tokens
+                     WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)
+                ), u AS (
+                    UPDATE api_tokens SET revoked_at = now() FROM t
+                     WHERE api_tokens.id = t.id AND api_tokens.revoked_at IS NULL
+                    RETURNING api_tokens.revoked_at
+                )
+                SELECT (SELECT count(*) FROM t) AS found, (SELECT revoked_at FROM u) AS revoked_at"""),
+                {"id": token_id, "space": space_id}).one()
+        return bool(row.found), row.revoked_at
 
     def use_token(self, token_hash: str) -> TokenRecord | None:
         """Look a token up by hash and record its use (at most once a minute: not a write per request)."""
