@@ -124,6 +124,15 @@ CROSS_SPACE_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/runs/{run_id}", None),
     ("POST", "/v1/runs/{run_id}/cancel", None),
     ("POST", "/v1/tokens/{token_id}/revoke", None),
+    ("POST", "/v1/runs/{run_id}/resume", {"event_id": "e1", "data": "yes"}),
+    ("GET", "/v1/runs/{run_id}/events", None),
+    ("POST", "/v1/workflow/run", {"workflow_id": "{workflow_id}", "parameters": {}}),
+    ("POST", "/v1/workflow/run", {"workflow_id": "{workflow_id}", "parameters": "{{}}", "is_async": True}),
+    ("POST", "/v1/workflow/stream_run", {"workflow_id": "{workflow_id}", "parameters": {}}),
+    ("POST", "/v1/workflow/stream_resume", {"workflow_id": "{workflow_id}", "event_id": "{run_id}/e1",
+                                            "resume_data": "yes", "interrupt_type": 2}),
+    ("GET", "/v1/workflow/get_run_history?workflow_id={workflow_id}&execute_id={run_id}", None),
+    ("GET", "/v1/workflows/{workflow_id}/run_histories/{run_id}", None),
 ]
 
 
