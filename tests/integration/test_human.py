@@ -182,3 +182,21 @@ def _events(api: ApiHelper, run_id: str) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
+
+
+def test_the_shipped_refund_approval_example_runs_with_two_answers(api: ApiHelper, start_worker: Any) -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    doc = yaml.safe_load((ROOT / "examples" / "human" / "refund-approval.yaml").read_text())
+    inputs = doc.pop("demo_inputs")
+    start_worker()
+    run_id = api.submit(api.create_workflow(doc), inputs)
+    asked = _interrupted(api, run_id, "approve")["interrupt"]
+    assert asked["data"]["question"] == "Refund 42 EUR to Ada?"
+    assert api.client.post(f"/v1/runs/{run_id}/resume", json={"event_id": asked["event_id"], "data": "yes"}).status_code == 202
+    form = _interrupted(api, run_id, "details")["interrupt"]
+    assert api.client.post(f"/v1/runs/{run_id}/resume",
+                           json={"event_id": form["event_id"], "data": {"reason": "parcel lost"}}).status_code == 202
+    assert api.wait(run_id)["outputs"] == {"summary": "Ada: refund yes (parcel lost)", "approved": True}
