@@ -54,6 +54,30 @@ class WorkflowPublished(BaseModel):
     published_version: int
 
 
+class WorkflowSummary(BaseModel):
+    workflow_id: str
+    name: str
+    description: str | None
+    latest_version: int
+    published_version: int | None
+    created_at: str
+    updated_at: str
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowSummary]
+
+
+class VersionInfo(BaseModel):
+    version: int
+    created_at: str
+
+
+class WorkflowOut(WorkflowSummary):
+    versions: list[VersionInfo]
+    definition: dict[str, Any]
+
+
 class ListQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=500)
     offset: int = Field(default=0, ge=0)
