@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from flask_openapi3 import OpenAPI
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def create_app(settings: Settings | None = None) -> "OpenAPI":
@@ -33,15 +37,24 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     errors.init_app(app)
 
     @app.before_request
-    def _require_valid_json() -> None:
+    def _require_valid_json() -> Any:
         # flask-openapi3 parses bodies leniently; malformed JSON must be a 400, not a 422.
+        # NaN/Infinity are not JSON (and PostgreSQL's jsonb refuses them); a body nested past
+        # Python's recursion limit is refused here rather than failing deeper down.
+        body: Any = None
         if request.method in ("POST", "PUT", "PATCH") and request.content_length != 0 and request.get_data(cache=True):
             if not request.is_json:
                 raise UnsupportedMediaType()
             try:
-                json.loads(request.get_data(cache=True))
-            except ValueError:
+                body = json.loads(request.get_data(cache=True), parse_constant=_not_json)
+            except (ValueError, RecursionError):
                 raise BadRequest() from None
+        # PostgreSQL stores no NUL character and psycopg encodes no lone surrogate: refuse them
+        # up front, naming the field, instead of a driver error (500) later.
+        for part in (request.view_args or {}, *({k: v} for k, v in request.args.items(multi=True)), body):
+            if (where := errors.unstorable_text(part)) is not None:
+                return errors.unstorable_response(where)
+        return None
 
     app.register_api(workflows.bp)
     app.register_api(runs.bp)

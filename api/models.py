@@ -1,13 +1,19 @@
 """Request and response models: they validate requests and generate the OpenAPI document."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# Versions and offsets are PostgreSQL integers: a larger number is refused, not a driver error.
+PgInt = Annotated[int, Field(le=2**31 - 1)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown keys refused, no lax coercion (`true` is not the version 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorItem(BaseModel):
@@ -37,7 +43,7 @@ class WorkflowUpdate(Strict):
 
 
 class WorkflowPublish(Strict):
-    version: int | None = Field(default=None, ge=1)
+    version: PgInt | None = Field(default=None, ge=1)
 
 
 class WorkflowPath(BaseModel):
@@ -80,12 +86,12 @@ class WorkflowOut(WorkflowSummary):
 
 class ListQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: PgInt = Field(default=0, ge=0)
 
 
 class RunCreate(Strict):
     inputs: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1)
+    version: PgInt | None = Field(default=None, ge=1)
     mode: Literal["async"] = "async"
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
