@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from flask_openapi3 import OpenAPI
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def create_app(settings: Settings | None = None) -> "OpenAPI":
@@ -17,13 +21,15 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, errors, health, runs, tokens, workflows
+    from api import coze, errors, health, openapi, runs, tokens, workflows
+    from api.models import ErrorBody
     from api.runtime import principal
 
     settings = settings or get_settings()
     app = OpenAPI(__name__, info=Info(title="Relayflow", version="0.1.0"),
                   security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
-                  validation_error_status=422, validation_error_callback=errors.validation_error,
+                  validation_error_status=422, validation_error_model=ErrorBody,
+                  validation_error_callback=errors.validation_error,
                   doc_ui=False)
     app.config["RELAYFLOW_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -39,15 +45,24 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
             principal()
 
     @app.before_request
-    def _require_valid_json() -> None:
+    def _require_valid_json() -> Any:
         # flask-openapi3 parses bodies leniently; malformed JSON must be a 400, not a 422.
+        # NaN/Infinity are not JSON (and PostgreSQL's jsonb refuses them); a body nested past
+        # Python's recursion limit is refused here rather than failing deeper down.
+        body: Any = None
         if request.method in ("POST", "PUT", "PATCH") and request.content_length != 0 and request.get_data(cache=True):
             if not request.is_json:
                 raise UnsupportedMediaType()
             try:
-                json.loads(request.get_data(cache=True))
-            except ValueError:
+                body = json.loads(request.get_data(cache=True), parse_constant=_not_json)
+            except (ValueError, RecursionError):
                 raise BadRequest() from None
+        # PostgreSQL stores no NUL character and psycopg encodes no lone surrogate: refuse them
+        # up front, naming the field, instead of a driver error (500) later.
+        for part in (request.view_args or {}, *({k: v} for k, v in request.args.items(multi=True)), body):
+            if (where := errors.unstorable_text(part)) is not None:
+                return errors.unstorable_response(where)
+        return None
 
     app.register_api(workflows.bp)
     app.register_api(runs.bp)
@@ -56,5 +71,5 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     app.register_api(tokens.bp)
     app.register_api(health.bp)
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
-    app.add_url_rule("/openapi.json", "openapi_json", lambda: app.api_doc)
+    app.add_url_rule("/openapi.json", "openapi_json", lambda: openapi.document(app))
     return app

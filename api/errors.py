@@ -3,6 +3,7 @@ validation errors, and anything unexpected (500, without internals)."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Flask, Response, jsonify, make_response
@@ -26,6 +27,36 @@ _HTTP_MESSAGES = {
 def error_response(status: int, code: int, msg: str, **extra: Any) -> ResponseReturnValue:
     """A `{code, msg, ...}` JSON error with a real HTTP status."""
     return jsonify({"code": code, "msg": msg, **extra}), status
+
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # NUL, and halves of surrogate pairs
+
+
+def unstorable_text(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first key or string in `value` holding a NUL or a lone surrogate
+    ("" for `value` itself)."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:  # iterative: bodies may nest deeper than the recursion limit allows
+        at, item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return at
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    return at
+                stack.append((f"{at}.{key}" if at else str(key), child))
+        elif isinstance(item, list):
+            stack.extend((f"{at}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+def unstorable_response(where: str) -> Response:
+    """422 for text that cannot be stored (NUL characters, unpaired surrogates) at `where`."""
+    message = "must not contain NUL characters or unpaired surrogates"
+    shown = _UNSTORABLE.sub("?", where) or None  # the key itself may hold the character at fault
+    return make_response(jsonify({"code": 4000, "msg": f"Invalid request: {shown or 'body'}: {message}",
+                                  "errors": [{"field": shown, "message": message}]}), 422)
 
 
 def validation_error(exc: ValidationError) -> Response:

@@ -1,15 +1,21 @@
 """Request and response models: they validate requests and generate the OpenAPI document."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.tokens import DEFAULT_EXPIRY, MAX_EXPIRY, NAME_MAX_CHARS, SCOPES
 
 
+# Versions and offsets are PostgreSQL integers: a larger number is refused, not a driver error.
+PgInt = Annotated[int, Field(le=2**31 - 1)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown keys refused, no lax coercion (`true` is not the version 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorItem(BaseModel):
@@ -39,7 +45,7 @@ class WorkflowUpdate(Strict):
 
 
 class WorkflowPublish(Strict):
-    version: int | None = Field(default=None, ge=1)
+    version: PgInt | None = Field(default=None, ge=1)
 
 
 class WorkflowPath(BaseModel):
@@ -56,14 +62,38 @@ class WorkflowPublished(BaseModel):
     published_version: int
 
 
+class WorkflowSummary(BaseModel):
+    workflow_id: str
+    name: str
+    description: str | None
+    latest_version: int
+    published_version: int | None
+    created_at: str
+    updated_at: str
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowSummary]
+
+
+class VersionInfo(BaseModel):
+    version: int
+    created_at: str
+
+
+class WorkflowOut(WorkflowSummary):
+    versions: list[VersionInfo]
+    definition: dict[str, Any]
+
+
 class ListQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: PgInt = Field(default=0, ge=0)
 
 
 class RunCreate(Strict):
     inputs: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1)
+    version: PgInt | None = Field(default=None, ge=1)
     mode: Literal["async", "sync"] = Field(
         default="async", description="async: answer 202 at once; sync: wait up to wait_s for the run to end.")
     wait_s: float | None = Field(default=None, gt=0, le=300,

@@ -5,8 +5,8 @@ from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.models import (ErrorBody, ListQuery, WorkflowCreate, WorkflowPath, WorkflowPublish,
-                        WorkflowPublished, WorkflowUpdate, WorkflowVersionOut)
+from api.models import (ErrorBody, ListQuery, WorkflowCreate, WorkflowList, WorkflowOut, WorkflowPath,
+                        WorkflowPublish, WorkflowPublished, WorkflowUpdate, WorkflowVersionOut)
 from api.runtime import principal, runtime
 
 tag = Tag(name="workflows", description="Workflow definitions and their immutable versions")
@@ -14,7 +14,7 @@ bp = APIBlueprint("workflows", __name__, url_prefix="/v1", abp_tags=[tag], abp_s
 _ERRORS: dict[int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 422: ErrorBody}
 
 
-@bp.post("/workflows", responses={201: WorkflowVersionOut, **_ERRORS})
+@bp.post("/workflows", responses={201: WorkflowVersionOut, 401: ErrorBody, 403: ErrorBody, 422: ErrorBody})
 def create_workflow(body: WorkflowCreate) -> Any:
     """Create a workflow; its definition is validated and stored as version 1."""
     who = principal("manage")
@@ -36,14 +36,14 @@ def publish_workflow(path: WorkflowPath, body: WorkflowPublish) -> Any:
     return runtime().service.publish_workflow(who.space_id, path.workflow_id, body.version)
 
 
-@bp.get("/workflows", responses={200: None, 401: ErrorBody})
+@bp.get("/workflows", responses={200: WorkflowList, 401: ErrorBody, 422: ErrorBody})
 def list_workflows(query: ListQuery) -> Any:
     """List the space's workflows, newest first."""
     who = principal()
     return {"workflows": runtime().service.list_workflows(who.space_id, query.limit, query.offset)}
 
 
-@bp.get("/workflows/<workflow_id>", responses={200: None, 401: ErrorBody, 404: ErrorBody})
+@bp.get("/workflows/<workflow_id>", responses={200: WorkflowOut, 401: ErrorBody, 404: ErrorBody})
 def get_workflow(path: WorkflowPath) -> Any:
     """Show a workflow: versions, published version and latest definition."""
     who = principal()
