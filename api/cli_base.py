@@ -59,7 +59,7 @@ def _duration(node: dict[str, Any]) -> str:
 
 def _message(error: Any, *, first_line: bool = False) -> str:
     if isinstance(error, dict):
-        error = error.get("message") or error.get("msg") or error
+        error = error.get("message") or error.get("msg") or (error or None)
     text = "" if error is None else str(error)
     return text.strip().splitlines()[0] if first_line and text.strip() else text
 

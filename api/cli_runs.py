@@ -41,9 +41,12 @@ def resume_command(run_id: str, interrupt: dict[str, Any]) -> str:
     data = interrupt.get("data") or {}
     head = f"relayflow resume {run_id} --event {interrupt.get('event_id')}"
     if interrupt.get("type") == "input":
-        properties = (data.get("schema") or {}).get("properties") or {}
-        example = {name: _EXAMPLE_BY_TYPE.get(str((spec or {}).get("type")), "")
-                   for name, spec in properties.items()}
+        schema = data.get("schema") or {}
+        properties = schema.get("properties") or {}
+        # required fields first, in the form's order (stored JSON keeps no order of properties)
+        names = [n for n in schema.get("required") or [] if n in properties]
+        names += [n for n in properties if n not in names]
+        example = {n: _EXAMPLE_BY_TYPE.get(str((properties[n] or {}).get("type")), "") for n in names}
         return f"{head} --data {shlex.quote(json.dumps(example))}"
     options = data.get("options") or []
     return f"{head} {shlex.quote(str(options[0]) if options else 'your answer')}"
@@ -128,8 +131,6 @@ def watch_run(client: Client, run_id: str) -> dict[str, Any]:
             pending = run.get("interrupt") or {}
             # waiting for an answer we have seen asked (or the stream went idle while it waits): stop
             if run.get("status") == "interrupted" and (event is None or pending.get("event_id") in asked):
-                break
-            if run.get("status") in FINAL_STATUSES and event is not None and event["type"].startswith("run."):
                 break
     if run.get("status") not in FINAL_STATUSES | {"interrupted"}:
         run = client.get_run(run_id)  # the stream ended: take the run as it is now

@@ -174,9 +174,9 @@ class Client:
         """The run's events (`{id, type, node_id, data, created_at}`) after `last_event_id`, live;
         with `keepalives`, None for each keep-alive the server sends while nothing happens.
 
-        Ends after the run's final event, or when the server has nothing more to send. A dropped
-        connection is reopened with Last-Event-ID, so no event is lost or repeated; after `retries`
-        failed reconnections in a row it raises ServiceUnavailable.
+        Ends after the run's final event, or when the run has ended and nothing is left to send. A
+        dropped or closed connection is reopened with Last-Event-ID, so no event is lost or repeated;
+        after `retries` failed reconnections in a row it raises ServiceUnavailable.
         """
         failures = 0
         while True:
@@ -212,9 +212,12 @@ class Client:
                     raise
                 time.sleep(backoff_s * 2 ** (failures - 1))
                 continue
+            # The server closed without the final event: its sse_max_s, or a proxy. Nothing heard and
+            # the run ended means nothing is left to send; else reopen where we are.
             if not heard:
-                return  # closed at once: the run has ended and we have every event
-            # else the server closed a long stream (its sse_max_s): reopen where we are
+                if self.get_run(run_id).get("status") in FINAL_STATUSES:
+                    return
+                time.sleep(backoff_s)
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any] | None]:
