@@ -2,6 +2,7 @@
 
 Exit codes: 0 success; 1 a run failed or was cancelled, or an error; 2 (`status`, `run`) the run
 has not ended (still queued, running, or waiting for input); 3 (`status`) the API could not answer.
+`submit`, `watch`, `resume` and `cancel` live in api/cli_runs.py; docs/cli.md documents them all.
 """
 from __future__ import annotations
 
