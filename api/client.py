@@ -5,6 +5,8 @@ Error answers become the engine's own exception tree, so callers handle one kind
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ from engine.errors import (
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+# The server sends a keep-alive at least every 15 s: a longer silence means the connection is dead.
+STREAM_READ_TIMEOUT_S = 45.0
 DEMO_INPUTS_KEY = "demo_inputs"
 
 _BY_STATUS: dict[int, type[EngineError]] = {
@@ -105,15 +110,20 @@ class Client:
         """Close the connection pool."""
         self._http.close()
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 timeout_s: float | None = None) -> dict[str, Any]:
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body,
+                                          timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"cannot reach Relayflow at {self.base_url} ({exc}); "
-                                     "is `relayflow up` running, or is --url right?") from exc
+            raise self._unreachable(exc) from exc
         if response.status_code >= 400:
             raise error_from_response(response)
         return dict(response.json()) if response.content else {}
+
+    def _unreachable(self, exc: Exception) -> ServiceUnavailable:
+        return ServiceUnavailable(f"cannot reach Relayflow at {self.base_url} ({exc or type(exc).__name__}); "
+                                  "is `relayflow up` running, or is --url right?")
 
     def healthy(self) -> bool:
         """True when `GET /healthz` answers 200 (PostgreSQL and Redis reachable)."""
@@ -129,13 +139,23 @@ class Client:
             body["description"] = description
         return self._request("POST", "/v1/workflows", body)
 
-    def submit_run(self, workflow_id: str, inputs: dict[str, Any],
-                   idempotency_key: str | None = None) -> dict[str, Any]:
-        """Start a run: `{run_id, status}`."""
+    def submit_run(self, workflow_id: str, inputs: dict[str, Any], idempotency_key: str | None = None, *,
+                   version: int | None = None, mode: str = "async", wait_s: float | None = None) -> dict[str, Any]:
+        """Start a run: `{run_id, status}`; in sync mode the whole run object once it has ended or
+        waits for input within `wait_s` (else still `{run_id, status}`)."""
         body: dict[str, Any] = {"inputs": inputs}
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
-        return self._request("POST", f"/v1/workflows/{workflow_id}/runs", body)
+        if version is not None:
+            body["version"] = version
+        timeout_s = None
+        if mode != "async":
+            body["mode"] = mode
+            if wait_s is not None:
+                body["wait_s"] = wait_s
+            # the server holds the answer up to wait_s (30 s by default, 300 s at most)
+            timeout_s = (wait_s or 30.0) + 30.0
+        return self._request("POST", f"/v1/workflows/{workflow_id}/runs", body, timeout_s)
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """The run object: status, outputs, error and its nodes."""
@@ -144,3 +164,84 @@ class Client:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Ask for a run to be cancelled."""
         return self._request("POST", f"/v1/runs/{run_id}/cancel")
+
+    def resume_run(self, run_id: str, event_id: str, data: Any) -> dict[str, Any]:
+        """Answer the run's interrupt `event_id`: `{run_id, status, event_id, node_id}`."""
+        return self._request("POST", f"/v1/runs/{run_id}/resume", {"event_id": event_id, "data": data})
+
+    def events(self, run_id: str, last_event_id: int = 0, *, retries: int = 5, backoff_s: float = 0.5,
+               keepalives: bool = False) -> Iterator[dict[str, Any] | None]:
+        """The run's events (`{id, type, node_id, data, created_at}`) after `last_event_id`, live;
+        with `keepalives`, None for each keep-alive the server sends while nothing happens.
+
+        Ends after the run's final event, or when the run has ended and nothing is left to send. A
+        dropped or closed connection is reopened with Last-Event-ID, so no event is lost or repeated;
+        after `retries` failed reconnections in a row it raises ServiceUnavailable.
+        """
+        failures = 0
+        while True:
+            heard = False  # an event or a keep-alive on this connection
+            try:
+                with self._http.stream("GET", f"/v1/runs/{run_id}/events",
+                                       headers={"Last-Event-ID": str(last_event_id), "Accept": "text/event-stream"},
+                                       timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise error_from_response(response)
+                    for item in parse_sse(response.iter_lines()):
+                        heard = True
+                        failures = 0
+                        if item is None:
+                            if keepalives:
+                                yield None
+                            continue
+                        if isinstance(item.get("id"), int):
+                            last_event_id = max(last_event_id, item["id"])
+                        yield item
+                        if item["type"] in FINAL_EVENTS:
+                            return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > retries:
+                    raise self._unreachable(exc) from exc
+                time.sleep(backoff_s * 2 ** (failures - 1))
+                continue
+            except ServiceUnavailable:
+                failures += 1
+                if failures > retries:
+                    raise
+                time.sleep(backoff_s * 2 ** (failures - 1))
+                continue
+            # The server closed without the final event: its sse_max_s, or a proxy. Nothing heard and
+            # the run ended means nothing is left to send; else reopen where we are.
+            if not heard:
+                if self.get_run(run_id).get("status") in FINAL_STATUSES:
+                    return
+                time.sleep(backoff_s)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any] | None]:
+    """Server-Sent Events lines → each frame's JSON data (its `id` filled from the frame), or None for a
+    keep-alive comment. Frames without data (`retry:`) are skipped."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                item = json.loads("\n".join(data))
+                if isinstance(item, dict):
+                    if "id" not in item and fields.get("id", "").isdigit():
+                        item["id"] = int(fields["id"])
+                    item.setdefault("type", fields.get("event", "message"))
+                    yield item
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            yield None
+            continue
+        key, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if key == "data":
+            data.append(value)
+        else:
+            fields[key] = value

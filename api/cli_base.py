@@ -1,0 +1,109 @@
+"""What the `relayflow` client commands share: the console, --url/--token, and how runs and errors look."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from api.client import DEFAULT_URL, Client
+from engine.errors import EngineError
+from engine.settings import get_settings
+
+console = Console(highlight=False)
+_STATUS_STYLE = {
+    "succeeded": "green", "failed": "bold red", "cancelled": "yellow", "interrupted": "yellow",
+    "running": "cyan", "retrying": "magenta", "queued": "blue", "waiting": "dim", "skipped": "dim",
+}
+
+
+def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --url and --token (also read from RELAYFLOW_URL and RELAYFLOW_TOKEN)."""
+    command = click.option("--token", envvar="RELAYFLOW_TOKEN", metavar="TOKEN",
+                           help="Bearer token [env RELAYFLOW_TOKEN; default: the one `relayflow up` wrote].")(command)
+    return click.option("--url", envvar="RELAYFLOW_URL", default=DEFAULT_URL, show_default=True,
+                        help="Base URL of the API [env RELAYFLOW_URL].")(command)
+
+
+def make_client(url: str, token: str | None) -> Client:
+    """A client with the given token, else the local one from `<data_dir>/token`."""
+    if not token:
+        token_file = get_settings().data_dir / "token"
+        try:
+            token = token_file.read_text().strip()
+        except OSError:
+            raise click.ClickException(f"No token: pass --token, set RELAYFLOW_TOKEN, or run `relayflow up` "
+                                       f"(it writes {token_file}).") from None
+    return Client(url, token)
+
+
+def _styled(status: str | None) -> str:
+    status = status or "?"
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _duration(node: dict[str, Any]) -> str:
+    try:
+        started = datetime.fromisoformat(node["started_at"])
+        finished = datetime.fromisoformat(node["finished_at"]) if node.get("finished_at") else None
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if finished is None:
+        return "…"
+    return f"{(finished - started).total_seconds():.1f}s"
+
+
+def _message(error: Any, *, first_line: bool = False) -> str:
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("msg") or (error or None)
+    text = "" if error is None else str(error)
+    return text.strip().splitlines()[0] if first_line and text.strip() else text
+
+
+def run_table(run: dict[str, Any], title: str | None = None) -> Table:
+    """One run as a table of its nodes: status, attempts, time, error."""
+    heading = f"{escape(title)} · " if title else ""
+    table = Table(title=f"{heading}run {run.get('run_id')} · {_styled(run.get('status'))}", title_justify="left")
+    for column in ("node", "type", "status", "attempts", "time", "error"):
+        table.add_column(column, overflow="fold", max_width=60 if column == "error" else None)
+    for node in run.get("nodes") or []:
+        table.add_row(escape(str(node.get("node_id"))), escape(str(node.get("type") or "")),
+                      _styled(node.get("status")), str(node.get("attempts", 0)), _duration(node),
+                      escape(_message(node.get("error"), first_line=True)))
+    return table
+
+
+def print_error(error: EngineError, title: str | None = None) -> None:
+    """An API error, with one line per node/field at fault (422 answers)."""
+    items = [item for item in getattr(error, "errors", None) or [] if isinstance(item, dict)]
+    # the message of a 422 joins its items: list them instead, one per line
+    summary = f"refused ({len(items)} problem{'s' if len(items) > 1 else ''}):" if items else error.message
+    console.print(f"[bold red]error:[/] {escape(title + ': ') if title else ''}{escape(summary)}")
+    for item in items:
+        where = ".".join(str(p) for p in (item.get("node_id"), item.get("field")) if p) or "workflow"
+        console.print(f"  • [bold]{escape(where)}[/]: {escape(str(item.get('message')))}")
+
+
+def print_outcome(run: dict[str, Any], title: str | None = None) -> int:
+    """The run's outputs, or its error naming the node; returns the exit code."""
+    name = f"{title} (run {run.get('run_id')})" if title else f"run {run.get('run_id')}"
+    status = run.get("status")
+    if status == "succeeded":
+        console.print(f"[green]✔[/] {escape(name)} succeeded; outputs:")
+        console.print_json(data=run.get("outputs") or {})
+        return 0
+    if status in ("failed", "cancelled"):
+        error = run.get("error") or {}
+        node = error.get("node_id") if isinstance(error, dict) else None
+        where = f" at node [bold]{escape(str(node))}[/]" if node else ""
+        console.print(f"[red]✘[/] {escape(name)} {status}{where}: {escape(_message(error) or status)}")
+        return 1
+    interrupt = run.get("interrupt") or {}
+    waiting = f"; waiting for input at node {interrupt.get('node_id')}" if interrupt else ""
+    console.print(f"[yellow]…[/] {escape(name)} is {status}{escape(waiting)}; "
+                  f"see `relayflow status {run.get('run_id')}`")
+    return 2
