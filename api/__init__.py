@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import errors, health, runs, workflows
+    from api import errors, health, registry, runs, workflows
 
     settings = settings or get_settings()
     app = OpenAPI(__name__, info=Info(title="Relayflow", version="0.1.0"),
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     app.register_api(workflows.bp)
     app.register_api(runs.bp)
     app.register_api(health.bp)
+    app.register_api(registry.bp)
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
     app.add_url_rule("/openapi.json", "openapi_json", lambda: app.api_doc)
     return app
