@@ -141,8 +141,10 @@ class _Handler(BaseHTTPRequestHandler):
             status = faults.fail_first[1]
         if status and status >= 400:
             headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
-            self._json(status, {"error": {"message": f"fake provider answers {status}", "type": "fake_error",
-                                          "code": str(status)}}, headers)
+            message = f"fake provider answers {status}"
+            if status == 401:  # like some providers, quote the key: callers must mask it
+                message = f"Incorrect API key provided: {self.headers.get('Authorization', '')[7:]}"
+            self._json(status, {"error": {"message": message, "type": "fake_error", "code": str(status)}}, headers)
             return
         prompt = _MARKER.sub("", last_user).strip()
         wants_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
