@@ -15,9 +15,9 @@ FAKE_KEY = "sk-fake-TESTKEY-1234567890abcdef"
 
 @pytest.fixture
 def fake_llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
-    """A running fake provider; RELAYFLOW_FAKE_LLM_URL/KEY point the demo models (and children) at it."""
+    """A running fake provider; DEMO_LLM_URL/KEY point the demo models (and children) at it."""
     fake = FakeLLM().start()
-    monkeypatch.setenv("RELAYFLOW_FAKE_LLM_URL", fake.base_url)
+    monkeypatch.setenv("DEMO_LLM_URL", fake.base_url)
     monkeypatch.setenv("FAKE_LLM_KEY", FAKE_KEY)
     yield fake
     fake.stop()
