@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, errors, health, openapi, runs, tokens, workflows
+    from api import coze, errors, health, openapi, registry, runs, tokens, workflows
     from api.models import ErrorBody
     from api.runtime import principal
 
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> "OpenAPI":
     app.register_api(coze.history_bp)
     app.register_api(tokens.bp)
     app.register_api(health.bp)
+    app.register_api(registry.bp)
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
     app.add_url_rule("/openapi.json", "openapi_json", lambda: openapi.document(app))
     return app

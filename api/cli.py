@@ -237,6 +237,15 @@ def run_demos(client: Client, examples_dir: Path, check: Callable[[], None] | No
         print_outcome(final, title)
 
 
+def _start_fake_llm() -> Any:
+    """The fake OpenAI-compatible provider the demo models use (loopback, a free port)."""
+    from engine.fake_llm import FakeLLM
+
+    fake = FakeLLM().start()
+    console.print(f"Fake LLM provider (demo models, no API key) at {fake.base_url}")
+    return fake
+
+
 @main.command()
 @click.option("--demo", is_flag=True, help="Run every workflow under examples/ and show their progress.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="API port.")
@@ -269,6 +278,10 @@ def up(demo: bool, port: int, workers: int) -> None:
             upgrade(database_url)
             token = ensure_local_token(database_url, token_file=settings.data_dir / "token")
         env = child_env(database_url, redis_url)
+        if demo:
+            fake_llm = _start_fake_llm()
+            # the demo model files (conf/model/demo-*.yaml) take their base URL from this variable
+            env["DEMO_LLM_URL"] = fake_llm.base_url
         supervisor.spawn("web", web_command(port, control_socket=False), env)
         supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env)
         base_url = f"http://127.0.0.1:{port}"

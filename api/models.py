@@ -146,6 +146,8 @@ class NodeOut(BaseModel):
     error: dict[str, Any] | None
     output: dict[str, Any] | None = None
     attempt_errors: list[Any] = []
+    model: str | None = None
+    usage: dict[str, int] | None = None
 
 
 class Usage(BaseModel):
@@ -239,3 +241,53 @@ class TokenList(BaseModel):
 class TokenRevoked(BaseModel):
     token_id: int
     revoked_at: str
+
+
+class ModelConn(BaseModel):
+    base_url: str | None
+    model: str
+    timeout: float | None
+    api_key: str | None = Field(description="masked, e.g. sk-a***wxyz")
+    api_key_env: str | None = Field(description="the environment variable the key comes from, if any")
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    icon_uri: str | None
+    description: dict[str, Any] | None
+    protocol: str
+    status: int
+    capability: dict[str, Any]
+    default_parameters: dict[str, Any]
+    conn_config: ModelConn
+    source: str | None
+
+
+class SourceProblem(BaseModel):
+    source: str = Field(description="the file path (or env MODEL_*_<n>) at fault")
+    field: str | None
+    message: str
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    generation: int | None
+    refresh_time: str | None
+    problems: list[SourceProblem]
+
+
+class RefreshData(BaseModel):
+    model_count: int
+    new_models: list[str]
+    updated_models: list[str]
+    removed_models: list[str]
+    refresh_time: str
+    generation: int
+    problems: list[SourceProblem]
+
+
+class RefreshOut(BaseModel):
+    code: Literal[0]
+    msg: str
+    data: RefreshData

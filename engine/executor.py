@@ -69,8 +69,9 @@ class Executor:
             timeout_s = deadline_left
         with self._inflight_lock:
             self._inflight.add(claim.node_row_id)
+        report: dict[str, Any] = {}  # what the node tells about its attempt (LLM: model, usage)
         try:
-            outputs, port = self._execute(rid, node, claim, timeout_s)
+            outputs, port = self._execute(rid, node, claim, timeout_s, report)
         except Interrupt as asked:
             event_id = uuid.uuid4().hex
             self.store.lifecycle.interrupt_node(rid, node_id, claim, event_id=event_id, kind=asked.kind,
@@ -80,7 +81,7 @@ class Executor:
             if deadline_bound and isinstance(exc, NodeTimeout):
                 exc = RunDeadlineExceeded(f"Node {node_id} was stopped at the run's deadline "
                                           f"({workflow.deadline_s:g}s after the run was submitted).")
-            self.handle_failure(rid, workflow, node, claim, exc)
+            self.handle_failure(rid, workflow, node, claim, exc, report)
             return
         except Exception as exc:  # a bug in a node type: record it like any failure
             log.exception("node %s of run %s raised", node_id, run_id)
@@ -93,18 +94,21 @@ class Executor:
         decision = self.store.lifecycle.commit_node(
             rid, node_id, claim, status="succeeded", output=outputs, error=None, port=port,
             signals=_merge(workflow.signals(node_id, port)), event_type="node.succeeded",
-            event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt})
+            event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt},
+            log=[{"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}] if report else None,
+            report=report)
         self._after(rid, workflow, decision)
 
     def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim,
-                 timeout_s: float) -> tuple[dict[str, Any], str | None]:
+                 timeout_s: float, report: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         context = node.make_context(claim.run_inputs, claim.dep_outputs)
         config, inputs = node.render(context)
         ctx = NodeContext(run_id=str(run_id), node_id=node.id, attempt=claim.attempt, timeout_s=timeout_s,
                           settings=self.settings,
                           render_text=lambda source, extra: render_text(source, {**context, **extra}),
                           resume=claim.resume,
-                          emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data))
+                          emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data),
+                          report=report, declared_outputs=node.declared_outputs)
         outputs = node.node_type(config).run(ctx, inputs)
         if time.monotonic() - ctx.started_at > timeout_s:
             raise NodeTimeout(f"Node {node.id} took longer than its timeout of {timeout_s:g}s.")
@@ -122,10 +126,11 @@ class Executor:
 
     # -- failures ---------------------------------------------------------------------------
     def handle_failure(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
-                       claim: Claim, exc: NodeError) -> None:
+                       claim: Claim, exc: NodeError, report: dict[str, Any] | None = None) -> None:
         """Retry the node, or apply its on_error strategy once retries are spent."""
         error = {"code": exc.code, "kind": exc.kind, "message": exc.message, "attempt": claim.attempt}
-        log_entry = [{"attempt": claim.attempt, "error": error, "at": datetime.now(timezone.utc).isoformat()}]
+        log_entry = [{"attempt": claim.attempt, "error": error, **(report or {}),
+                      "at": datetime.now(timezone.utc).isoformat()}]
         policy = node.retry
         if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
             delay_s = policy.delay_s(claim.attempt, random.random())
@@ -145,7 +150,7 @@ class Executor:
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="failed", output=output, error=error, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.failed",
-            event_data={"error": error, "on_error": node.on_error}, log=log_entry)
+            event_data={"error": error, "on_error": node.on_error}, log=log_entry, report=report)
         self._after(run_id, workflow, decision)
 
     def handle_crash(self, row: Any) -> None:

@@ -139,6 +139,9 @@ class NodeRun(Base):
     # claim returns them and the node finishes with them instead of asking again.
     resume: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attempt_log: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # LLM nodes: the registry model that answered the deciding attempt, and its token usage.
+    model: Mapped[str | None] = mapped_column(String(128))
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -178,4 +181,16 @@ class RunEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     node_id: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class ModelGeneration(Base):
+    """One state of the model registry: the model documents as written (`${VAR}` placeholders
+    unresolved, so no key taken from the environment is stored). The newest row is current;
+    every worker process compares its id with the one it built its router from."""
+
+    __tablename__ = "model_generations"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    models: Mapped[dict[str, Any]] = mapped_column(JSONB)  # model id -> document
+    problems: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = _now()

@@ -208,6 +208,8 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
             "error": row["error"] if row else None,
             "output": row["output"] if row else None,
             "attempt_errors": row["attempt_log"] if row else [],
+            "model": row["model"] if row else None,
+            "usage": row["usage"] if row else None,
         })
     return {
         "run_id": str(run["id"]), "workflow_id": run["workflow_id"], "version": run["version"],

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RELAYFLOW_REDIS_URL"))
     data_dir: Path = Path.home() / ".relayflow"
     conf_dir: Path = PROJECT_ROOT / "conf"
+    # The model files' folder (default `<conf_dir>/model`); see docs/models.md.
+    model_dir: Path | None = None
 
     queue_name: str = "relayflow"
     lease_s: float = 30.0
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
 
     db_pool_size: int = 10
     db_max_overflow: int = 10
+
+    @property
+    def model_path(self) -> Path:
+        """The folder of the model files."""
+        return self.model_dir if self.model_dir is not None else self.conf_dir / "model"
 
     @field_validator("database_url")
     @classmethod

@@ -27,6 +27,7 @@ from engine.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = f"relayflow_test_template_{os.getpid()}"  # per session: sessions may overlap
 REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13"))
+pytest_plugins = ["tests.integration.llm_fixtures"]  # the fake LLM provider and model folders
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -128,6 +129,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
                  "resend_queued_after_s", "retry_grace_s", "redis_heartbeat_timeout_ms",
                  "http_allow_private", "max_crashes", "sse_keepalive_s"):
         env[f"RELAYFLOW_{name.upper()}"] = str(getattr(settings, name))
+    if settings.model_dir is not None:
+        env["RELAYFLOW_MODEL_DIR"] = str(settings.model_dir)
     return env
 
 

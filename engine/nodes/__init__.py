@@ -7,6 +7,7 @@ from engine.nodes.code import CodeNode
 from engine.nodes.http import HttpNode
 from engine.nodes.human import InputNode, QuestionNode
 from engine.nodes.json_nodes import JsonParseNode, JsonSerializeNode
+from engine.nodes.llm import LlmNode
 from engine.nodes.selector import SelectorNode
 from engine.nodes.sleep import SleepNode
 from engine.nodes.template import TemplateNode
@@ -22,6 +23,7 @@ _BUILTINS: tuple[type[NodeType], ...] = (
     SleepNode,
     QuestionNode,
     InputNode,
+    LlmNode,
 )
 
 BUILTIN_NODE_TYPES: dict[str, type[NodeType]] = {cls.type_name: cls for cls in _BUILTINS}

@@ -46,6 +46,8 @@ class NodeContext:
     # Facts the node reports about its attempt besides its outputs (which model answered, token
     # usage, latency): filled by the node, stored by the executor with the attempt.
     report: dict[str, Any] = field(default_factory=dict)
+    # The node's declared `outputs` (name -> type), for node types that check their own answer.
+    declared_outputs: dict[str, str] | None = None
 
     def remaining_s(self) -> float:
         """Seconds left before this attempt's timeout (never negative)."""

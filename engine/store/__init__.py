@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 
 from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
 from engine.store.lifecycle import Claim, Decision, LifecycleStore, NewRun, Signal
+from engine.store.models import Generation, ModelStore
 from engine.store.views import ViewStore
 
 
@@ -17,11 +18,12 @@ class Store:
     catalog: CatalogStore
     lifecycle: LifecycleStore
     views: ViewStore
+    models: ModelStore
 
     @classmethod
     def from_engine(cls, engine: Engine) -> "Store":
         """Build the store on a pooled engine."""
-        return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine))
+        return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine))
 
 
-__all__ = ["Claim", "Decision", "NewRun", "Signal", "Store", "TokenRecord", "VersionRecord"]
+__all__ = ["Claim", "Decision", "Generation", "NewRun", "Signal", "Store", "TokenRecord", "VersionRecord"]

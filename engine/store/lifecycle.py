@@ -142,11 +142,17 @@ class LifecycleStore:
     def commit_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, status: str,
                     output: dict[str, Any] | None, error: dict[str, Any] | None, port: str | None,
                     signals: Sequence[Signal], event_type: str, event_data: dict[str, Any] | None,
-                    log: list[dict[str, Any]] | None = None) -> Decision:
-        """Store a decided node (fenced by epoch), signal successors, count it, record events."""
+                    log: list[dict[str, Any]] | None = None, report: dict[str, Any] | None = None) -> Decision:
+        """Store a decided node (fenced by epoch), signal successors, count it, record events.
+
+        `report` (LLM nodes) gives the model that answered and the token usage, added to the run's.
+        """
+        usage = (report or {}).get("usage") or {}
         params = {"run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
                   "status": status, "output": dumps(output), "error": dumps(error), "port": port,
                   "event_type": event_type, "event_data": dumps(event_data), "log": dumps(log),
+                  "model": (report or {}).get("model"), "usage": dumps(usage or None),
+                  "in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0),
                   **_signal_params(signals)}
         return _decision(self._one(runsql.COMMIT_NODE, params))
 

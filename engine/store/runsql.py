@@ -113,6 +113,7 @@ WITH {LOCK_RUNNING}, done AS (
     UPDATE node_runs n
        SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),
            port = :port, finished_at = now(), lease_expires_at = NULL, settled = true,
+           model = coalesce(CAST(:model AS text), n.model), usage = coalesce(CAST(:usage AS jsonb), n.usage),
            attempt_log = CASE WHEN CAST(:log AS jsonb) IS NULL THEN n.attempt_log
                               ELSE n.attempt_log || CAST(:log AS jsonb) END
       FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
@@ -124,6 +125,7 @@ WITH {LOCK_RUNNING}, done AS (
     SELECT :run, 'node.skipped', succ.node_id, NULL FROM succ WHERE succ.status = 'skipped'
 ), upd AS (
     UPDATE runs SET remaining = runs.remaining - 1 - (SELECT count(*) FROM succ WHERE succ.status = 'skipped'),
+                    input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens,
                     updated_at = now()
       FROM done WHERE runs.id = :run
     RETURNING runs.remaining

@@ -38,7 +38,7 @@ class ViewStore:
                 run["interrupt"] = dict(first) if first else None
             nodes = conn.execute(text("""
                 SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
-                       started_at, finished_at
+                       started_at, finished_at, model, usage
                   FROM node_runs WHERE run_id = :id ORDER BY id"""), {"id": run_id}).mappings().all()
         return run, [dict(n) for n in nodes]
 

@@ -12,7 +12,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs_to_success(api: Any, start_worker: Any, path: Path) -> None:
+def test_example_runs_to_success(api: Any, start_worker: Any, fake_llm: Any, path: Path) -> None:
+    # fake_llm: the demo models (conf/model/demo-*.yaml) point at it, as `relayflow up --demo` does
     start_worker(processes=2, threads=2)
     doc = yaml.safe_load(path.read_text())
     inputs = doc.pop("demo_inputs", {})

@@ -1,0 +1,137 @@
+"""The `llm` node: asks a registry model (falling back on `fallback_models`) through LiteLLM."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any, Callable, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from engine.errors import NodeError, PermanentNodeError
+from engine.nodes.base import NodeConfig, NodeContext, NodeType
+from engine.outputs import check_outputs
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+class LlmConfig(NodeConfig):
+    """Config of an `llm` node."""
+
+    model: str = Field(min_length=1, description="a model id of the registry (GET /v1/models)")
+    fallback_models: list[str] = Field(default_factory=list, description="tried in order when the model fails")
+    system_prompt: str | None = None
+    prompt: str = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="override the model's defaults")
+    output_format: Literal["text", "markdown", "json"] = "text"
+    stream: bool = True
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _id_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("fallback_models", mode="before")
+    @classmethod
+    def _ids_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+
+class ChunkBuffer:
+    """Batches token chunks into `node.chunk` events (every `every_s` or `max_parts` chunks)."""
+
+    def __init__(self, emit: Callable[[str, dict[str, Any]], None], every_s: float = 0.1, max_parts: int = 20) -> None:
+        self.emit, self.every_s, self.max_parts = emit, every_s, max_parts
+        self.parts: list[str] = []
+        self.model: str | None = None
+        self.last = time.monotonic()
+
+    def add(self, text: str, model: str) -> None:
+        """Buffer a chunk; publish the batch when it is due."""
+        if self.model not in (None, model):
+            self.flush()
+        self.parts.append(text)
+        self.model = model
+        if len(self.parts) >= self.max_parts or time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish what is buffered."""
+        if self.parts:
+            self.emit("node.chunk", {"text": "".join(self.parts), "model": self.model})
+        self.parts, self.last = [], time.monotonic()
+
+    def reset(self, model: str) -> None:
+        """The stream of `model` broke: drop the buffer, tell clients to discard the partial text."""
+        self.parts = []
+        self.emit("node.chunk_reset", {"model": model, "reason": "the stream broke; another model answers"})
+
+
+class LlmNode(NodeType[LlmConfig]):
+    """Renders the prompts, asks the model, returns `text` (or the JSON answer's fields)."""
+
+    type_name = "llm"
+    Config = LlmConfig
+    raw_fields: ClassVar[frozenset[str]] = frozenset({"system_prompt", "prompt"})
+
+    @classmethod
+    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+        """`text` and `reasoning_content`; a JSON answer's declared fields (any if undeclared)."""
+        if isinstance(config, LlmConfig) and config.output_format == "json":
+            return frozenset(declared) | {"reasoning_content"} if declared else None
+        return frozenset({"text", "reasoning_content"})
+
+    def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        """One attempt: the model and its fallbacks, as LiteLLM's Router tries them."""
+        from engine.models.calling import call, elapsed_ms, hub_for
+
+        cfg = self.config
+        registry, router = hub_for(ctx.settings).current()
+        chain = list(dict.fromkeys([cfg.model, *cfg.fallback_models]))
+        for model_id in chain:
+            if model_id not in registry.models:
+                known = ", ".join(sorted(registry.models)) or "none"
+                raise PermanentNodeError(f"Node {ctx.node_id}: model {model_id} is not in the registry (removed?); "
+                                         f"known models: {known}.", node_id=ctx.node_id, field="config.model")
+        messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
+        if cfg.system_prompt:
+            messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
+        primary = registry.models[cfg.model]
+        params = {**primary.default_params(), **cfg.parameters}
+        wants_json = cfg.output_format == "json"
+        if wants_json and primary.meta.capability.json_mode:
+            params.setdefault("response_format", {"type": "json_object"})
+        buffer = ChunkBuffer(ctx.emit_event)
+        started = time.monotonic()
+        try:
+            answer = call(router, registry, ctx.node_id, chain, messages, params, cfg.stream and not wants_json,
+                          buffer.add, buffer.reset)
+        except NodeError as exc:
+            ctx.report.update(latency_ms=elapsed_ms(started), failed_calls=exc.details.pop("failed_calls", []))
+            raise
+        finally:
+            buffer.flush()
+        ctx.report.update(model=answer.model, latency_ms=elapsed_ms(started), usage=answer.usage,
+                          failed_calls=answer.failed_calls)
+        extra = {"reasoning_content": answer.reasoning} if answer.reasoning else {}
+        if not wants_json:
+            return {"text": answer.text, **extra}
+        return {**self._parse_json(ctx, answer.text, answer.model), **extra}
+
+    def _parse_json(self, ctx: NodeContext, text: str, model: str) -> dict[str, Any]:
+        fenced = _FENCE.match(text)
+        try:
+            value = json.loads(fenced.group(1) if fenced else text)
+        except ValueError:
+            raise NodeError(f"Node {ctx.node_id}: model {model} answered text that is not JSON: {text[:200]!r}",
+                            node_id=ctx.node_id) from None
+        if not isinstance(value, dict):
+            raise NodeError(f"Node {ctx.node_id}: model {model} answered JSON {type(value).__name__}, expected an object.",
+                            node_id=ctx.node_id)
+        try:
+            check_outputs(ctx.node_id, value, ctx.declared_outputs)
+        except PermanentNodeError as exc:  # another answer may fit: the attempt is retryable
+            raise NodeError(f"{exc.message} (model {model} answered {text[:200]!r})", node_id=ctx.node_id) from None
+        return value
