@@ -13,7 +13,7 @@ from api.models import (ErrorBody, EventsQuery, ResumeAccepted, ResumeBody, RunA
 from api.runtime import principal, runtime
 from api.sse import KEEPALIVE, STREAM_RESPONSE, frame, stream
 from engine.errors import InvalidInputs
-from engine.follow import FINAL_STATUSES, SETTLED_STATUSES
+from engine.follow import SETTLED_STATUSES
 
 tag = Tag(name="runs", description="Submitting and following workflow runs")
 bp = APIBlueprint("runs", __name__, url_prefix="/v1", abp_tags=[tag], abp_security=[{"bearer": []}])
@@ -103,5 +103,3 @@ def _frames(feed: Iterator[dict[str, Any] | None]) -> Iterator[str]:
             "created_at": event["created_at"].isoformat() if isinstance(event["created_at"], datetime) else None,
         }, event["id"])
 
-
-__all__ = ["bp", "FINAL_STATUSES"]
