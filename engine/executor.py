@@ -135,12 +135,12 @@ class Executor:
         if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
             delay_s = policy.delay_s(claim.attempt, random.random())
             if self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
-                                                   log=log_entry):
+                                                   log=log_entry, report=report):
                 self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
             return
         if node.on_error == "fail":
             self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                  error=error, log=log_entry)
+                                                  error=error, log=log_entry, report=report)
             return
         failure = {"code": exc.code, "message": exc.message}
         if node.on_error == "default":

@@ -152,8 +152,7 @@ class LifecycleStore:
                   "status": status, "output": dumps(output), "error": dumps(error), "port": port,
                   "event_type": event_type, "event_data": dumps(event_data), "log": dumps(log),
                   "model": (report or {}).get("model"), "usage": dumps(usage or None),
-                  "in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0),
-                  **_signal_params(signals)}
+                  **_token_params(report), **_signal_params(signals)}
         return _decision(self._one(runsql.COMMIT_NODE, params))
 
     def propagate_skip(self, run_id: uuid.UUID, source: str, signals: Sequence[Signal]) -> Decision:
@@ -176,22 +175,23 @@ class LifecycleStore:
         return self._one(runsql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs)}) is not None
 
     def schedule_retry(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, error: dict[str, Any],
-                       delay_s: float, log: list[dict[str, Any]]) -> bool:
-        """Record a failed attempt and make the node due again after `delay_s`."""
+                       delay_s: float, log: list[dict[str, Any]], report: dict[str, Any] | None = None) -> bool:
+        """Record a failed attempt (its token usage counts) and make the node due again after `delay_s`."""
         row = self._one(runsql.SCHEDULE_RETRY, {
             "run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
-            "error": dumps(error), "delay_s": delay_s, "log": dumps(log),
+            "error": dumps(error), "delay_s": delay_s, "log": dumps(log), **_token_params(report),
             "event_data": dumps({"error": error, "attempt": claim.attempt, "delay_s": round(delay_s, 3)})})
         return row is not None
 
     def fail_run_at_node(self, run_id: uuid.UUID, node_id: str, node_row_id: int, epoch: int, *,
                          error: dict[str, Any], log: list[dict[str, Any]],
-                         from_status: Sequence[str] = ("running",)) -> bool:
+                         from_status: Sequence[str] = ("running",), report: dict[str, Any] | None = None) -> bool:
         """Fail the node and its run; cancel everything else still pending in the run."""
         run_error = {"code": error.get("code"), "message": error.get("message"), "node_id": node_id}
         row = self._one(runsql.FAIL_RUN_AT_NODE, {
             "run": run_id, "node": node_id, "nid": node_row_id, "epoch": epoch, "error": dumps(error),
-            "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status)})
+            "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status),
+            **_token_params(report)})
         return row is not None
 
     def end_run(self, run_id: uuid.UUID, status: str, error: dict[str, Any] | None = None,
@@ -294,6 +294,11 @@ _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 def _pyformat(sql: str) -> str:
     """`:name` (SQLAlchemy style) → `%(name)s` (psycopg style), once per statement text."""
     return _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def _token_params(report: dict[str, Any] | None) -> dict[str, int]:
+    usage = (report or {}).get("usage") or {}
+    return {"in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0)}
 
 
 def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:

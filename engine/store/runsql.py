@@ -169,6 +169,10 @@ WITH {LOCK_RUNNING}, done AS (
            attempt_log = n.attempt_log || CAST(:log AS jsonb)
       FROM lk WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
+), spent AS (
+    -- a failed attempt's tokens were spent too (an LLM answer that broke its JSON format)
+    UPDATE runs SET input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
+      FROM done WHERE runs.id = :run AND (:in_tokens > 0 OR :out_tokens > 0)
 )
 INSERT INTO run_events (run_id, type, node_id, data)
 SELECT :run, 'node.retrying', :node, CAST(:event_data AS jsonb) FROM done
@@ -189,7 +193,8 @@ WITH {LOCK_RUNNING}, done AS (
        AND n.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
     RETURNING n.id
 ), upd AS (
-    UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
+    UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now(),
+                    input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
       FROM done WHERE runs.id = :run
     RETURNING runs.id
 )

@@ -124,6 +124,12 @@ def test_json_answers_are_parsed_and_bad_json_is_retried_then_fails(api: Any, cl
     node = api.node(bad, "ask")
     assert node["attempts"] == 2 and fake_llm.calls["bad_json"] == 2
     assert "model sloppy answered text that is not JSON" in node["error"]["message"]
+    # the tokens of both failed attempts were spent, and count in the run's usage
+    spent = [entry["usage"] for entry in node["attempt_errors"] if entry.get("usage")]
+    assert len(spent) == 2
+    assert bad["usage"] == {"input_tokens": sum(u["input_tokens"] for u in spent),
+                            "output_tokens": sum(u["output_tokens"] for u in spent)}
+    assert bad["usage"]["output_tokens"] > 0
 
 
 def test_a_stream_cut_midway_moves_to_the_backup_without_duplicating_text(
