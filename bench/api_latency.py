@@ -2,7 +2,7 @@
 """Submit/poll latency of the HTTP API under 50 concurrent clients: `python bench/api_latency.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gthread, 2 processes x 16 threads) and one
+`relayflow up` runs it (`api.processes.web_command`: gthread, 2 processes x 64 threads) and one
 `dramatiq workers --processes 2 --threads 8` group, on a fresh `relayflow_bench` database and
 Redis database 14 (bench/harness.py; both are cleared at the end). It creates a two-node
 template workflow, then each of `--clients` threads (one httpx client each) loops for
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds of load, default 20")
     parser.add_argument("--poll-every-s", type=float, default=0.1, help="pause between polls of one run, default 0.1")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes, default 2")
-    parser.add_argument("--web-threads", type=int, default=16, help="gunicorn threads per process, default 16")
+    parser.add_argument("--web-threads", type=int, default=64, help="gunicorn threads per process, default 64 (the Procfile's)")
     parser.add_argument("--budget-s", type=float, default=180.0, help="give up (cleanly) after this long, default 180")
     return parser.parse_args(argv)
 
