@@ -181,6 +181,9 @@ def _port_is_free(port: int) -> bool:
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    # Once: a second Ctrl-C (or a supervisor repeating the signal) must not cut the shutdown short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stopped()
 
 
