@@ -20,29 +20,12 @@ from api.coze_models import CozeHistoryQuery, CozeHistoryResponse, CozeResumeReq
 from api.models import ErrorBody
 from api.runtime import principal, runtime
 from api.sse import STREAM_RESPONSE, frame, stream
-from engine.errors import EngineError, InvalidTransition, RunNotFound
+from engine.errors import InterruptInSyncRun, RunNotFound, StillRunning
 from engine.follow import FINAL_STATUSES, SETTLED_STATUSES
 
 tag = Tag(name="coze", description="Coze Studio compatible workflow OpenAPI")
 bp = APIBlueprint("coze", __name__, url_prefix="/v1/workflow", abp_tags=[tag], abp_security=[{"bearer": []}])
 _ERRORS: dict[int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
-STILL_RUNNING_CODE = 6023
-INTERRUPT_IN_SYNC_CODE = 6039
-
-
-class InterruptInSyncRun(InvalidTransition):
-    """The sync run reached a question or input node; use stream_run and stream_resume for those."""
-
-    code = INTERRUPT_IN_SYNC_CODE
-
-
-class StillRunning(EngineError):
-    """The run did not end within the sync wait; poll get_run_history with its execute_id."""
-
-    code = STILL_RUNNING_CODE
-    http_status = 504
-
-
 def _debug_url(run_id: str) -> str:
     return f"{request.host_url.rstrip('/')}/v1/runs/{run_id}"
 

@@ -110,6 +110,19 @@ class NotPublished(EngineError):
     http_status = 409
 
 
+class InterruptInSyncRun(InvalidTransition):
+    """The sync run reached a question or input node; use stream_run and stream_resume for those."""
+
+    code = 6039  # Coze Studio's code for it
+
+
+class StillRunning(EngineError):
+    """The run did not end within the sync wait; poll get_run_history with its execute_id."""
+
+    code = 6023  # Coze Studio's timeout code
+    http_status = 504
+
+
 class ServiceUnavailable(EngineError):
     """A backing service (PostgreSQL or Redis) is unavailable."""
 
