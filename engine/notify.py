@@ -8,6 +8,7 @@ streams cost one Redis connection, not a thousand.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Protocol
@@ -36,18 +37,47 @@ class NullNotifier:
 
 
 class RedisNotifier:
-    """PUBLISHes the run id on the deployment's channel; failures are logged, not raised."""
+    """PUBLISHes run ids on the deployment's channel, coalesced: one command per `linger_s`.
 
-    def __init__(self, client: redis.Redis, queue_name: str) -> None:
+    A node makes two announcements (claimed, decided) a millisecond or two apart, and a busy
+    worker process makes hundreds a second: a background thread gathers them for a few
+    milliseconds and sends the distinct ids as one space-separated message. That caps the
+    Redis commands at 1/`linger_s` per process whatever the node rate, for a few milliseconds
+    of delay to followers. Failures are logged, never raised: followers re-read on a timer.
+    """
+
+    def __init__(self, client: redis.Redis, queue_name: str, linger_s: float = 0.005) -> None:
         self.client = client
         self.channel = channel_name(queue_name)
+        self.linger_s = linger_s
+        self._pending: set[str] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
 
     def run_changed(self, run_id: str) -> None:
-        """Announce new events of `run_id` (best effort: followers also re-read on a timer)."""
-        try:
-            self.client.publish(self.channel, str(run_id))
-        except redis.RedisError:
-            log.warning("could not publish a wake-up for run %s", run_id, exc_info=True)
+        """Announce new events of `run_id` (sent within `linger_s`)."""
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():  # first use, or a forked child
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._publish_forever, name="relayflow-notifier",
+                                                daemon=True)
+                self._thread.start()
+            self._pending.add(str(run_id))
+            self._cond.notify()
+
+    def _publish_forever(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            time.sleep(self.linger_s)  # let the rest of this burst arrive
+            with self._cond:
+                batch, self._pending = self._pending, set()
+            try:
+                self.client.publish(self.channel, " ".join(sorted(batch)))
+            except redis.RedisError:
+                log.warning("could not publish wake-ups for %d runs", len(batch), exc_info=True)
 
 
 class RunWatcher:
@@ -75,9 +105,11 @@ class RunWatcher:
                 self._thread.start()
         self._connected.wait(timeout=2.0)
 
-    def stop(self) -> None:
-        """Stop the listener thread."""
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop the listener thread and wait for it."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
     def mark(self, run_id: str) -> int:
         """Register interest in a run and return its current counter."""
@@ -118,8 +150,8 @@ class RunWatcher:
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
-                        run_id = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                        self._bump(run_id)
+                        data = message["data"]
+                        self._bump((data.decode() if isinstance(data, bytes) else str(data)).split())
             except redis.RedisError:
                 log.warning("run watcher lost Redis; reconnecting in %.1fs", backoff_s, exc_info=True)
                 self._connected.set()  # waiters fall back to their timers meanwhile
@@ -132,10 +164,14 @@ class RunWatcher:
                 except redis.RedisError:
                     pass
 
-    def _bump(self, run_id: str) -> None:
+    def _bump(self, run_ids: list[str]) -> None:
         with self._cond:
-            if run_id in self._watchers:
-                self._counters[run_id] = self._counters.get(run_id, 0) + 1
+            woken = False
+            for run_id in run_ids:
+                if run_id in self._watchers:
+                    self._counters[run_id] = self._counters.get(run_id, 0) + 1
+                    woken = True
+            if woken:
                 self._cond.notify_all()
 
     def _bump_all(self) -> None:

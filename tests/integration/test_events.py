@@ -199,3 +199,31 @@ def test_sync_run_that_reaches_a_question_returns_the_interrupt(api: ApiHelper, 
     assert response.status_code == 200
     run = response.get_json()
     assert run["status"] == "interrupted" and run["interrupt"]["data"]["question"] == "name?"
+
+
+def test_wake_ups_of_a_burst_are_coalesced_into_one_message_and_every_watcher_wakes(redis_url: str) -> None:
+    import redis as redis_lib
+
+    from engine.notify import RedisNotifier, RunWatcher, channel_name
+
+    client = redis_lib.Redis.from_url(redis_url)
+    listener = client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(channel_name("coalesce"))
+    watcher = RunWatcher(client, "coalesce")
+    seen = {run: watcher.mark(run) for run in ("run-a", "run-b")}
+    try:
+        # When one process announces a burst of changes to two runs
+        notifier = RedisNotifier(client, "coalesce", linger_s=0.05)
+        for run in ("run-a", "run-b", "run-a", "run-a"):
+            notifier.run_changed(run)
+        # Then one message carries both ids, once each
+        message = wait_for(lambda: listener.get_message(timeout=0.2), timeout_s=5)
+        assert sorted(message["data"].decode().split()) == ["run-a", "run-b"]
+        assert listener.get_message(timeout=0.3) is None
+        # and a watcher of either run is woken
+        for run in ("run-a", "run-b"):
+            assert watcher.wait(run, seen[run], 5.0) != seen[run]
+    finally:
+        watcher.stop()
+        listener.close()
+        client.close()
