@@ -120,9 +120,10 @@ def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str) -> Iter
 
     def settled(current: dict[str, Any]) -> list[str] | None:
         if current["status"] == "interrupted" and current["interrupt"]:
+            node_id = current["interrupt"]["node_id"]
+            title = next((n.get("title") for n in current["nodes"] if n["node_id"] == node_id), None) or node_id
             return [frame("Interrupt", {"interrupt_data": shapes.interrupt_data(run_id, current["interrupt"]),
-                                        "node_id": current["interrupt"]["node_id"],
-                                        "node_title": current["interrupt"]["node_id"], "debug_url": debug_url},
+                                        "node_id": node_id, "node_title": title, "debug_url": debug_url},
                           next(seq))]
         if current["status"] == "succeeded":
             return [frame("Message", shapes.end_message(current["outputs"]), next(seq)),

@@ -23,7 +23,8 @@ TRIAGE = {"inputs": {"ticket": {"type": "string", "required": True}, "priority":
           "outputs": {"text": "{{ clean.text }}", "priority": "{{ inputs.priority }}"}}
 
 APPROVAL = {"nodes": [
-    {"id": "ask", "type": "question", "config": {"question": "Refund?", "answer_type": "option", "options": ["yes", "no"]}},
+    {"id": "ask", "type": "question", "title": "Approve the refund",
+     "config": {"question": "Refund?", "answer_type": "option", "options": ["yes", "no"]}},
     {"id": "form", "type": "input", "after": ["ask"],
      "config": {"schema": {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}}},
 ], "outputs": {"answer": "{{ ask.answer }}", "reason": "{{ form.reason }}"}}
@@ -107,6 +108,7 @@ def test_streaming_with_a_question_and_a_form_resumed_through_the_coze_sdk(coze:
     assert [e.event for e in events] == [WorkflowEventType.INTERRUPT]
     question = events[0].interrupt
     assert question is not None and question.interrupt_data.type == 2
+    assert question.node_title == "Approve the refund"
     # Answering it streams on to the form (type 5)
     events = list(coze.workflows.runs.resume(workflow_id=workflow_id, event_id=question.interrupt_data.event_id,
                                              resume_data="yes", interrupt_type=2))

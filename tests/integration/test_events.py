@@ -227,3 +227,32 @@ def test_wake_ups_of_a_burst_are_coalesced_into_one_message_and_every_watcher_wa
         watcher.stop()
         listener.close()
         client.close()
+
+
+def test_a_sync_wait_survives_its_redis_subscription_being_killed(api: ApiHelper, redis_url: str,
+                                                                    start_worker: Any) -> None:
+    import redis as redis_lib
+
+    # Given a sync submit waiting for a 2-second run (its web process subscribed to wake-ups)
+    start_worker()
+    wf = api.create_workflow({"nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 2}}],
+                              "outputs": {"slept": "{{ s.slept_s }}"}})
+    result: dict[str, Any] = {}
+
+    def submit() -> None:
+        started = time.monotonic()
+        response = api.client.post(f"/v1/workflows/{wf}/runs", json={"inputs": {}, "mode": "sync", "wait_s": 20})
+        result.update(status=response.status_code, body=response.get_json(), elapsed=time.monotonic() - started)
+
+    waiter = threading.Thread(target=submit)
+    waiter.start()
+    # When Redis drops every pub/sub connection mid-wait
+    admin = redis_lib.Redis.from_url(redis_url)
+    wait_for(lambda: admin.pubsub_numsub(f"relayflow:{api.client.application.config['RELAYFLOW_SETTINGS'].queue_name}"
+                                         ":run-events")[0][1] > 0, timeout_s=10)
+    assert admin.client_kill_filter(_type="pubsub") >= 1
+    admin.close()
+    waiter.join(timeout=30)
+    # Then the waiter resubscribed and was woken by the run's end, not by its 5 s safety re-read
+    assert result["status"] == 200 and result["body"]["status"] == "succeeded", result
+    assert result["elapsed"] < 4.5, result["elapsed"]
