@@ -10,7 +10,7 @@ import contextlib
 import json
 import shlex
 import sys
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import click
 from rich.console import Group
@@ -187,14 +187,19 @@ def submit(workflow_id: str, inputs: tuple[str, ...], idempotency_key: str | Non
 def watch(run_id: str, url: str, token: str | None) -> None:
     """Follow a run live from its event stream; exit 0 succeeded, 1 failed/cancelled, 2 waits for input."""
     with make_client(url, token) as client:
-        try:
-            final = watch_run(client, run_id)
-        except EngineError as exc:
-            print_error(exc, f"run {run_id}")
-            sys.exit(3)
-        except KeyboardInterrupt:
-            console.print(f"Stopped watching; the run goes on: relayflow watch {run_id}", soft_wrap=True)
-            sys.exit(130)
+        _watch_and_exit(client, run_id)
+
+
+def _watch_and_exit(client: Client, run_id: str) -> NoReturn:
+    """Follow the run to its outcome and exit with it (3 if the API cannot answer)."""
+    try:
+        final = watch_run(client, run_id)
+    except EngineError as exc:
+        print_error(exc, f"run {run_id}")
+        sys.exit(3)
+    except KeyboardInterrupt:
+        console.print(f"Stopped watching; the run goes on: relayflow watch {run_id}", soft_wrap=True)
+        sys.exit(130)
     sys.exit(report(final))
 
 
@@ -250,12 +255,7 @@ def resume(run_id: str, answer: str | None, event_id: str | None, data_json: str
                       soft_wrap=True)
         if not then_watch:
             sys.exit(0)
-        try:
-            final = watch_run(client, run_id)
-        except EngineError as exc:
-            print_error(exc, f"run {run_id}")
-            sys.exit(3)
-    sys.exit(report(final))
+        _watch_and_exit(client, run_id)
 
 
 @click.command()

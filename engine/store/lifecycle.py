@@ -147,11 +147,10 @@ class LifecycleStore:
 
         `report` (LLM nodes) gives the model that answered and the token usage, added to the run's.
         """
-        usage = (report or {}).get("usage") or {}
         params = {"run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
                   "status": status, "output": dumps(output), "error": dumps(error), "port": port,
                   "event_type": event_type, "event_data": dumps(event_data), "log": dumps(log),
-                  "model": (report or {}).get("model"), "usage": dumps(usage or None),
+                  "model": (report or {}).get("model"), "usage": dumps((report or {}).get("usage") or None),
                   **_token_params(report), **_signal_params(signals)}
         return _decision(self._one(runsql.COMMIT_NODE, params))
 
