@@ -12,6 +12,7 @@ last user message:
     bad_json              answer text that is not JSON (even when JSON is asked)
     cut_stream            a streamed answer stops mid-way without `[DONE]` (connection closed)
     reasoning             also return `reasoning_content`
+    echo_headers          an error answer quotes every request header (as careless proxies do)
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Faults:
     bad_json: bool = False
     cut_stream: bool = False
     reasoning: bool = False
+    echo_headers: bool = False
 
     @classmethod
     def parse(cls, *sources: str) -> "Faults":
@@ -56,7 +58,7 @@ class Faults:
                     faults.retry_after = value
                 elif key == "delay":
                     faults.delay_s = float(value)
-                elif key in ("bad_json", "cut_stream", "reasoning"):
+                elif key in ("bad_json", "cut_stream", "reasoning", "echo_headers"):
                     setattr(faults, key, True)
         return faults
 
@@ -144,6 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"fake provider answers {status}"
             if status == 401:  # like some providers, quote the key: callers must mask it
                 message = f"Incorrect API key provided: {self.headers.get('Authorization', '')[7:]}"
+            if faults.echo_headers:
+                message += "; request headers: " + ", ".join(f"{k}: {v}" for k, v in self.headers.items())
             self._json(status, {"error": {"message": message, "type": "fake_error", "code": str(status)}}, headers)
             return
         prompt = _MARKER.sub("", last_user).strip()
