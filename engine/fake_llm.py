@@ -71,6 +71,7 @@ class FakeLLM:
     port: int = 0
     calls: Counter[str] = field(default_factory=Counter)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's headers, in order
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,11 +100,12 @@ class FakeLLM:
             self._server.server_close()
             self._server = None
 
-    def record(self, model: str, body: dict[str, Any]) -> int:
+    def record(self, model: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> int:
         """Count a request; returns how many calls this model name had, this one included."""
         with self._lock:
             self.calls[model] += 1
             self.requests.append(body)
+            self.headers.append(headers or {})
             return self.calls[model]
 
 
@@ -135,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         last_user = next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
         marker = _MARKER.search(last_user)
         faults = Faults.parse(model, marker.group(1) if marker else "")
-        count = self.fake.record(model, body)
+        count = self.fake.record(model, body, dict(self.headers.items()))
         if faults.delay_s:
             time.sleep(faults.delay_s)
         status = faults.status
