@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.cli_base import embedded_urls
 from engine import tokens as token_ops
 from engine.errors import EngineError
 from engine.settings import get_settings
@@ -35,13 +36,14 @@ def _store() -> Iterator["Store"]:
     from engine.store import Store
 
     settings = get_settings()
-    if not settings.database_url:
+    database_url, _ = embedded_urls()
+    if not database_url:
         raise click.ClickException(
             "`relayflow tokens` works on the database directly: set DATABASE_URL=postgresql://user:pw@host/db. "
-            "With embedded servers, `relayflow up` prints it (the DATABASE_URL='…' line under "
-            "'More workers, from another terminal').")
+            "With the embedded servers of a running `relayflow up`, it is found by itself (run it as the same "
+            "user, with the same RELAYFLOW_DATA_DIR).")
     try:
-        yield Store.from_engine(get_engine(settings))
+        yield Store.from_engine(get_engine(settings.model_copy(update={"database_url": database_url})))
     except EngineError as exc:
         raise click.ClickException(exc.message) from None
     except SQLAlchemyError as exc:

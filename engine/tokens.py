@@ -8,6 +8,7 @@ space admin holds it or can grant it: only someone with database access makes it
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from collections.abc import Iterable
@@ -188,7 +189,8 @@ def ensure_local_token(database_url: str, token_file: Path | None = None) -> str
     # whoever runs `up` owns the database, hence the installation: the local token is an operator's
     token = create_token(store, DEFAULT_SPACE, "local", SCOPES)
     if token_file is not None:
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
+        token_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token_file.unlink(missing_ok=True)  # created anew, private from its first byte
+        with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(token + "\n")
     return token
