@@ -67,7 +67,7 @@ def _private_to_root(path: Path) -> bool:
 
 def test_up_as_root_runs_web_workers_and_fake_provider_unprivileged(settings: Settings, data_dir: Path) -> None:
     env = {**settings_env(settings), "RELAYFLOW_DATA_DIR": str(data_dir)}
-    log = data_dir.parent / f"{data_dir.name}.up.log"
+    log = data_dir / "up.log"
     # When root runs `relayflow up --demo` (on the test's PostgreSQL and Redis)
     proc = _up(env, log, "--demo")
     try:
@@ -92,7 +92,7 @@ def test_up_as_root_runs_web_workers_and_fake_provider_unprivileged(settings: Se
 def test_up_prints_no_server_password_and_keeps_them_in_a_private_file(settings: Settings, data_dir: Path) -> None:
     env = {k: v for k, v in settings_env(settings).items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["RELAYFLOW_DATA_DIR"] = str(data_dir)
-    log = data_dir.parent / f"{data_dir.name}.up.log"
+    log = data_dir / "up.log"
     # When `relayflow up` starts embedded PostgreSQL and Redis
     proc = _up(env, log)
     try:
