@@ -4,6 +4,7 @@ model registry and the health details need the operator scope, which no space ad
 repeated bad tokens get 429."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -227,3 +228,24 @@ def test_repeated_bad_tokens_from_one_address_get_429_while_other_addresses_go_o
     # While a valid token from another address is served
     with _http(limited_web, token, transport=httpx.HTTPTransport(local_address="127.0.0.2")) as elsewhere:
         assert elsewhere.get("/v1/workflows").status_code == 200
+
+
+def test_generations_stored_before_the_upgrade_lose_their_literal_keys(database_url: str) -> None:
+    from alembic import command
+
+    from engine.db import alembic_config
+
+    # Given a generation stored, keys and all, by a release before this one
+    cfg = alembic_config(database_url)
+    command.downgrade(cfg, "0003")
+    doc = {"id": "old", "name": "Old", "meta": {"protocol": "openai", "conn_config": {
+        "model": "m", "api_key": LITERAL_KEY, "custom": {"headers": {"X-Api-Key": HEADER_SECRET}}}}}
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as db:
+        db.execute("INSERT INTO model_generations (models) VALUES (%s::jsonb)", [json.dumps({"old": doc})])
+    # When the database is upgraded
+    command.upgrade(cfg, "head")
+    # Then the stored generation keeps the model, not its secrets
+    with psycopg.connect(url) as db:
+        stored = str(db.execute("SELECT models FROM model_generations").fetchall())
+    assert "'old'" in stored and LITERAL_KEY not in stored and HEADER_SECRET not in stored
