@@ -12,7 +12,7 @@ last user message:
     bad_json              answer text that is not JSON (even when JSON is asked)
     cut_stream            a streamed answer stops mid-way without `[DONE]` (connection closed)
     reasoning             also return `reasoning_content`
-    echo_headers          an error answer quotes every request header (as careless proxies do)
+    echo_headers          an error answer quotes every request header, by name (as careless proxies do)
 """
 from __future__ import annotations
 
@@ -149,7 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
             if status == 401:  # like some providers, quote the key: callers must mask it
                 message = f"Incorrect API key provided: {self.headers.get('Authorization', '')[7:]}"
             if faults.echo_headers:
-                message += "; request headers: " + ", ".join(f"{k}: {v}" for k, v in self.headers.items())
+                quoted = sorted(self.headers.items(), key=lambda kv: kv[0].lower())  # a stable order
+                message += "; request headers: " + ", ".join(f"{k}: {v}" for k, v in quoted)
             self._json(status, {"error": {"message": message, "type": "fake_error", "code": str(status)}}, headers)
             return
         prompt = _MARKER.sub("", last_user).strip()
