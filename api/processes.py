@@ -84,6 +84,7 @@ class Supervisor:
     def spawn(self, name: str, command: list[str], env: dict[str, str], account: Account | None = None) -> Child:
         """Start `command` (as `account` if given) with its output in `<log_dir>/<name>.log`."""
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_dir.chmod(0o700)  # also a folder made by an older release (0755): logs are ours alone
         log_path = self.log_dir / f"{name}.log"
         # we open the log (private to us); the child only inherits the descriptor
         with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
