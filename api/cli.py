@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
 
-from api.cli_base import client_options, console, make_client, print_error, print_outcome, run_table
+from api.cli_base import client_options, embedded_urls, console, make_client, print_error, print_outcome, run_table
 from api.cli_runs import COMMANDS as RUN_COMMANDS
 from api.cli_tokens import tokens
 from api.client import FINAL_STATUSES, Client, WorkflowFile, parse_input
@@ -134,12 +134,12 @@ def _exec(command: list[str], env: dict[str, str]) -> NoReturn:
 
 
 def _require_urls(what: str, *, redis: bool = True) -> tuple[str, str | None]:
-    settings = get_settings()
-    if not settings.database_url or (redis and not settings.redis_url):
+    database_url, redis_url = embedded_urls()
+    if not database_url or (redis and not redis_url):
         needed = "DATABASE_URL=postgresql://user:pw@host/db" + (" and REDIS_URL=redis://host:6379/0" if redis else "")
         raise click.ClickException(f"`relayflow {what}` needs {needed}. For a local setup, `relayflow up` "
                                    "starts embedded servers with a web server and workers.")
-    return settings.database_url, settings.redis_url
+    return database_url, redis_url
 
 
 @main.command()
@@ -204,22 +204,52 @@ def _check_children(supervisor: Supervisor) -> None:
         raise ChildDied(dead)
 
 
-def _print_banner(base_url: str, token: str, data_dir: Path, urls: tuple[str, str] | None, log_dir: Path) -> None:
+def _print_banner(base_url: str, data_dir: Path, urls: tuple[str, str] | None, log_dir: Path,
+                  account: str | None) -> None:
     where = f"embedded servers in {escape(str(data_dir))}" if urls else "DATABASE_URL and REDIS_URL"
+    token_file = data_dir / "token"
     console.print(Panel("\n".join([
         f"API    [bold]{base_url}[/]  (OpenAPI document at /openapi.json)",
-        f"Token  saved in {escape(str(data_dir / 'token'))}",
+        f"Token  saved in {escape(str(token_file))}",
         f"Data   {where}",
         f"Logs   {escape(str(log_dir))}/web.log and worker.log",
+        *([f"User   web server and workers run as [bold]{escape(account)}[/]"] if account else []),
     ]), title="Relayflow is up", title_align="left", border_style="green", expand=False))
-    # soft-wrapped so that the commands stay copy-pastable in a narrow terminal
-    lines = ["Try it:", f"  export RELAYFLOW_URL={base_url} RELAYFLOW_TOKEN={token}",
+    # no secret is printed (the terminal may be shared, recorded or logged): the token and the
+    # servers' passwords stay in their private files, which the commands below read
+    lines = ["Try it:", f"  export RELAYFLOW_URL={base_url} RELAYFLOW_TOKEN=$(cat {token_file})",
              '  curl -s -H "Authorization: Bearer $RELAYFLOW_TOKEN" $RELAYFLOW_URL/v1/workflows',
              "  relayflow run examples/<file>.yaml -i key=value"]
     if urls:
-        lines += ["More workers, from another terminal:",
-                  f"  DATABASE_URL='{urls[0]}' REDIS_URL='{urls[1]}' relayflow worker"]
+        lines += [f"More workers, from another terminal (as this user: the server URLs, passwords included, "
+                  f"are read from {data_dir / 'embedded.json'}):",
+                  f"  RELAYFLOW_DATA_DIR={data_dir} relayflow worker",
+                  f"  (DATABASE_URL={mask_url(urls[0])} REDIS_URL={mask_url(urls[1])})"]
     console.print(escape("\n".join(lines)), soft_wrap=True)
+
+
+def mask_url(url: str) -> str:
+    """A server URL with its password replaced by `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _child_account(data_dir: Path, env: dict[str, str]) -> Any:
+    """As root, the service account `up`'s children run as (None otherwise); says what it changed."""
+    from engine.privileges import child_account
+
+    account, changed = child_account(data_dir, env, PROJECT_ROOT)
+    if changed:
+        console.print(f"[yellow]Added search permission (o+x, not read) to {escape(', '.join(changed))} so that "
+                      f"user {account.name} can start this Python.[/]")
+    return account
 
 
 def run_demos(client: Client, examples_dir: Path, check: Callable[[], None] | None = None) -> None:
@@ -240,13 +270,21 @@ def run_demos(client: Client, examples_dir: Path, check: Callable[[], None] | No
         print_outcome(final, title)
 
 
-def _start_fake_llm() -> Any:
-    """The fake OpenAI-compatible provider the demo models use (loopback, a free port)."""
-    from engine.fake_llm import FakeLLM
+def _start_fake_llm(supervisor: Supervisor, env: dict[str, str], account: Any) -> str:
+    """The fake OpenAI-compatible provider the demo models use, as a supervised process; its URL."""
+    from engine.embedded_os import free_port
 
-    fake = FakeLLM().start()
-    console.print(f"Fake LLM provider (demo models, no API key) at {fake.base_url}")
-    return fake
+    port = free_port(None)
+    supervisor.spawn("fake-llm", [sys.executable, "-m", "engine.fake_llm", str(port)], env, account)
+    deadline = time.monotonic() + 30
+    while _port_is_free(port):
+        _check_children(supervisor)
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the fake LLM provider did not listen on port {port}; "
+                                       f"see {supervisor.log_dir}/fake-llm.log")
+        time.sleep(0.1)
+    console.print(f"Fake LLM provider (demo models, no API key) at http://127.0.0.1:{port}/v1")
+    return f"http://127.0.0.1:{port}/v1"
 
 
 @main.command()
@@ -281,16 +319,17 @@ def up(demo: bool, port: int, workers: int) -> None:
             upgrade(database_url)
             token = ensure_local_token(database_url, token_file=settings.data_dir / "token")
         env = child_env(database_url, redis_url)
+        # as root, every process started below runs as the unprivileged service user
+        account = _child_account(settings.data_dir, env)
         if demo:
-            fake_llm = _start_fake_llm()
             # the demo model files (conf/model/demo-*.yaml) take their base URL from this variable
-            env["DEMO_LLM_URL"] = fake_llm.base_url
-        supervisor.spawn("web", web_command(port, control_socket=False), env)
-        supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env)
+            env["DEMO_LLM_URL"] = _start_fake_llm(supervisor, env, account)
+        supervisor.spawn("web", web_command(port, control_socket=False), env, account)
+        supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env, account)
         base_url = f"http://127.0.0.1:{port}"
         with Client(base_url, token) as client:
             _wait_healthy(client, supervisor)
-            _print_banner(base_url, token, settings.data_dir, embedded, supervisor.log_dir)
+            _print_banner(base_url, settings.data_dir, embedded, supervisor.log_dir, account and account.name)
             if demo:
                 run_demos(client, PROJECT_ROOT / "examples", lambda: _check_children(supervisor))
         console.print("Serving. Press Ctrl-C to stop.")

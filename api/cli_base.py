@@ -107,3 +107,17 @@ def print_outcome(run: dict[str, Any], title: str | None = None) -> int:
     console.print(f"[yellow]…[/] {escape(name)} is {status}{escape(waiting)}; "
                   f"see `relayflow status {run.get('run_id')}`")
     return 2
+
+
+def embedded_urls() -> tuple[str | None, str | None]:
+    """DATABASE_URL and REDIS_URL, else those of the embedded servers `relayflow up` runs on this
+    data folder (read from its private embedded.json: `up` never prints their passwords)."""
+    settings = get_settings()
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if not (database_url and redis_url) and (settings.data_dir / "embedded.json").exists():
+        from engine.embedded import EmbeddedServers
+
+        found = EmbeddedServers(settings.data_dir).running_urls()
+        if found:
+            database_url, redis_url = database_url or found[0], redis_url or found[1]
+    return database_url, redis_url

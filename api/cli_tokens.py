@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.cli_base import embedded_urls
 from engine import tokens as token_ops
 from engine.errors import EngineError
 from engine.settings import get_settings
@@ -35,13 +36,14 @@ def _store() -> Iterator["Store"]:
     from engine.store import Store
 
     settings = get_settings()
-    if not settings.database_url:
+    database_url, _ = embedded_urls()
+    if not database_url:
         raise click.ClickException(
             "`relayflow tokens` works on the database directly: set DATABASE_URL=postgresql://user:pw@host/db. "
-            "With embedded servers, `relayflow up` prints it (the DATABASE_URL='…' line under "
-            "'More workers, from another terminal').")
+            "With the embedded servers of a running `relayflow up`, it is found by itself (run it as the same "
+            "user, with the same RELAYFLOW_DATA_DIR).")
     try:
-        yield Store.from_engine(get_engine(settings))
+        yield Store.from_engine(get_engine(settings.model_copy(update={"database_url": database_url})))
     except EngineError as exc:
         raise click.ClickException(exc.message) from None
     except SQLAlchemyError as exc:
@@ -65,13 +67,19 @@ def tokens() -> None:
 @click.option("--space", default=token_ops.DEFAULT_SPACE, show_default=True,
               help="The space the token acts in (created if missing).")
 @click.option("--name", required=True, help="What the token is for (e.g. ci, alice-laptop).")
-@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(token_ops.SCOPES),
-              help="Repeat for several: run (start/cancel/resume runs), manage (workflows), admin (all).")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(token_ops.SCOPES),
+              help="Repeat for several: run (start/cancel/resume runs), manage (workflows), admin (all of "
+                   "the space), operator (the shared model registry and health details).")
+@click.option("--operator", "operator", is_flag=True, help="Add the operator scope (same as --scope operator).")
 @click.option("--expires-in", default="90d", show_default=True, metavar="DURATION",
               help="Lifetime such as 30d, 12h, 90m, or 'never'.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the token (for scripts).")
-def create(space: str, name: str, scopes: tuple[str, ...], expires_in: str, quiet: bool) -> None:
+def create(space: str, name: str, scopes: tuple[str, ...], operator: bool, expires_in: str, quiet: bool) -> None:
     """Create a token and print it once: it is stored only as a hash."""
+    if operator:
+        scopes = (*scopes, token_ops.OPERATOR)
+    if not scopes:
+        raise click.UsageError("give --scope at least once (or --operator)")
     with _store() as store:
         issued = token_ops.issue_token(store, space, name, scopes, token_ops.parse_duration(expires_in),
                                        create_space=True)

@@ -73,6 +73,8 @@ def init_app(app: Flask) -> None:
     def _engine(exc: EngineError) -> ResponseReturnValue:
         # RFC 6750: a 401 names the scheme the client must use
         headers = {"WWW-Authenticate": 'Bearer realm="relayflow"'} if exc.http_status == 401 else {}
+        if getattr(exc, "retry_after_s", None):
+            headers["Retry-After"] = str(exc.retry_after_s)
         return jsonify(exc.to_dict()), exc.http_status, headers
 
     @app.errorhandler(HTTPException)

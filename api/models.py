@@ -192,8 +192,8 @@ class RunList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
-    postgres: str
-    redis: str
+    postgres: str | None = Field(default=None, description="operator token only")
+    redis: str | None = Field(default=None, description="operator token only")
     queue_depth: int | None = None
     delayed: int | None = None
     nodes: dict[str, int] | None = None
@@ -202,7 +202,8 @@ class Health(BaseModel):
 class TokenCreate(Strict):
     name: str = Field(min_length=1, max_length=NAME_MAX_CHARS)
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES) * 2,
-                              description=f"Any of {', '.join(SCOPES)}; admin implies the others.")
+                              description="Any of run, manage, admin (admin implies the others); "
+                                          "operator cannot be granted through the API (403).")
     expires_in_s: int | None = Field(default=int(DEFAULT_EXPIRY.total_seconds()), ge=1,
                                      le=int(MAX_EXPIRY.total_seconds()),
                                      description="Lifetime in seconds (default 90 days); null: never expires.")
@@ -247,8 +248,9 @@ class ModelConn(BaseModel):
     base_url: str | None
     model: str
     timeout: float | None
-    api_key: str | None = Field(description="masked, e.g. sk-a***wxyz")
+    api_key_set: bool = Field(description="whether the model has a key (never the key nor a part of it)")
     api_key_env: str | None = Field(description="the environment variable the key comes from, if any")
+    header_names: list[str] = Field(description="the names of its custom headers (never their values)")
 
 
 class ModelInfo(BaseModel):
@@ -260,8 +262,8 @@ class ModelInfo(BaseModel):
     status: int
     capability: dict[str, Any]
     default_parameters: dict[str, Any]
-    conn_config: ModelConn
-    source: str | None
+    conn_config: ModelConn | None = Field(default=None, description="operator token only")
+    source: str | None = Field(default=None, description="operator token only")
 
 
 class SourceProblem(BaseModel):

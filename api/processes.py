@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.embedded import die_with_parent
+from engine.embedded_os import Account, as_account, die_with_parent
 from engine.settings import PROJECT_ROOT
 
 
@@ -81,15 +81,18 @@ class Supervisor:
         self.log_dir = log_dir
         self.children: list[Child] = []
 
-    def spawn(self, name: str, command: list[str], env: dict[str, str]) -> Child:
-        """Start `command` with its output in `<log_dir>/<name>.log`."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+    def spawn(self, name: str, command: list[str], env: dict[str, str], account: Account | None = None) -> Child:
+        """Start `command` (as `account` if given) with its output in `<log_dir>/<name>.log`."""
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_dir.chmod(0o700)  # also a folder made by an older release (0755): logs are ours alone
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
-            # own session: Ctrl-C reaches only us, and we stop the children in order;
-            # the death signal stops them should we be killed outright
+        # we open the log (private to us); the child only inherits the descriptor
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+            # own session: Ctrl-C reaches only us, and we stop the children in order; the death
+            # signal (set after the user change, which would clear it) stops them should we be killed
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
+                                       env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
+                                       **as_account(account))
         child = Child(name, process, log_path)
         self.children.append(child)
         return child

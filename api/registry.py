@@ -1,4 +1,9 @@
-"""Model registry routes: list the models (keys masked), re-read the model files (admin)."""
+"""Model registry routes: list the models, re-read the model files (operator).
+
+A space token sees what a workflow author needs (id, name, protocol, capability, status,
+parameters); an operator also sees where each model is reached and read from (base URL,
+upstream model, key variable name, source path, problems). No one sees a key or a header value.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -15,16 +20,16 @@ bp = APIBlueprint("models", __name__, url_prefix="/v1", abp_tags=[tag], abp_secu
 
 @bp.get("/models", responses={200: ModelList, 401: ErrorBody})
 def get_models() -> Any:
-    """List the registry's models; API keys are masked."""
-    principal()
+    """List the registry's models: connection details and sources for an operator token only; never keys."""
+    who = principal()
     rt = runtime()
-    return list_models(rt.store.models, rt.settings.model_path)
+    return list_models(rt.store.models, rt.settings.model_path, operator=who.is_operator)
 
 
 @bp.post("/models/refresh", responses={200: RefreshOut, 401: ErrorBody, 403: ErrorBody})
 def refresh_models() -> Any:
     """Re-read the model files and environment models; every worker uses them for its next node."""
-    principal("admin")
+    principal("operator")
     rt = runtime()
     result = refresh(rt.store.models, rt.settings.model_path)
     problems = f"; {len(result.problems)} source(s) skipped, see data.problems" if result.problems else ""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 from flask import current_app, g, request
 
+from engine.auth_limit import FailedAuthLimiter
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher, make_broker
 from engine.follow import RunFollower
@@ -15,6 +16,7 @@ from engine.notify import RedisNotifier, RunWatcher
 from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
+from engine.errors import Unauthorized
 from engine.tokens import Principal, authenticate
 
 
@@ -27,6 +29,7 @@ class Runtime:
     service: Relayflow
     redis: redis.Redis
     follower: RunFollower
+    limiter: FailedAuthLimiter
 
 
 _lock = threading.Lock()
@@ -47,16 +50,28 @@ def runtime() -> Runtime:
                 service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings, notifier)
                 # one subscriber per process, shared by every open stream and sync wait
                 follower = RunFollower(store, RunWatcher(broker.client, settings.queue_name))
-                found = Runtime(settings, store, service, broker.client, follower)
+                limiter = FailedAuthLimiter(broker.client, settings.auth_failure_limit, settings.auth_failure_window_s)
+                found = Runtime(settings, store, service, broker.client, follower, limiter)
                 holder[os.getpid()] = found
     return found
 
 
 def principal(scope: str | None = None) -> Principal:
-    """The caller, authenticated from the bearer token (cached on the request)."""
+    """The caller, authenticated from the bearer token (cached on the request).
+
+    An address with too many failed attempts gets 429 before its token is looked up; a failure
+    is counted (engine/auth_limit.py), a success costs no Redis round trip.
+    """
     found: Principal | None = g.get("principal")
     if found is None:
-        found = authenticate(runtime().store, request.headers.get("Authorization"))
+        rt = runtime()
+        address = request.remote_addr or "unknown"
+        rt.limiter.check(address)
+        try:
+            found = authenticate(rt.store, request.headers.get("Authorization"))
+        except Unauthorized:
+            rt.limiter.failed(address)  # 429 once over the limit, else the 401 below
+            raise
         g.principal = found
     if scope:
         found.require(scope)

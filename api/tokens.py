@@ -19,6 +19,7 @@ bp = APIBlueprint("tokens", __name__, url_prefix="/v1", abp_tags=[tag], abp_secu
 def create_token(body: TokenCreate) -> Any:
     """Create a token in the caller's space; its plaintext is in this answer only."""
     who = principal("admin")
+    tokens.check_grantable(tokens.check_scopes(body.scopes))  # unknown names (422) before the refusal (403)
     expires_in = timedelta(seconds=body.expires_in_s) if body.expires_in_s is not None else None
     issued = tokens.issue_token(runtime().store, who.space_id, body.name, body.scopes, expires_in)
     return {"token_id": issued.token_id, "token": issued.token, "name": issued.name,

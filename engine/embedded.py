@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,8 +25,8 @@ from typing import Any
 
 import psutil
 
-from engine.embedded_os import (Account, binary, checked, die_with_parent, free_port, private_dir,
-                                 process, service_account, terminate, write_private)
+from engine.embedded_os import (Account, as_account, binary, checked, die_with_parent, free_port, grant_search,
+                                 private_dir, process, service_account, terminate, write_private)
 from engine.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -104,6 +103,14 @@ class EmbeddedServers:
         log.info("embedded servers ready in %.1f s", time.monotonic() - started)
         return self._urls
 
+    def running_urls(self) -> tuple[str, str] | None:
+        """The URLs of servers already running on this folder (None if none, or unreadable to us)."""
+        state = self._read_state()
+        if all(process(state.get(key), name) for key, name in
+               (("owner", ""), ("postgres", "postgres"), ("redis", "redis"))):
+            return self._make_urls(state)
+        return None
+
     def stop(self) -> None:
         """Stop the servers this object started (gracefully: PostgreSQL fast shutdown, Redis save)."""
         self._urls = None
@@ -169,14 +176,7 @@ class EmbeddedServers:
             return
         # the service user must traverse to its files and the binaries; search (x) is enough,
         # no directory becomes listable
-        changed = []
-        for path in {p for start in [self.data_dir, *binaries] for p in [start, *start.parents]}:
-            mode = path.stat().st_mode
-            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH and path.stat().st_uid != account.uid:
-                path.chmod(mode | stat.S_IXOTH)
-                changed.append(str(path))
-        if changed:
-            log.warning("added o+x to %s so that user %s can reach its files", ", ".join(sorted(changed)), account.name)
+        grant_search([self.data_dir, *binaries], account)
 
     def _log_file(self, name: str) -> Any:
         path = self.data_dir / f"{name}.log"
@@ -193,8 +193,7 @@ class EmbeddedServers:
         if "TZ" in os.environ:
             env["TZ"] = os.environ["TZ"]
         options: dict[str, Any] = {"env": env, "cwd": "/", "close_fds": True}
-        if not account.is_self:
-            options.update(user=account.uid, group=account.gid, extra_groups=[])
+        options.update(as_account(account))
         return options
 
     def _spawn(self, name: str, account: Account, args: list[str | Path], death_signal: int) -> subprocess.Popen[bytes]:

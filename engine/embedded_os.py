@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -137,6 +138,28 @@ def write_private(path: Path, text: str, account: Account | None) -> None:
         handle.write(text)
     if account is not None and not account.is_self:
         os.chown(path, account.uid, account.gid)
+
+
+def grant_search(paths: list[Path], account: Account) -> list[str]:
+    """Let `account` traverse to `paths`: add o+x (search, never read: no directory becomes
+    listable) to each of their ancestor directories that lacks it. Returns the changed ones."""
+    changed = []
+    for path in sorted({p for start in paths for p in [start, *start.parents]}):
+        with contextlib.suppress(OSError):
+            mode = path.stat().st_mode
+            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH and path.stat().st_uid != account.uid:
+                path.chmod(mode | stat.S_IXOTH)
+                changed.append(str(path))
+    if changed:
+        log.warning("added o+x to %s so that user %s can reach its files", ", ".join(changed), account.name)
+    return changed
+
+
+def as_account(account: Account | None) -> dict[str, Any]:
+    """Popen options that run a child as `account` (nothing to add when it is us, or None)."""
+    if account is None or account.is_self:
+        return {}
+    return {"user": account.uid, "group": account.gid, "extra_groups": []}
 
 
 def checked(result: subprocess.CompletedProcess[bytes], what: str) -> None:

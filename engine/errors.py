@@ -89,6 +89,17 @@ class Unauthorized(EngineError):
     http_status = 401
 
 
+class TooManyFailedLogins(EngineError):
+    """Too many failed authentication attempts from this address; try again later."""
+
+    code = 4290
+    http_status = 429
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1) -> None:
+        self.retry_after_s = retry_after_s  # sent as the Retry-After header
+        super().__init__(message)
+
+
 class Forbidden(EngineError):
     """This token may not do that."""
 

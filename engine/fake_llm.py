@@ -12,6 +12,7 @@ last user message:
     bad_json              answer text that is not JSON (even when JSON is asked)
     cut_stream            a streamed answer stops mid-way without `[DONE]` (connection closed)
     reasoning             also return `reasoning_content`
+    echo_headers          an error answer quotes every request header, by name (as careless proxies do)
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Faults:
     bad_json: bool = False
     cut_stream: bool = False
     reasoning: bool = False
+    echo_headers: bool = False
 
     @classmethod
     def parse(cls, *sources: str) -> "Faults":
@@ -56,7 +58,7 @@ class Faults:
                     faults.retry_after = value
                 elif key == "delay":
                     faults.delay_s = float(value)
-                elif key in ("bad_json", "cut_stream", "reasoning"):
+                elif key in ("bad_json", "cut_stream", "reasoning", "echo_headers"):
                     setattr(faults, key, True)
         return faults
 
@@ -69,6 +71,7 @@ class FakeLLM:
     port: int = 0
     calls: Counter[str] = field(default_factory=Counter)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's headers, in order
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,11 +100,12 @@ class FakeLLM:
             self._server.server_close()
             self._server = None
 
-    def record(self, model: str, body: dict[str, Any]) -> int:
+    def record(self, model: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> int:
         """Count a request; returns how many calls this model name had, this one included."""
         with self._lock:
             self.calls[model] += 1
             self.requests.append(body)
+            self.headers.append(headers or {})
             return self.calls[model]
 
 
@@ -133,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         last_user = next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
         marker = _MARKER.search(last_user)
         faults = Faults.parse(model, marker.group(1) if marker else "")
-        count = self.fake.record(model, body)
+        count = self.fake.record(model, body, dict(self.headers.items()))
         if faults.delay_s:
             time.sleep(faults.delay_s)
         status = faults.status
@@ -144,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"fake provider answers {status}"
             if status == 401:  # like some providers, quote the key: callers must mask it
                 message = f"Incorrect API key provided: {self.headers.get('Authorization', '')[7:]}"
+            if faults.echo_headers:
+                quoted = sorted(self.headers.items(), key=lambda kv: kv[0].lower())  # a stable order
+                message += "; request headers: " + ", ".join(f"{k}: {v}" for k, v in quoted)
             self._json(status, {"error": {"message": message, "type": "fake_error", "code": str(status)}}, headers)
             return
         prompt = _MARKER.sub("", last_user).strip()

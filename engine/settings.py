@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     code_memory_mb: int = 256
     code_python: str | None = None
 
+    # Secret hygiene: failed authentication attempts per client address (counted in Redis across
+    # web processes) before 429, in a fixed window
+    auth_failure_limit: int = 20
+    auth_failure_window_s: int = 60
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
 

@@ -1,11 +1,14 @@
 """Bearer tokens: personal access tokens bound to a space, stored only as a SHA-256 hash.
 
 A token has scopes (`run`, `manage`, `admin`; admin implies the others) and an optional expiry.
-Its plaintext is returned once, at creation, and never stored.
+The `operator` scope acts on what every space shares (the model registry, health details); no
+space admin holds it or can grant it: only someone with database access makes it
+(`relayflow tokens create --operator`). Its plaintext is returned once, at creation, and never stored.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from collections.abc import Iterable
@@ -21,7 +24,9 @@ if TYPE_CHECKING:  # the CLI imports this module for its constants: keep SQLAlch
     from engine.store.catalog import TokenInfo
 
 TOKEN_PREFIX = "rf_"
-SCOPES = ("run", "manage", "admin")
+SPACE_SCOPES = ("run", "manage", "admin")
+OPERATOR = "operator"
+SCOPES = (*SPACE_SCOPES, OPERATOR)
 DEFAULT_SPACE = "default"
 DEFAULT_EXPIRY = timedelta(days=90)
 MAX_EXPIRY = timedelta(days=3650)
@@ -40,9 +45,14 @@ class Principal:
     scopes: frozenset[str]
 
     def require(self, scope: str) -> None:
-        """Refuse with 403 unless the token has `scope` (admin implies all)."""
-        if scope not in self.scopes and "admin" not in self.scopes:
+        """Refuse with 403 unless the token has `scope` (admin implies the space scopes, never operator)."""
+        if scope not in self.scopes and (scope == OPERATOR or "admin" not in self.scopes):
             raise Forbidden(f"This token lacks the '{scope}' scope.")
+
+    @property
+    def is_operator(self) -> bool:
+        """True for a token of the installation's operator (made with database access only)."""
+        return OPERATOR in self.scopes
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,13 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     if not clean:
         raise _refuse("scopes", f"give at least one scope ({', '.join(SCOPES)})")
     return tuple(clean)
+
+
+def check_grantable(scopes: Iterable[str]) -> None:
+    """Refuse (403) a scope a token cannot grant through the API: only database access makes an operator."""
+    if OPERATOR in scopes:
+        raise Forbidden(f"scopes: the '{OPERATOR}' scope cannot be granted through the API; an operator "
+                        "token is made with database access: `relayflow tokens create --operator`.")
 
 
 def check_space_id(space_id: str) -> str:
@@ -169,9 +186,11 @@ def ensure_local_token(database_url: str, token_file: Path | None = None) -> str
                 return token
         except Unauthorized:
             pass
-    token = create_token(store, DEFAULT_SPACE, "local")
+    # whoever runs `up` owns the database, hence the installation: the local token is an operator's
+    token = create_token(store, DEFAULT_SPACE, "local", SCOPES)
     if token_file is not None:
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
+        token_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token_file.unlink(missing_ok=True)  # created anew, private from its first byte
+        with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(token + "\n")
     return token

@@ -7,13 +7,13 @@ from engine.models.registry import Registry, RefreshResult, current_generation, 
 from engine.store.models import ModelStore
 
 
-def list_models(store: ModelStore, folder: Any) -> dict[str, Any]:
-    """The current registry's models (keys masked) and the problems of its sources."""
+def list_models(store: ModelStore, folder: Any, operator: bool = False) -> dict[str, Any]:
+    """The current registry's models (connection details and the sources' problems for an operator)."""
     registry = Registry.build(current_generation(store, folder))
-    return {"models": [registry.describe(m) for m in sorted(registry.models)],
+    return {"models": [registry.describe(m, operator) for m in sorted(registry.models)],
             "generation": registry.generation,
             "refresh_time": registry.created_at.isoformat() if registry.created_at else None,
-            "problems": [p.to_dict() for p in registry.problems]}
+            "problems": [p.to_dict() for p in registry.problems] if operator else []}
 
 
 __all__ = ["Registry", "RefreshResult", "list_models", "mask", "refresh"]

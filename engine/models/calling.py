@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from engine.errors import NodeError, PermanentNodeError
-from engine.models.files import ModelDoc
+from engine.models.files import ModelDoc, load_sources
 from engine.models.registry import Registry, current_generation
 from engine.settings import Settings
 from engine.store import Store
@@ -107,7 +107,10 @@ class Hub:
             return self.registry, self._router
         with self._lock:
             if latest is None or latest != self.registry.generation or self._router is None:
-                registry = Registry.build(current_generation(self.store.models, self.settings.model_path))
+                generation = current_generation(self.store.models, self.settings.model_path)
+                # literal secrets are not stored: this process takes them from its own files
+                local, _ = load_sources(self.settings.model_path)
+                registry = Registry.build(generation, local=local)
                 litellm = _import_litellm()
                 from litellm.types.router import RetryPolicy
 

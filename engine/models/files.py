@@ -199,10 +199,19 @@ def read_folder(folder: Path, env: Mapping[str, str]) -> tuple[dict[str, dict[st
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problems.append(Problem(str(path), None, f"cannot be read as YAML: {exc}"))
+            problems.append(Problem(str(path), None, f"cannot be read as YAML: {_yaml_reason(exc)}"))
             continue
         problems.extend(_admit(docs, raw, str(path), env))
     return docs, problems
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """Why a file is not YAML, without quoting its text (the line at fault may hold a key)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem or exc.context or 'invalid YAML'}{where}"
+    return type(exc).__name__ if not isinstance(exc, OSError) else (exc.strerror or type(exc).__name__)
 
 
 def env_docs(env: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:

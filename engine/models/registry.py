@@ -1,8 +1,9 @@
 """The model registry: one generation of model documents, resolved for this process.
 
-Pure except `refresh` and `current_registry`, which read the folder and the store. A
+Pure except `refresh` and `current_generation`, which read the folder and the store. A
 generation lives in Postgres (engine/store/models.py) so that every process, on every
-machine, sees the same one; each resolves `${VAR}` placeholders with its own environment.
+machine, sees the same one; no secret is stored in it (engine/models/secrets.py): each process
+resolves `${VAR}` placeholders with its own environment and literal keys from its own files.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from engine.models import secrets as secret_fields
 from engine.models.files import ModelDoc, Problem, load_sources, parse_doc
 from engine.store.models import Generation, ModelStore
 
@@ -38,51 +40,62 @@ class Registry:
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
     @classmethod
-    def build(cls, generation: Generation | None, env: Mapping[str, str] | None = None) -> "Registry":
-        """Resolve and validate a stored generation (a document now invalid becomes a problem)."""
+    def build(cls, generation: Generation | None, env: Mapping[str, str] | None = None,
+              local: Mapping[str, dict[str, Any]] | None = None) -> "Registry":
+        """Resolve and validate a stored generation (a document now invalid becomes a problem).
+
+        `local`: this process's own reading of the model sources, whose literal secrets fill
+        the stored documents' blanks (a process that only lists models passes none).
+        """
         env = dict(os.environ) if env is None else env
         if generation is None:
             return cls(None, {}, {})
         models: dict[str, ModelDoc] = {}
         problems = [Problem(p["source"], p.get("field"), p["message"]) for p in generation.problems]
         for model_id, raw in generation.models.items():
-            doc, found = parse_doc({k: v for k, v in raw.items() if k != "_source"}, raw.get("_source", model_id), env)
+            source = raw.get("_source", model_id)
+            if local is not None:
+                raw, missing = secret_fields.restore(raw, local.get(model_id))
+                if missing:
+                    problems.extend(Problem(source, f, "the value is written in the model file, and this machine's "
+                                                       "model sources have none for it (copy the file here, or take "
+                                                       "it from ${VAR})") for f in missing)
+                    continue
+            doc, found = parse_doc({k: v for k, v in raw.items() if k != "_source"}, source, env)
             problems.extend(found)
             if doc is not None:
                 models[model_id] = doc
-        secrets = frozenset(s for d in models.values() for s in _secrets_of(d) if s)
+        secrets = frozenset(s for d in models.values() for s in secret_fields.values(d.model_dump()) if len(s) >= 3)
         return cls(generation.id, generation.models, models, tuple(problems), generation.created_at, secrets)
 
     def scrub(self, message: str) -> str:
-        """The message with every known key (and anything key-shaped) masked."""
+        """The message with every secret value the registry knows (keys, header values, cloud
+        secrets) replaced by `***`, and anything else key-shaped masked."""
         for secret in sorted(self.secrets, key=len, reverse=True):
-            message = message.replace(secret, mask(secret) or "***")
+            message = message.replace(secret, "***")
         return _KEYISH.sub(lambda m: mask(m.group(0)) or "***", message)
 
-    def describe(self, model_id: str) -> dict[str, Any]:
-        """The public view of one model: everything but secrets (keys masked)."""
+    def describe(self, model_id: str, operator: bool = False) -> dict[str, Any]:
+        """The view of one model: what an author needs; with `operator`, also where it is reached
+        and read from. Never a key, a part of one, or a header value."""
         doc = self.models[model_id]
-        conn = doc.meta.conn_config
-        raw_key = ((self.raw.get(model_id) or {}).get("meta") or {}).get("conn_config", {}).get("api_key")
-        env_var = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}", raw_key or "")
-        return {
+        view: dict[str, Any] = {
             "id": doc.id, "name": doc.name, "icon_uri": doc.icon_uri or doc.icon_url,
             "description": doc.description.model_dump() if doc.description else None,
             "protocol": doc.meta.protocol, "status": doc.status,
             "capability": doc.meta.capability.model_dump(),
             "default_parameters": doc.default_params(),
-            "conn_config": {"base_url": conn.base_url, "model": conn.model, "timeout": conn.timeout,
-                            "api_key": mask(conn.api_key),
-                            "api_key_env": env_var.group(1) if env_var else None},
-            "source": self.raw.get(model_id, {}).get("_source"),
         }
-
-
-def _secrets_of(doc: ModelDoc) -> list[str | None]:
-    conn = doc.meta.conn_config
-    extras = [conn.claude or {}, conn.ark or {}, conn.gemini or {}]
-    return [conn.api_key, *(str(e.get(k)) for e in extras for k in ("secret_access_key", "secret_key", "session_token")
-                            if e.get(k))]
+        if operator:
+            conn = doc.meta.conn_config
+            raw = self.raw.get(model_id) or {}
+            raw_key = (raw.get("meta") or {}).get("conn_config", {}).get("api_key")
+            env_var = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}", str(raw_key or ""))
+            view["conn_config"] = {"base_url": conn.base_url, "model": conn.model, "timeout": conn.timeout,
+                                   "api_key_set": bool(conn.api_key), "api_key_env": env_var.group(1) if env_var else None,
+                                   "header_names": secret_fields.header_names(raw)}
+            view["source"] = raw.get("_source")
+        return view
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,9 @@ def refresh(store: ModelStore, folder: Path, env: Mapping[str, str] | None = Non
     docs, problems = load_sources(folder, env)
     current = store.current()
     old = current.models if current else {}
+    docs = secret_fields.redact(docs)
+    # a change of a literal key alone is not seen here (no key is stored to compare with); every
+    # process still reads its files anew for the new generation
     added, updated, removed = diff(old, docs)
     stored = store.insert(docs, [p.to_dict() for p in problems])
     assert stored is not None
@@ -130,7 +146,7 @@ def current_generation(store: ModelStore, folder: Path) -> Generation | None:
     found = store.current()
     if found is None:
         docs, problems = load_sources(folder)
-        store.insert(docs, [p.to_dict() for p in problems], only_if_none=True)
+        store.insert(secret_fields.redact(docs), [p.to_dict() for p in problems], only_if_none=True)
         found = store.current()
     return found
 
