@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,17 @@ class Settings(BaseSettings):
     http_allow_private: bool = False
     code_memory_mb: int = 256
     code_python: str | None = None
+
+    # Code sandbox (issue 9, item 1): see engine/nodes/sandbox.py and docs/configuration.md.
+    code_sandbox: Literal["bwrap", "none"] = "bwrap"
+    code_bwrap: str | None = None
+    code_memory_max_mb: int = Field(default=1024, ge=32)
+    code_pids_max: int = Field(default=64, ge=1)
+    code_cpu_s: int = Field(default=60, ge=1)
+    code_file_mb: int = Field(default=16, ge=1)
+    code_tmpfs_mb: int = Field(default=64, ge=1)
+    code_packages_dir: Path | None = None
+    code_cgroup: bool = True
 
     db_pool_size: int = 10
     db_max_overflow: int = 10
