@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +38,7 @@ CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONI
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 STDERR_TAIL_BYTES = 8 * 1024
 JOIN_S = 5.0
+STOP_EARLY_POLL_S = 0.1
 MB = 1024 * 1024
 RUNNER_PATH = Path(__file__).with_name("code_runner.py")
 # bwrap outside and its init inside the PID namespace also count against pids.max.
@@ -122,16 +125,18 @@ def _run_sandboxed(settings: Settings, limits: _Limits, payload: bytes,
     cgroup: NodeCgroup | None = None
     if settings.code_cgroup:
         cgroup = open_node_cgroup(limits.memory_mb * MB, limits.pids + SANDBOX_HELPER_PIDS)
+    # With a cgroup, it bounds the tree's real memory and process count; without one, the
+    # per-process RLIMIT_AS and RLIMIT_NPROC are the (weaker) bounds: see docs/configuration.md.
     argv = bwrap_argv(bwrap, interpreter, spec) + [
-        str(limits.memory_mb), str(limits.cpu_s), str(limits.file_bytes),
-        # Without a cgroup, RLIMIT_NPROC is the (weaker) process bound: see docs/configuration.md.
+        "0" if cgroup else str(limits.memory_mb), str(limits.cpu_s), str(limits.file_bytes),
         "0" if cgroup else str(limits.pids),
     ] + ([SANDBOX_PACKAGES] if packages is not None else [])
     if cgroup is not None:
         argv = ["/bin/sh", "-c", JOIN_CGROUPS, "relayflow-sandbox", str(len(cgroup.procs_files)),
                 *cgroup.procs_files, *argv]
     try:
-        child = _run_child(argv, "/", payload, timeout_s)
+        # cgroup v1 OOM-kills one process of the tree: stop the rest at once.
+        child = _run_child(argv, "/", payload, timeout_s, stop_early=cgroup.memory_oom_kills if cgroup else None)
         events = (cgroup.memory_oom_kills(), cgroup.pids_refused()) if cgroup else (0, 0)
     finally:
         if cgroup is not None:
@@ -162,8 +167,8 @@ def _run_unsandboxed(settings: Settings, limits: _Limits, payload: bytes, timeou
 
 
 def _memory_error(memory_mb: int, settings: Settings, tree: bool = False) -> PermanentNodeError:
-    scope = " for the whole process tree" if tree else ""
-    return PermanentNodeError(f"code: memory limit exceeded ({memory_mb} MB{scope}); set memory_mb higher "
+    scope = " by the code's processes together" if tree else ""
+    return PermanentNodeError(f"code: memory limit exceeded ({memory_mb} MB){scope}; set memory_mb higher "
                               f"(at most {settings.code_memory_max_mb} MB, RELAYFLOW_CODE_MEMORY_MAX_MB)")
 
 
@@ -198,8 +203,10 @@ class _Drain(threading.Thread):
                         del self.data[self.limit:]
 
 
-def _run_child(argv: list[str], cwd: str, payload: bytes, timeout_s: float) -> _Child:
-    """Start the runner, feed it, wait at most `timeout_s`, and always kill its process group."""
+def _run_child(argv: list[str], cwd: str, payload: bytes, timeout_s: float,
+               stop_early: Callable[[], int] | None = None) -> _Child:
+    """Start the runner, feed it, wait at most `timeout_s` (or until `stop_early()` is truthy),
+    and always kill its process group."""
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -215,10 +222,21 @@ def _run_child(argv: list[str], cwd: str, payload: bytes, timeout_s: float) -> _
     feeder = threading.Thread(target=_feed, args=(proc.stdin, payload), daemon=True)
     feeder.start()
     timed_out = False
+    deadline = time.monotonic() + timeout_s
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        while True:
+            step = deadline - time.monotonic()
+            if stop_early is not None:
+                step = min(step, STOP_EARLY_POLL_S)
+            try:
+                proc.wait(timeout=max(step, 0.0))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                if stop_early is not None and stop_early():
+                    break
     finally:
         # Also on success: background processes the code started must not outlive the node.
         _kill_group(proc.pid)
@@ -262,7 +280,10 @@ def _outputs(child: _Child, limits: _Limits, settings: Settings) -> dict[str, An
             + (f":\n{_tail(child.stderr_tail)}" if child.stderr_tail.strip() else ""),
             retryable=True,
         )
-    report = json.loads(child.report)
+    try:
+        report = json.loads(child.report)
+    except ValueError as exc:
+        raise NodeError(f"code: the runner's report is malformed: {exc}", retryable=True) from exc
     if report["ok"]:
         return dict(report["outputs"])
     kind, message = report["kind"], report["message"]
