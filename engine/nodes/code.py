@@ -285,6 +285,9 @@ def _outputs(child: _Child, limits: _Limits, settings: Settings) -> dict[str, An
     except ValueError as exc:
         raise NodeError(f"code: the runner's report is malformed: {exc}", retryable=True) from exc
     if report["ok"]:
+        if b"\\u0000" in child.report and _holds_nul(report["outputs"]):
+            # PostgreSQL's jsonb cannot hold NUL: refused here, or committing the node fails forever.
+            raise PermanentNodeError("code: the outputs contain a NUL character (\\u0000), which cannot be stored")
         return dict(report["outputs"])
     kind, message = report["kind"], report["message"]
     if kind == "memory":
@@ -301,6 +304,16 @@ def _outputs(child: _Child, limits: _Limits, settings: Settings) -> dict[str, An
         )
     prefixes = {"syntax": "code: syntax error: ", "no_main": "code: ", "not_dict": "code: ", "not_json": "code: "}
     raise PermanentNodeError(prefixes.get(kind, "code: ") + message)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _tail(text: str, lines: int = 12) -> str:
