@@ -286,6 +286,13 @@ def up(demo: bool, port: int, workers: int) -> None:
             # the demo model files (conf/model/demo-*.yaml) take their base URL from this variable
             env["DEMO_LLM_URL"] = fake_llm.base_url
         supervisor.spawn("web", web_command(port, control_socket=False), env)
+        if os.geteuid() == 0:
+            # The code sandbox's per-node cgroups: a parent the (unprivileged) workers may use.
+            from engine.embedded_os import service_account
+            from engine.nodes.cgroup import delegate_code_cgroups
+
+            account = service_account()
+            delegate_code_cgroups(account.uid, account.gid)
         supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env)
         base_url = f"http://127.0.0.1:{port}"
         with Client(base_url, token) as client:

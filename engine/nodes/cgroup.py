@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 CONTROLLERS = ("memory", "pids")
 PARENT_NAME = "relayflow-code"
 EMPTY_WAIT_S = 3.0
+PARENT_RACE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,9 @@ class NodeCgroup:
                         log.warning("code sandbox: cgroup %s still busy; left for the next sweep", path)
                         break
                     time.sleep(0.02)
+            # An empty parent left behind would keep the worker's own cgroup from being removed;
+            # a delegated parent is not ours to remove (EACCES) and stays, as it should.
+            _rmdir_quietly(path.parent)
 
 
 def open_node_cgroup(memory_bytes: int, pids_max: int) -> NodeCgroup | None:
@@ -169,11 +173,18 @@ def open_node_cgroup(memory_bytes: int, pids_max: int) -> NodeCgroup | None:
     name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         for h in hierarchies():
-            if not _ensure_parent(h):
-                continue
-            _sweep(h.parent)
             path = h.parent / name
-            path.mkdir()
+            for _ in range(PARENT_RACE_TRIES):
+                if not _ensure_parent(h):
+                    break
+                _sweep(h.parent)
+                try:
+                    path.mkdir()
+                    break
+                except FileNotFoundError:
+                    continue  # another node's cleanup removed the empty parent just now
+            if not path.is_dir():
+                continue
             node.dirs[h.controller] = (h.version, path)
             if h.controller == "memory":
                 _set_memory(h.version, path, memory_bytes)
@@ -208,10 +219,14 @@ def _sweep(parent: Path) -> None:
     for entry in entries:
         owner = entry.name.split("-", 1)[0]
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
-            try:
-                entry.rmdir()
-            except OSError:
-                pass
+            _rmdir_quietly(entry)
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _counter(text: str, key: str) -> int:
