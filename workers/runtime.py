@@ -13,6 +13,7 @@ import dramatiq
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
+from engine.nodes.sandbox import warn_unsandboxed
 from engine.notify import RedisNotifier
 from engine.reconciler import Reconciler
 from engine.settings import Settings
@@ -58,6 +59,8 @@ class WorkerRuntime(dramatiq.Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""
         executor = self.executor(broker)
+        if self.settings.code_sandbox == "none":
+            warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
         reconciler = Reconciler(executor, executor.dispatcher, self.settings)
         self._threads = [
             threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
