@@ -19,20 +19,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from engine.errors import NodeError, NodeTimeout, PermanentNodeError, SandboxUnavailable
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.cgroup import NodeCgroup, open_node_cgroup
 from engine.nodes.sandbox import (SANDBOX_PACKAGES, SandboxSpec, bwrap_argv, probe_interpreter, resolve_bwrap,
                                   warn_unsandboxed)
-from engine.settings import Settings, get_settings
+from engine.settings import Settings
 
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
 MAX_REPORT_BYTES = 64 * 1024 * 1024
@@ -55,15 +55,19 @@ class CodeConfig(NodeConfig):
     language: Literal["python"] = "python"
     memory_mb: int | None = Field(default=None, ge=32, le=65536)
 
-    @field_validator("memory_mb")
-    @classmethod
-    def _within_operator_cap(cls, value: int | None) -> int | None:
-        """An author may ask for less memory than the operator's cap, never more."""
-        cap = get_settings().code_memory_max_mb
-        if value is not None and value > cap:
-            raise ValueError(f"memory_mb {value} is above this server's cap of {cap} MB "
-                             "(RELAYFLOW_CODE_MEMORY_MAX_MB)")
-        return value
+
+
+def memory_cap_errors(configs: Mapping[str, NodeConfig], cap_mb: int) -> list[dict[str, Any]]:
+    """Definition errors for code nodes (node id -> config) asking for more memory than the cap.
+
+    Checked when a workflow is saved (a 422 naming the node and field); at run time the
+    value is clamped instead, so lowering the cap never breaks a workflow saved before.
+    """
+    return [{"node_id": node_id, "field": "config.memory_mb",
+             "message": f"memory_mb {config.memory_mb} is above this server's cap of {cap_mb} MB "
+                        "(RELAYFLOW_CODE_MEMORY_MAX_MB)"}
+            for node_id, config in configs.items()
+            if isinstance(config, CodeConfig) and config.memory_mb is not None and config.memory_mb > cap_mb]
 
 
 @dataclass(frozen=True)

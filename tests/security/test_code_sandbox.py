@@ -298,6 +298,14 @@ def test_memory_mb_above_the_operators_cap_is_refused_at_save(web_server: str, t
     assert "above this server's cap of 1024 MB" in body["msg"]
 
 
+def test_cap_lowered_after_saving_clamps_the_nodes_memory(api: Any, start_worker: Any) -> None:
+    # Given a workflow saved asking for 512 MB, and a worker whose operator cap is now 128 MB
+    code = "def main(inputs):\n    data = b'x' * (200 * 1024 * 1024)\n    return {'n': len(data)}\n"
+    node = run_code(api, start_worker, code, env={"RELAYFLOW_CODE_MEMORY_MAX_MB": "128"}, memory_mb=512)
+    # Then the code gets the cap, not what the author asked for
+    assert "memory limit exceeded (128 MB)" in error_of(node)["message"]
+
+
 # --- lifetime ------------------------------------------------------------------------------
 
 DETACHED_GRANDCHILD = """
@@ -328,13 +336,25 @@ def test_killed_worker_takes_every_sandboxed_process_with_it(api: Any, start_wor
 
 # --- fail closed ---------------------------------------------------------------------------
 
-def test_code_fails_closed_when_the_sandbox_cannot_start(api: Any, start_worker: Any) -> None:
+def test_code_fails_closed_when_bwrap_is_missing(api: Any, start_worker: Any) -> None:
     code = "def main(inputs):\n    return {'ran': True}\n"
     error = error_of(run_code(api, start_worker, code, env={"RELAYFLOW_CODE_BWRAP": "/nonexistent/bwrap"}))
     assert error["kind"] == "permanent"
     message = error["message"]
     assert "code node 'attack'" in message and "sandbox cannot start" in message
     assert "RELAYFLOW_CODE_BWRAP" in message and "RELAYFLOW_CODE_SANDBOX=none" in message
+
+
+def test_code_fails_closed_when_bwrap_fails(api: Any, start_worker: Any, tmp_path: Path) -> None:
+    # Given a bwrap that cannot create namespaces (as in a locked-down container)
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    code = "def main(inputs):\n    return {'ran': True}\n"
+    error = error_of(run_code(api, start_worker, code, env={"RELAYFLOW_CODE_BWRAP": str(broken)}))
+    assert error["kind"] == "permanent"
+    assert "code node 'attack'" in error["message"] and "sandbox did not start" in error["message"]
+    assert "No permissions to create new namespace" in error["message"]
 
 
 def test_operator_may_opt_out_of_the_sandbox_explicitly(api: Any, start_worker: Any, tmp_path: Path) -> None:
