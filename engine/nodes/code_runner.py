@@ -2,9 +2,10 @@
 
 Usage: `python -I -X utf8 code_runner.py MEMORY_MB CPU_S FILE_BYTES NPROC [PACKAGES_DIR]`, with
 `{"code": str, "inputs": dict}` as JSON on stdin; a limit of 0 leaves that rlimit as it is.
-In the sandbox (see `engine.nodes.sandbox`) the cgroup bounds the whole tree; these rlimits
-bound each process and give a clear `MemoryError` / `File too large` first. Writes one JSON report on the *original* stdout; everything the user's code
-prints (even with `os.write(1, ...)`) goes to stderr, so it cannot corrupt the report.
+In the sandbox (see `engine.nodes.sandbox`) a per-node cgroup bounds the memory and process
+count of the whole tree (MEMORY_MB and NPROC are then 0); CPU_S and FILE_BYTES bound each
+process. Writes one JSON report on the *original* stdout; everything the user's code prints
+(even with `os.write(1, ...)`) goes to stderr, so it cannot corrupt the report.
 Report: `{"ok": true, "outputs": {...}}` or `{"ok": false, "kind": ..., "message": ...}` with
 kind one of syntax, no_main, not_dict, not_json, memory, cpu, exception.
 """
