@@ -31,7 +31,7 @@ from engine.errors import NodeError, NodeTimeout, PermanentNodeError, SandboxUna
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.cgroup import NodeCgroup, open_node_cgroup
 from engine.nodes.sandbox import (SANDBOX_PACKAGES, SandboxSpec, bwrap_argv, probe_interpreter, resolve_bwrap,
-                                  warn_unsandboxed)
+                                  warn_no_cgroup, warn_unsandboxed)
 from engine.settings import Settings
 
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
@@ -129,6 +129,8 @@ def _run_sandboxed(settings: Settings, limits: _Limits, payload: bytes,
     cgroup: NodeCgroup | None = None
     if settings.code_cgroup:
         cgroup = open_node_cgroup(limits.memory_mb * MB, limits.pids + SANDBOX_HELPER_PIDS)
+        if cgroup is None:
+            warn_no_cgroup()
     # With a cgroup, it bounds the tree's real memory and process count; without one, the
     # per-process RLIMIT_AS and RLIMIT_NPROC are the (weaker) bounds: see docs/configuration.md.
     argv = bwrap_argv(bwrap, interpreter, spec) + [
@@ -168,6 +170,17 @@ def _run_unsandboxed(settings: Settings, limits: _Limits, payload: bytes, timeou
         argv = [python, "-I", "-X", "utf8", str(runner), str(limits.memory_mb), str(limits.cpu_s),
                 str(limits.file_bytes), "0"]
         return _run_child(argv, str(workdir), payload, timeout_s)
+
+
+def sandbox_problem(settings: Settings) -> str | None:
+    """Run a trivial code node as a worker would; the reason code nodes will fail, or None."""
+    node = CodeNode(CodeConfig(code="def main(inputs):\n    return {'ok': True}\n"))
+    ctx = NodeContext(run_id="self-check", node_id="self-check", attempt=1, timeout_s=60.0, settings=settings)
+    try:
+        node.run(ctx, {})
+    except NodeError as exc:
+        return exc.message
+    return None
 
 
 def _memory_error(memory_mb: int, settings: Settings, tree: bool = False) -> PermanentNodeError:

@@ -165,3 +165,11 @@ def warn_unsandboxed() -> None:
 def _warn_once() -> None:
     log.warning("RELAYFLOW_CODE_SANDBOX=none: code nodes run WITHOUT a sandbox, as the worker's user, "
                 "with its network and files. Use this only when every workflow author is trusted.")
+
+
+@lru_cache(maxsize=1)
+def warn_no_cgroup() -> None:
+    """Log once per process that code nodes' memory and process limits are per process only."""
+    log.warning("code sandbox: no writable cgroup (memory and pids controllers) for this worker; "
+                "code nodes' memory and process limits apply per process (RLIMIT_AS, RLIMIT_NPROC), "
+                "not to the whole tree. Run `relayflow up` as root, or delegate a cgroup to the worker.")

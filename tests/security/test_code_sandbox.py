@@ -336,13 +336,15 @@ def test_killed_worker_takes_every_sandboxed_process_with_it(api: Any, start_wor
 
 # --- fail closed ---------------------------------------------------------------------------
 
-def test_code_fails_closed_when_bwrap_is_missing(api: Any, start_worker: Any) -> None:
+def test_code_fails_closed_when_bwrap_is_missing(api: Any, start_worker: Any, tmp_path: Path) -> None:
     code = "def main(inputs):\n    return {'ran': True}\n"
     error = error_of(run_code(api, start_worker, code, env={"RELAYFLOW_CODE_BWRAP": "/nonexistent/bwrap"}))
     assert error["kind"] == "permanent"
     message = error["message"]
     assert "code node 'attack'" in message and "sandbox cannot start" in message
     assert "RELAYFLOW_CODE_BWRAP" in message and "RELAYFLOW_CODE_SANDBOX=none" in message
+    # and the operator was told when the worker started
+    wait_for(lambda: "code nodes will fail on this worker" in (tmp_path / "worker0.log").read_text())
 
 
 def test_code_fails_closed_when_bwrap_fails(api: Any, start_worker: Any, tmp_path: Path) -> None:
