@@ -7,7 +7,8 @@ namespaces, read-only binds, tmpfs, per-node cgroup when one is writable) and `n
 unsandboxed runner an operator can opt into: a plain `python -I` child). Reports median, p95
 and max wall time per node in ms, and the difference; the JSON goes under bench/results/.
 The unsandboxed runner's interpreter also reads site-packages' `.pth` files at start-up,
-which the sandbox masks: the difference is the sandbox's net cost per node, not bwrap alone.
+which the sandbox masks: the difference is the sandbox's net cost per node, not bwrap alone;
+`bwrap_alone` times `python -I -S -c pass` with and without the bwrap prefix for that.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,8 +29,8 @@ if str(ROOT) not in sys.path:
 
 from engine.nodes.base import NodeContext  # noqa: E402
 from engine.nodes.cgroup import hierarchies  # noqa: E402
-from engine.nodes.code import CodeNode  # noqa: E402
-from engine.nodes.sandbox import resolve_bwrap  # noqa: E402
+from engine.nodes.code import RUNNER_PATH, CodeNode  # noqa: E402
+from engine.nodes.sandbox import SandboxSpec, bwrap_argv, probe_interpreter, resolve_bwrap  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -54,6 +56,23 @@ def time_modes(modes: tuple[str, ...], runs: int) -> dict[str, list[float]]:
     return timings
 
 
+def time_bwrap_alone(runs: int) -> dict[str, list[float]]:
+    """The namespaces and mounts alone: `python -I -S -c pass` with and without the bwrap prefix."""
+    interpreter = probe_interpreter(sys.executable)
+    spec = SandboxSpec(tmpfs_bytes=64 * 1024 * 1024, runner_path=RUNNER_PATH, packages_dir=None)
+    prefix = bwrap_argv(resolve_bwrap(Settings().code_bwrap), interpreter, spec)
+    prefix = prefix[:prefix.index("--") + 1]
+    bare = [interpreter.executable, "-I", "-S", "-c", "pass"]
+    timings: dict[str, list[float]] = {"bwrap": [], "bare": []}
+    for index in range(WARMUP + runs):
+        for name, argv in (("bwrap", prefix + bare), ("bare", bare)):
+            started = time.perf_counter()
+            subprocess.run(argv, check=True)
+            if index >= WARMUP:
+                timings[name].append((time.perf_counter() - started) * 1000)
+    return timings
+
+
 def summary(timings: list[float]) -> dict[str, float]:
     """Median, p95 and max of a list of ms."""
     ordered = sorted(timings)
@@ -70,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     timings = time_modes(("bwrap", "none"), args.runs)
     sandboxed, plain = summary(timings["bwrap"]), summary(timings["none"])
+    alone = time_bwrap_alone(args.runs)
     result: dict[str, Any] = {
         "bench": "sandbox_startup",
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -81,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         "unsandboxed": plain,
         "overhead_median_ms": round(sandboxed["median_ms"] - plain["median_ms"], 2),
         "overhead_p95_ms": round(sandboxed["p95_ms"] - plain["p95_ms"], 2),
+        "bwrap_alone": {"with_bwrap": summary(alone["bwrap"]), "without": summary(alone["bare"]),
+                        "cost_median_ms": round(statistics.median(alone["bwrap"])
+                                                - statistics.median(alone["bare"]), 2)},
     }
     out = args.out or RESULTS / f"sandbox_startup_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'mode':<12}{'median ms':>12}{'p95 ms':>10}{'max ms':>10}")
     for name, row in (("bwrap", sandboxed), ("none", plain)):
         print(f"{name:<12}{row['median_ms']:>12}{row['p95_ms']:>10}{row['max_ms']:>10}")
+    print(f"bwrap alone (python -I -S -c pass): +{result['bwrap_alone']['cost_median_ms']} ms median")
     print(f"overhead: median {result['overhead_median_ms']} ms, p95 {result['overhead_p95_ms']} ms -> {out}")
     return 0
 
