@@ -56,7 +56,6 @@ class CodeConfig(NodeConfig):
     memory_mb: int | None = Field(default=None, ge=32, le=65536)
 
 
-
 def memory_cap_errors(configs: Mapping[str, NodeConfig], cap_mb: int) -> list[dict[str, Any]]:
     """Definition errors for code nodes (node id -> config) asking for more memory than the cap.
 
