@@ -1,7 +1,8 @@
 """Per-node cgroups that bound a `code` node's whole process tree (memory and process count).
 
 An rlimit is per process (four forked children used 889 MB under a 256 MB `RLIMIT_AS`); a
-cgroup's `memory` and `pids` controllers count the tree. Each code node gets its own cgroup
+cgroup's `memory` and `pids` controllers count the tree (and `cpuacct`, or v2's `cpu.stat`,
+its CPU time). Each code node gets its own cgroup
 `<parent>/<worker pid>-<random>` in every hierarchy that has one of the two controllers;
 `<parent>` is `relayflow-code` under the worker's own cgroup, so limits above it still apply.
 cgroup v1 (`memory.limit_in_bytes`, `pids.max`) and v2 (`memory.max`, `pids.max`) are both
@@ -22,6 +23,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CONTROLLERS = ("memory", "pids")
+# Optional: a v1 hierarchy of its own for CPU accounting (v2 counts CPU in every cgroup).
+ACCOUNTING = ("cpuacct",)
 PARENT_NAME = "relayflow-code"
 EMPTY_WAIT_S = 3.0
 PARENT_RACE_TRIES = 3
@@ -59,7 +62,7 @@ def hierarchies() -> list[Hierarchy]:
             continue
         point, fstype, options = parts[1], parts[2], parts[3].split(",")
         if fstype == "cgroup":
-            for controller in CONTROLLERS:
+            for controller in CONTROLLERS + ACCOUNTING:
                 if controller in options and controller in v1_paths and controller not in found:
                     base = Path(point) / v1_paths[controller].lstrip("/")
                     found[controller] = Hierarchy(controller, 1, base / PARENT_NAME)
@@ -132,6 +135,15 @@ class NodeCgroup:
         text = _read(path / ("memory.events" if version == 2 else "memory.oom_control"))
         return _counter(text, "oom_kill")
 
+    def cpu_used_s(self) -> float:
+        """CPU seconds used by all the node's processes together so far (0.0 when not counted)."""
+        if "cpuacct" in self.dirs:
+            text = _read(self.dirs["cpuacct"][1] / "cpuacct.usage").strip()
+            return int(text) / 1e9 if text.isdigit() else 0.0
+        if "memory" in self.dirs and self.dirs["memory"][0] == 2:
+            return _counter(_read(self.dirs["memory"][1] / "cpu.stat"), "usage_usec") / 1e6
+        return 0.0
+
     def pids_refused(self) -> int:
         """How many forks the pids limit refused."""
         if "pids" not in self.dirs:
@@ -188,13 +200,13 @@ def open_node_cgroup(memory_bytes: int, pids_max: int) -> NodeCgroup | None:
             node.dirs[h.controller] = (h.version, path)
             if h.controller == "memory":
                 _set_memory(h.version, path, memory_bytes)
-            else:
+            elif h.controller == "pids":
                 _write(path / "pids.max", str(pids_max), missing_ok=False)
     except OSError as exc:
         log.warning("code sandbox: cannot set up a cgroup (%s); using rlimits only", exc)
         node.kill_and_remove()
         return None
-    if set(node.dirs) != set(CONTROLLERS):
+    if not set(CONTROLLERS) <= set(node.dirs):
         node.kill_and_remove()
         return None
     return node

@@ -3,8 +3,9 @@
 The sandbox (`engine.nodes.sandbox`) has its own user, PID, network, mount, IPC and UTS
 namespaces, a read-only root with only the base interpreter's standard library, no
 environment, and a size-capped tmpfs as its only writable place. A per-node cgroup
-(`engine.nodes.cgroup`) bounds the memory and process count of the whole tree; rlimits in
-`code_runner` bound CPU time, file size and each process's address space. Everything is
+(`engine.nodes.cgroup`) bounds the memory, process count and CPU time of the whole tree;
+rlimits in `code_runner` bound each process's CPU time and file size (and, without a cgroup,
+its address space and the process count). Everything is
 killed when the node ends, times out, or its worker dies. Without a usable `bwrap` the node
 fails closed, unless the operator set `RELAYFLOW_CODE_SANDBOX=none` (single-tenant only).
 """
@@ -101,25 +102,28 @@ class CodeNode(NodeType[CodeConfig]):
             raise NodeTimeout("code: no time left in the node's timeout to start the code")
         try:
             if settings.code_sandbox == "none":
-                child, cgroup_events = _run_unsandboxed(settings, limits, payload, timeout_s), (0, 0)
+                child, cgroup_events = _run_unsandboxed(settings, limits, payload, timeout_s), (0, 0, 0.0)
             else:
                 child, cgroup_events = _run_sandboxed(settings, limits, payload, timeout_s)
         except SandboxUnavailable as exc:
             raise SandboxUnavailable(f"code node {ctx.node_id!r}: {exc.message}") from exc
-        oom_kills, forks_refused = cgroup_events
+        oom_kills, forks_refused, cpu_used_s = cgroup_events
         # A fork bomb also runs out of memory: the refused fork is the cause, so it is named first.
         if forks_refused:
             raise PermanentNodeError(f"code: process limit exceeded ({limits.pids} processes, "
                                      "RELAYFLOW_CODE_PIDS_MAX); the code tried to start more")
         if oom_kills:
             raise _memory_error(limits.memory_mb, settings, tree=True)
+        if cpu_used_s > limits.cpu_s:
+            raise PermanentNodeError(f"code: CPU time limit exceeded ({limits.cpu_s} s), RELAYFLOW_CODE_CPU_S; the "
+                                     f"code's processes together used {cpu_used_s:.3g} s and were stopped")
         if child.timed_out:
             raise NodeTimeout(f"code: did not finish within {timeout_s:.3g}s; its processes were killed")
         return _outputs(child, limits, settings)
 
 
 def _run_sandboxed(settings: Settings, limits: _Limits, payload: bytes,
-                   timeout_s: float) -> tuple[_Child, tuple[int, int]]:
+                   timeout_s: float) -> tuple[_Child, tuple[int, int, float]]:
     """Run the runner under bwrap inside a fresh per-node cgroup (or rlimits where there is none)."""
     bwrap = resolve_bwrap(settings.code_bwrap)
     interpreter = probe_interpreter(settings.code_python or sys.executable)
@@ -140,9 +144,8 @@ def _run_sandboxed(settings: Settings, limits: _Limits, payload: bytes,
         argv = ["/bin/sh", "-c", JOIN_CGROUPS, "relayflow-sandbox", str(len(cgroup.procs_files)),
                 *cgroup.procs_files, *argv]
     try:
-        # cgroup v1 OOM-kills one process of the tree: stop the rest at once.
-        child = _run_child(argv, "/", payload, timeout_s, stop_early=cgroup.memory_oom_kills if cgroup else None)
-        events = (cgroup.memory_oom_kills(), cgroup.pids_refused()) if cgroup else (0, 0)
+        child = _run_child(argv, "/", payload, timeout_s, stop_early=_over_limit(cgroup, limits) if cgroup else None)
+        events = (cgroup.memory_oom_kills(), cgroup.pids_refused(), cgroup.cpu_used_s()) if cgroup else (0, 0, 0.0)
     finally:
         if cgroup is not None:
             cgroup.kill_and_remove()
@@ -153,6 +156,12 @@ def _run_sandboxed(settings: Settings, limits: _Limits, payload: bytes,
             raise SandboxUnavailable(f"the code sandbox did not start ({detail}); check that user "
                                      "namespaces are enabled, or point RELAYFLOW_CODE_BWRAP at a working bwrap")
     return child, events
+
+
+def _over_limit(cgroup: NodeCgroup, limits: _Limits) -> Callable[[], bool]:
+    """True once the tree must be stopped: cgroup v1 OOM-kills only one process of it, and
+    RLIMIT_CPU counts each process alone."""
+    return lambda: cgroup.memory_oom_kills() > 0 or cgroup.cpu_used_s() > limits.cpu_s
 
 
 def _run_unsandboxed(settings: Settings, limits: _Limits, payload: bytes, timeout_s: float) -> _Child:

@@ -287,6 +287,33 @@ def test_cpu_time_limit_stops_a_busy_loop(api: Any, start_worker: Any) -> None:
     assert "CPU time limit exceeded (1 s), RELAYFLOW_CODE_CPU_S" in error["message"]
 
 
+def test_cpu_time_limit_counts_the_processes_together(api: Any, start_worker: Any) -> None:
+    # Given four processes spinning, each under the per-process limit of 2 s of CPU for 1.5 s
+    code = (
+        "import os, time\n"
+        "def spin(seconds):\n"
+        "    end = time.process_time() + seconds\n"
+        "    while time.process_time() < end:\n"
+        "        pass\n"
+        "def main(inputs):\n"
+        "    children = []\n"
+        "    for _ in range(3):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            spin(1.5)\n"
+        "            os._exit(0)\n"
+        "        children.append(pid)\n"
+        "    spin(1.5)\n"
+        "    for pid in children:\n"
+        "        os.waitpid(pid, 0)\n"
+        "    return {'done': True}\n"
+    )
+    error = error_of(run_code(api, start_worker, code, env={"RELAYFLOW_CODE_CPU_S": "2"}))
+    # Then the tree is stopped once it used 2 s together
+    assert error["kind"] == "permanent"
+    assert "CPU time limit exceeded (2 s), RELAYFLOW_CODE_CPU_S; the code's processes together" in error["message"]
+
+
 def test_memory_mb_above_the_operators_cap_is_refused_at_save(web_server: str, token: str) -> None:
     definition = code_workflow("def main(inputs):\n    return {}\n", memory_mb=65536)
     response = httpx.post(f"{web_server}/v1/workflows", json={"name": "greedy", "definition": definition},
