@@ -222,6 +222,14 @@ def _set_memory(version: int, path: Path, limit: int) -> None:
         _write(path / "memory.memsw.limit_in_bytes", str(limit))  # no escaping into swap
 
 
+def sweep_stale() -> None:
+    """Remove the empty cgroups of dead workers, then the parents if empty (e.g. after a kill -9)."""
+    for h in hierarchies():
+        if h.parent.is_dir():
+            _sweep(h.parent)
+            _rmdir_quietly(h.parent)
+
+
 def _sweep(parent: Path) -> None:
     """Remove empty cgroups left by dead workers (a kill -9 leaves its node's folder behind)."""
     try:

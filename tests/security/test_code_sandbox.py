@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.nodes.cgroup import hierarchies, sweep_stale
 from engine.settings import PROJECT_ROOT, Settings
 from tests.conftest import wait_for
 
@@ -68,6 +69,12 @@ def processes_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def dead_workers_cgroups() -> list[Path]:
+    """Per-node cgroup folders whose worker (the pid their name starts with) is gone."""
+    return [entry for h in hierarchies() if h.parent.is_dir() for entry in h.parent.iterdir()
+            if entry.is_dir() and not Path("/proc", entry.name.split("-", 1)[0]).exists()]
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -359,6 +366,8 @@ def test_killed_worker_takes_every_sandboxed_process_with_it(api: Any, start_wor
     # Then no sandboxed process survives it
     wait_for(lambda: not processes_with(marker), timeout_s=10)
     assert api.run(run_id)["status"] in ("running", "queued")
+    # and the dead worker's per-node cgroups are empty, so they can be removed
+    wait_for(lambda: (sweep_stale(), not dead_workers_cgroups())[1], timeout_s=10)
 
 
 # --- fail closed ---------------------------------------------------------------------------
