@@ -325,6 +325,11 @@ def up(demo: bool, port: int, workers: int) -> None:
             # the demo model files (conf/model/demo-*.yaml) take their base URL from this variable
             env["DEMO_LLM_URL"] = _start_fake_llm(supervisor, env, account)
         supervisor.spawn("web", web_command(port, control_socket=False), env, account)
+        if os.geteuid() == 0:
+            # The code sandbox's per-node cgroups: a parent the (unprivileged) workers may use.
+            from engine.nodes.cgroup import delegate_code_cgroups
+
+            delegate_code_cgroups(account.uid, account.gid)
         supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env, account)
         base_url = f"http://127.0.0.1:{port}"
         with Client(base_url, token) as client:

@@ -169,6 +169,10 @@ class PermanentNodeError(NodeError):
     kind = "permanent"
 
 
+class SandboxUnavailable(PermanentNodeError):
+    """The code sandbox cannot be started."""
+
+
 class NodeCrashed(NodeError):
     """The worker running the node stopped (crash or lost lease) too many times."""
 

@@ -12,7 +12,8 @@ from typing import Any
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import load_definition
 from engine.dispatch import Dispatcher
-from engine.errors import InvalidInputs, InvalidTransition, NotPublished, RunNotFound
+from engine.errors import DefinitionError, InvalidInputs, InvalidTransition, NotPublished, RunNotFound
+from engine.nodes.code import memory_cap_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.store import NewRun, Store
@@ -38,6 +39,7 @@ class Relayflow:
         """Validate a definition and store it as version 1 of a new workflow."""
         doc = load_definition(definition)
         compiled = compile_workflow(doc)
+        self._check_operator_caps(compiled)
         record = self.store.catalog.insert_workflow("wf_" + uuid.uuid4().hex[:20], space_id, name,
                                                     description, doc, _node_facts(compiled))
         self.versions.put(record.id, compiled)
@@ -48,9 +50,17 @@ class Relayflow:
         """Validate a definition and store it as the workflow's next immutable version."""
         doc = load_definition(definition)
         compiled = compile_workflow(doc)
+        self._check_operator_caps(compiled)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
         self.versions.put(record.id, compiled)
         return {"workflow_id": record.workflow_id, "version": record.version}
+
+    def _check_operator_caps(self, compiled: CompiledWorkflow) -> None:
+        """Refuse (422) what the definition may not ask of this server, e.g. code memory over the cap."""
+        configs = {node_id: node.config for node_id, node in compiled.nodes.items()}
+        errors = memory_cap_errors(configs, self.settings.code_memory_max_mb)
+        if errors:
+            raise DefinitionError(errors=errors)
 
     def publish_workflow(self, space_id: str, workflow_id: str, version: int | None) -> dict[str, Any]:
         """Mark a version published (default: the latest)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,17 @@ class Settings(BaseSettings):
     # web processes) before 429, in a fixed window
     auth_failure_limit: int = 20
     auth_failure_window_s: int = 60
+
+    # Code sandbox (issue 9, item 1): see engine/nodes/sandbox.py and docs/configuration.md.
+    code_sandbox: Literal["bwrap", "none"] = "bwrap"
+    code_bwrap: str | None = None
+    code_memory_max_mb: int = Field(default=1024, ge=32)
+    code_pids_max: int = Field(default=64, ge=1)
+    code_cpu_s: int = Field(default=60, ge=1)
+    code_file_mb: int = Field(default=16, ge=1)
+    code_tmpfs_mb: int = Field(default=64, ge=1)
+    code_packages_dir: Path | None = None
+    code_cgroup: bool = True
 
     db_pool_size: int = 10
     db_max_overflow: int = 10

@@ -137,13 +137,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """A real `dramatiq workers` process group."""
 
-    def __init__(self, settings: Settings, processes: int, threads: int, log_path: Path) -> None:
+    def __init__(self, settings: Settings, processes: int, threads: int, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes),
              "--threads", str(threads), "--worker-shutdown-timeout", "2000"],
-            cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=settings_env(settings) | (env or {}), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -166,8 +167,9 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
     """Start worker process groups; all are killed at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(processes: int = 1, threads: int = 4) -> WorkerProcess:
-        worker = WorkerProcess(settings, processes, threads, tmp_path / f"worker{len(started)}.log")
+    def start(processes: int = 1, threads: int = 4, env: dict[str, str] | None = None) -> WorkerProcess:
+        """`env`: extra environment variables for this worker (e.g. settings under test)."""
+        worker = WorkerProcess(settings, processes, threads, tmp_path / f"worker{len(started)}.log", env)
         started.append(worker)
         return worker
 

@@ -13,6 +13,8 @@ import dramatiq
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
+from engine.nodes.code import sandbox_problem
+from engine.nodes.sandbox import warn_unsandboxed
 from engine.notify import RedisNotifier
 from engine.reconciler import Reconciler
 from engine.settings import Settings
@@ -58,6 +60,10 @@ class WorkerRuntime(dramatiq.Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""
         executor = self.executor(broker)
+        if self.settings.code_sandbox == "none":
+            warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
+        else:
+            threading.Thread(target=self._check_sandbox, name="relayflow-sandbox-check", daemon=True).start()
         reconciler = Reconciler(executor, executor.dispatcher, self.settings)
         self._threads = [
             threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
@@ -66,6 +72,12 @@ class WorkerRuntime(dramatiq.Middleware):
         ]
         for thread in self._threads:
             thread.start()
+
+    def _check_sandbox(self) -> None:
+        """Say at start, not at the first author's run, when code nodes cannot run here."""
+        problem = sandbox_problem(self.settings)
+        if problem is not None:
+            log.error("code nodes will fail on this worker: %s", problem)
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
         """Stop the background threads."""

@@ -1,10 +1,13 @@
 """Child-process side of the `code` node; runs under `python -I` with the standard library only.
 
-Usage: `python -I -X utf8 code_runner.py MEMORY_MB`, with `{"code": str, "inputs": dict}` as
-JSON on stdin. Writes one JSON report on the *original* stdout; everything the user's code
-prints (even with `os.write(1, ...)`) goes to stderr, so it cannot corrupt the report.
+Usage: `python -I -X utf8 code_runner.py MEMORY_MB CPU_S FILE_BYTES NPROC [PACKAGES_DIR]`, with
+`{"code": str, "inputs": dict}` as JSON on stdin; a limit of 0 leaves that rlimit as it is.
+In the sandbox (see `engine.nodes.sandbox`) a per-node cgroup bounds the memory and process
+count of the whole tree (MEMORY_MB and NPROC are then 0); CPU_S and FILE_BYTES bound each
+process. Writes one JSON report on the *original* stdout; everything the user's code prints
+(even with `os.write(1, ...)`) goes to stderr, so it cannot corrupt the report.
 Report: `{"ok": true, "outputs": {...}}` or `{"ok": false, "kind": ..., "message": ...}` with
-kind one of syntax, no_main, not_dict, not_json, memory, exception.
+kind one of syntax, no_main, not_dict, not_json, memory, cpu, exception.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import json
 import linecache
 import os
 import resource
+import signal
 import sys
 import traceback
 from typing import Any
@@ -25,21 +29,48 @@ def main() -> None:
     """Limit memory, read the request, run the user's `main`, write the report."""
     # Limiting ourselves here rather than in the parent's preexec_fn: preexec_fn may deadlock
     # in a threaded parent (a worker), and no user code runs before this line anyway.
-    limit_bytes = int(sys.argv[1]) * 1024 * 1024
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit_bytes = min(limit_bytes, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    memory_mb, cpu_s, file_bytes, nproc = (int(arg) for arg in sys.argv[1:5])
+    _limit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+    _limit(resource.RLIMIT_CPU, cpu_s, grace=2)  # SIGXCPU at cpu_s, SIGKILL 2 s later
+    _limit(resource.RLIMIT_FSIZE, file_bytes)
+    _limit(resource.RLIMIT_NPROC, nproc)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files of the code in the tmpfs
+    if len(sys.argv) > 5:
+        sys.path.append(sys.argv[5])  # the operator's package folder, read-only
 
     channel = os.fdopen(os.dup(1), "wb")
+    runner_pid = os.getpid()
+
+    def out_of_cpu(signum: int, frame: Any) -> None:
+        if os.getpid() != runner_pid:
+            os._exit(128 + signum)  # a child the code forked: only the runner reports
+        message = f"CPU time limit exceeded ({cpu_s} s)"
+        channel.write(json.dumps({"ok": False, "kind": "cpu", "message": message}).encode("ascii"))
+        channel.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGXCPU, out_of_cpu)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     sys.stdin = open(os.devnull, encoding="utf-8")
     report = execute(request["code"], request["inputs"])
     sys.stderr.flush()
+    if os.getpid() != runner_pid:
+        os._exit(0)  # a child the code forked returned through main: only the runner reports
     channel.write(json.dumps(report, ensure_ascii=True).encode("ascii"))
     channel.close()
+
+
+def _limit(which: int, value: int, grace: int = 0) -> None:
+    """Lower (never raise) the soft limit to `value` and the hard one to `value + grace`; 0 keeps."""
+    if value <= 0:
+        return
+    _, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+        grace = min(grace, hard - value)
+    resource.setrlimit(which, (value, value + grace))
 
 
 def execute(code: str, inputs: dict[str, Any]) -> dict[str, Any]:
