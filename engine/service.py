@@ -10,11 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from engine.compiler import CompiledWorkflow, compile_workflow
-from engine.definition import load_definition
+from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
 from engine.errors import InvalidInputs, InvalidTransition, NotPublished, RunNotFound
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
+from engine.template_limits import Limits, configure
 from engine.store import NewRun, Store
 from engine.versions import VersionCache
 
@@ -31,12 +32,14 @@ class Relayflow:
         self.settings = settings
         self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
+        self.definition_limits = DefinitionLimits.from_settings(settings)
+        configure(Limits.from_settings(settings))
 
     # -- workflows --------------------------------------------------------------------------
     def create_workflow(self, space_id: str, name: str, description: str | None,
                         definition: Any) -> dict[str, Any]:
         """Validate a definition and store it as version 1 of a new workflow."""
-        doc = load_definition(definition)
+        doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         record = self.store.catalog.insert_workflow("wf_" + uuid.uuid4().hex[:20], space_id, name,
                                                     description, doc, _node_facts(compiled))
@@ -46,7 +49,7 @@ class Relayflow:
     def update_workflow(self, space_id: str, workflow_id: str, definition: Any,
                         name: str | None = None, description: str | None = None) -> dict[str, Any]:
         """Validate a definition and store it as the workflow's next immutable version."""
-        doc = load_definition(definition)
+        doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
         self.versions.put(record.id, compiled)
