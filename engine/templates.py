@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes
 
 from engine.errors import DefinitionError, NodeTimeout, PermanentNodeError
-from engine.template_limits import (LimitedEnvironment, TemplateLimitExceeded, check_deadline, json_size,
-                                    limit_error, limits)
+from engine.template_limits import (LimitedEnvironment, TemplateLimitExceeded, check_constants, check_deadline,
+                                    json_size, limit_error, limits)
 
 __all__ = [
     "RESERVED_NAMES", "CompiledValue", "TemplateError", "compile_value", "find_references",
@@ -99,6 +99,10 @@ def _parse(text: str) -> nodes.Template:
         raise TemplateError("template nested too deeply") from None
     for node in tree.find_all(_UNSUPPORTED):
         raise TemplateError(f"template tag '{type(node).__name__.lower()}' is not supported")
+    try:
+        check_constants(ENV, tree)
+    except TemplateLimitExceeded as exc:
+        raise TemplateError(f"template limit: {exc}") from None
     return tree
 
 
