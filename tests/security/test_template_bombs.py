@@ -35,26 +35,36 @@ def template_workflow(template: str, **node: Any) -> dict[str, Any]:
             "outputs": {"text": "{{ bomb.text }}"}}
 
 
+def bomb_workflow(template: str, where: str) -> dict[str, Any]:
+    """The bomb in a node input or in a template node's text."""
+    if where == "inputs.v":
+        return template_workflow("{{ v }}", inputs={"v": template})
+    return template_workflow(template)
+
+
 def test_template_bombs_posted_in_parallel_are_refused_promptly_while_the_api_keeps_answering(
         web_server: str, token: str) -> None:
-    # Given the real gunicorn, and every bomb posted twice at once
-    bombs = [(name, template) for name, template in SAVE_TIME_BOMBS.items() for _ in range(2)]
+    # Given the real gunicorn, and every bomb posted at once in a node input (compiled, and once
+    # constant-folded, at save) and in a template node's text
+    bombs = [(name, template, where) for name, template in SAVE_TIME_BOMBS.items()
+             for where in ("inputs.v", "config.template")]
     for _ in range(4):  # both gunicorn workers have answered once (first requests set up connections)
         assert poll(web_server, token, timeout_s=30)[0] == 200
     polls: list[tuple[int, float]] = []
     with ThreadPoolExecutor(len(bombs)) as pool:
-        futures = [(name, pool.submit(post_workflow, web_server, token, template_workflow(t))) for name, t in bombs]
+        futures = [(f"{name} in {where}", where, pool.submit(post_workflow, web_server, token, bomb_workflow(t, where)))
+                   for name, t, where in bombs]
         # When a client keeps polling the API meanwhile
-        while not all(f.done() for _, f in futures):
+        while not all(f.done() for _, _, f in futures):
             polls.append(poll(web_server, token))
             time.sleep(0.05)
-        results = [(name, f.result()) for name, f in futures]
+        results = [(name, where, f.result()) for name, where, f in futures]
     polls.append(poll(web_server, token))
     # Then every bomb is a prompt 422 naming the node, the field and the limit
-    for name, (response, elapsed_s) in results:
+    for name, where, (response, elapsed_s) in results:
         assert response.status_code == 422, (name, response.text)
         error = response.json()["errors"][0]
-        assert (error["node_id"], error["field"]) == ("bomb", "config.template"), (name, error)
+        assert (error["node_id"], error["field"]) == ("bomb", where), (name, error)
         assert "limit" in error["message"] and "RELAYFLOW_TEMPLATE_MAX_" in error["message"], (name, error)
         assert elapsed_s < 10, (name, elapsed_s)
     # And the API answered every poll, quickly
