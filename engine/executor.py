@@ -29,6 +29,7 @@ from engine.versions import VersionCache
 from engine.watchdog import NodeOverran, Watchdog
 
 log = logging.getLogger("relayflow.executor")
+OUTPUTS_RENDER_S = 60.0  # the most time rendering a run's `outputs` may take
 
 
 class Executor:
@@ -239,7 +240,10 @@ class Executor:
                                                                 workflow.outputs_need_run_inputs)
         limit = self.settings.run_output_max_bytes
         try:
-            with deadline(time.monotonic() + self.settings.default_node_timeout_s):
+            # Rendering the outputs gets a node's time bounds too (capped: it is meant to be quick).
+            limit_s = min(self.settings.default_node_timeout_s, OUTPUTS_RENDER_S)
+            stop_at = time.monotonic() + limit_s
+            with deadline(stop_at), self.watchdog.guard(stop_at):
                 rendered = workflow.render_outputs(run_inputs or {}, outputs)
             size = json_size(rendered, limit)
             if size > limit:

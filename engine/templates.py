@@ -55,8 +55,10 @@ class _Environment(LimitedEnvironment):
         return super().getattr(obj, attribute)
 
 
+# optimized=False: Jinja would otherwise fold constant expressions (and call filters on
+# literals) while compiling, i.e. in the API when a definition is saved.
 ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=True,
-                   finalize=_finalize)
+                   finalize=_finalize, optimized=False)
 
 _KEYWORDS = frozenset({
     "and", "or", "not", "in", "is", "if", "else", "elif", "endif", "for", "endfor", "set",
