@@ -27,8 +27,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import NodeTimeout, PermanentNodeError
 
-__all__ = ["Limits", "LimitedEnvironment", "TemplateLimitExceeded", "TemplateTimeout", "check_deadline",
-           "configure", "deadline", "json_size", "limits"]
+__all__ = ["Limits", "LimitedEnvironment", "TemplateLimitExceeded", "TemplateTimeout", "bounded_concat",
+           "bounded_range", "check_deadline", "check_str_method", "configure", "deadline", "json_size", "limits"]
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def bounded_concat(parts: Iterable[Any]) -> str:
     return "".join(out)
 
 
-def _bounded_range(*args: int) -> range:
+def bounded_range(*args: int) -> range:
     check_deadline()
     rng = range(*args)
     if len(rng) > _limits.max_range:
@@ -245,7 +245,7 @@ class _CodeGenerator(CodeGenerator):
         self.write("))")
 
 
-def _str_method_check(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def check_str_method(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse str methods whose result would pass the size limit, before they allocate it."""
     owner = getattr(obj, "__self__", None)
     if not isinstance(owner, str):
@@ -315,7 +315,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         self.filters = {name: _bounded_filter(name, func) for name, func in self.filters.items()}
         self.globals.pop("lipsum", None)  # builds up to any size asked; templates do not need it
-        self.globals["range"] = _bounded_range
+        self.globals["range"] = bounded_range
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         """`**`, `*`, `%`, `+`, `//`, `-` with their results' sizes bounded."""
@@ -330,7 +330,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         """A call from a template: deadline checked, str methods that grow strings bounded."""
         check_deadline()
-        _str_method_check(__obj, args, kwargs)
+        check_str_method(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -362,62 +362,3 @@ def limit_error(exc: TemplateLimitExceeded, where: str) -> PermanentNodeError:
     """A limit breach as the node's permanent error."""
     return PermanentNodeError(f"template limit{where}: {exc}")
 
-
-class _NotConstant(Exception):
-    pass
-
-
-_BIN_NODES: dict[type, str] = {nodes.Pow: "**", nodes.Mul: "*", nodes.Mod: "%", nodes.Add: "+",
-                               nodes.FloorDiv: "//", nodes.Sub: "-"}
-_FOLD_BUDGET_S = 1.0
-
-
-def check_constants(env: "LimitedEnvironment", tree: nodes.Node) -> None:
-    """Evaluate, with the limits, what the template computes from literals alone; raise TemplateLimitExceeded.
-
-    Run when a definition is saved: `{{ (9**20000000) % 7 }}` or `{{ 'x' * 10**8 }}` is known
-    to break a limit without any input, so it is refused then (a 422 naming the field), not at
-    every run. Anything that depends on a variable is left to run time.
-    """
-    with deadline(time.monotonic() + _FOLD_BUDGET_S):
-        for expr in tree.find_all(nodes.Expr):
-            try:
-                _fold(env, expr)
-            except (_NotConstant, TemplateTimeout):
-                continue
-            except TemplateLimitExceeded:
-                raise
-            except Exception:  # e.g. 1/0 in a literal: a run-time error like any other  # noqa: S112
-                continue
-
-
-def _fold(env: "LimitedEnvironment", node: nodes.Node) -> Any:
-    if isinstance(node, nodes.Const):
-        return node.value
-    if isinstance(node, (nodes.List, nodes.Tuple)):
-        return [_fold(env, item) for item in node.items]
-    if type(node) in _BIN_NODES:
-        assert isinstance(node, nodes.BinExpr)
-        return env.call_binop(None, _BIN_NODES[type(node)], _fold(env, node.left), _fold(env, node.right))
-    if isinstance(node, nodes.Neg):
-        return env.call_unop(None, "-", _fold(env, node.node))
-    if isinstance(node, nodes.Concat):
-        return bounded_concat(_fold(env, part) for part in node.nodes)
-    if isinstance(node, nodes.Filter) and node.node is not None and not (node.dyn_args or node.dyn_kwargs):
-        func = env.filters.get(node.name)
-        if func is None or getattr(func, "jinja_pass_arg", None) is not None:
-            raise _NotConstant
-        args = [_fold(env, node.node), *(_fold(env, a) for a in node.args)]
-        return func(*args, **{kw.key: _fold(env, kw.value) for kw in node.kwargs})
-    if isinstance(node, nodes.Call) and not (node.dyn_args or node.dyn_kwargs or node.kwargs):
-        args = [_fold(env, a) for a in node.args]
-        if isinstance(node.node, nodes.Name) and node.node.name == "range":
-            return _bounded_range(*args)
-        if isinstance(node.node, nodes.Getattr) and isinstance(node.node.node, nodes.Const):
-            owner = node.node.node.value
-            if isinstance(owner, str):
-                method = env.getattr(owner, node.node.attr)
-                if callable(method):
-                    _str_method_check(method, tuple(args), {})
-                    return method(*args)
-    raise _NotConstant
