@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, get_args
 
 import yaml
@@ -19,7 +20,7 @@ from engine.nodes.base import NodeConfig
 from engine.templates import RESERVED_NAMES, is_template
 
 __all__ = [
-    "IDENTIFIER", "VALUE_TYPES", "InputSpec", "NodeSpec", "RetrySpec", "ValueType",
+    "IDENTIFIER", "VALUE_TYPES", "DefinitionLimits", "InputSpec", "NodeSpec", "RetrySpec", "ValueType",
     "WorkflowHeader", "WorkflowSpec", "apply_inputs", "load_definition", "pydantic_errors",
     "validate_config", "value_matches",
 ]
@@ -152,7 +153,21 @@ class WorkflowSpec(WorkflowHeader):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML without timestamps: dates stay strings so the document stays JSON."""
+    """YAML without timestamps (dates stay strings so the document stays JSON) and without aliases.
+
+    An alias repeats a subtree without its bytes: ten nested `*a` lists make a 463-byte
+    document expand to megabytes once stored as JSON. Definitions are data, not programs:
+    aliases (and `<<` merges, which use them) are refused.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Refuse an alias before PyYAML expands it."""
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise DefinitionError(f"YAML aliases are not allowed in definitions (*{event.anchor} on line {line}); "
+                                  "write the value out", field="definition")
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -161,9 +176,68 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def load_definition(source: str | bytes | dict[str, Any]) -> dict[str, Any]:
-    """Parse a YAML or JSON document (or copy a dict) into a JSON-compatible dict."""
+@dataclass(frozen=True)
+class DefinitionLimits:
+    """How big a saved definition may be (settings `definition_max_*`)."""
+
+    max_bytes: int = 512 * 1024
+    max_depth: int = 32
+    max_nodes: int = 500
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "DefinitionLimits":
+        """The limits an engine.settings.Settings sets."""
+        return cls(settings.definition_max_bytes, settings.definition_max_depth, settings.definition_max_nodes)
+
+
+def _limit_error(message: str, field: str = "definition") -> DefinitionError:
+    return DefinitionError(message, field=field)
+
+
+def _depth_error(limit: int | None) -> DefinitionError:
+    shown = f"{limit}" if limit is not None else "Python's recursion limit"
+    return _limit_error(f"the definition is nested deeper than the limit of {shown} levels"
+                        " (RELAYFLOW_DEFINITION_MAX_DEPTH)")
+
+
+def _check_depth(doc: Any, limit: int) -> None:
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise _depth_error(limit)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _check_limits(doc: dict[str, Any], limits: DefinitionLimits) -> None:
+    from engine.template_limits import json_size  # no cycle at import time: templates import this module's users
+
+    _check_depth(doc, limits.max_depth)
+    size = json_size(doc, limits.max_bytes)
+    if size > limits.max_bytes:
+        raise _limit_error(f"the definition is {size:,} bytes or more as JSON, over the limit of "
+                           f"{limits.max_bytes:,} bytes (RELAYFLOW_DEFINITION_MAX_BYTES)")
+    nodes = doc.get("nodes")
+    if isinstance(nodes, list) and len(nodes) > limits.max_nodes:
+        raise _limit_error(f"the definition has {len(nodes):,} nodes, over the limit of {limits.max_nodes:,}"
+                           " (RELAYFLOW_DEFINITION_MAX_NODES)", field="nodes")
+
+
+def load_definition(source: str | bytes | dict[str, Any], limits: DefinitionLimits | None = None) -> dict[str, Any]:
+    """Parse a YAML or JSON document (or copy a dict) into a JSON-compatible dict.
+
+    YAML aliases are always refused; `limits` (given where untrusted authors save) bound the
+    size, nesting depth and node count, each a DefinitionError naming the limit.
+    """
+    if isinstance(source, str) and limits is not None and len(source) > limits.max_bytes:
+        source = source.encode("utf-8")  # measured in bytes below
     if isinstance(source, bytes):
+        if limits is not None and len(source) > limits.max_bytes:
+            raise _limit_error(f"the definition is {len(source):,} bytes, over the limit of "
+                               f"{limits.max_bytes:,} bytes (RELAYFLOW_DEFINITION_MAX_BYTES)")
         try:
             source = source.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -171,17 +245,26 @@ def load_definition(source: str | bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, str):
         try:
             doc = json.loads(source)
+        except RecursionError:
+            raise _depth_error(limits.max_depth if limits else None) from None
         except ValueError:
             try:
                 doc = yaml.load(source, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
             except yaml.YAMLError as exc:
                 raise DefinitionError(f"the definition is neither valid YAML nor JSON: {exc}") from exc
+            except RecursionError:
+                raise _depth_error(limits.max_depth if limits else None) from None
     else:
         doc = source
     if not isinstance(doc, dict):
         raise DefinitionError("the definition must be a mapping (an object)")
+    if limits is not None:
+        _check_limits(doc, limits)
     problems: list[dict[str, Any]] = []
-    plain = _plain_json(doc, "", problems)
+    try:
+        plain = _plain_json(doc, "", problems)
+    except RecursionError:
+        raise _depth_error(limits.max_depth if limits else None) from None
     if problems:
         raise DefinitionError(errors=problems)
     return plain
@@ -245,7 +328,8 @@ def validate_config(model: type[NodeConfig], raw: dict[str, Any], templated: set
         return model.model_validate(raw), []
     except ValidationError as exc:
         # A template string stands for a value of the right type, known only once rendered.
-        real = [e for e in exc.errors(include_url=False) if not (
+        # An unknown key is wrong whatever its value: a template there is no excuse.
+        real = [e for e in exc.errors(include_url=False) if e["type"] == "extra_forbidden" or not (
             e["loc"] and e["loc"][0] in templated and _is_template_at(raw, e["loc"]))]
         if real:
             return None, pydantic_errors(real, model, node_id=node_id, prefix="config")

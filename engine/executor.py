@@ -23,10 +23,13 @@ from engine.notify import Notifier, NullNotifier
 from engine.outputs import check_outputs
 from engine.settings import Settings
 from engine.store import Claim, Decision, Signal, Store
+from engine.template_limits import Limits, configure, deadline, json_size
 from engine.templates import render_text
 from engine.versions import VersionCache
+from engine.watchdog import NodeOverran, Watchdog
 
 log = logging.getLogger("relayflow.executor")
+OUTPUTS_RENDER_S = 60.0  # the most time rendering a run's `outputs` may take
 
 
 class Executor:
@@ -41,6 +44,8 @@ class Executor:
         self.versions = VersionCache(store.catalog)
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
+        self.watchdog = Watchdog(settings.node_timeout_grace_s)
+        configure(Limits.from_settings(settings))
 
     # -- the actor body ---------------------------------------------------------------------
     def run_node(self, run_id: str, node_id: str) -> None:
@@ -101,20 +106,55 @@ class Executor:
 
     def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim,
                  timeout_s: float, report: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        started = time.monotonic()
+        # Every node type gets the same time limit: templates check the deadline in their
+        # hooks, node types keep it cooperatively, and the watchdog stops what does neither.
+        guard = None
+        try:
+            with deadline(started + timeout_s), self.watchdog.guard(started + timeout_s) as guard:
+                outputs = self._run_type(run_id, node, claim, timeout_s, report, started)
+        except NodeError as exc:
+            if guard is not None and guard.fired and not isinstance(exc, NodeTimeout):
+                raise self._overran(node.id, timeout_s) from exc
+            raise
+        except Exception as exc:  # the interrupt landed in code that wrapped it
+            if guard is not None and guard.fired:
+                raise self._overran(node.id, timeout_s) from exc
+            raise
+        if guard.fired or time.monotonic() - started > timeout_s:
+            raise NodeTimeout(f"Node {node.id} took longer than its timeout of {timeout_s:g}s.")
+        check_outputs(node.id, outputs, node.declared_outputs)
+        self._check_size(node.id, "output", outputs, self.settings.node_output_max_bytes,
+                         "RELAYFLOW_NODE_OUTPUT_MAX_BYTES")
+        port_key = node.node_type.port_output
+        return outputs, (str(outputs[port_key]) if port_key and outputs.get(port_key) is not None else None)
+
+    def _run_type(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
+                  report: dict[str, Any], started: float) -> dict[str, Any]:
         context = node.make_context(claim.run_inputs, claim.dep_outputs)
         config, inputs = node.render(context)
+        rendered_config = config.model_dump() if node.config_template is not None else None
+        self._check_size(node.id, "rendered inputs", [inputs, rendered_config], self.settings.node_input_max_bytes,
+                         "RELAYFLOW_NODE_INPUT_MAX_BYTES")
         ctx = NodeContext(run_id=str(run_id), node_id=node.id, attempt=claim.attempt, timeout_s=timeout_s,
-                          settings=self.settings,
+                          settings=self.settings, started_at=started,
                           render_text=lambda source, extra: render_text(source, {**context, **extra}),
                           resume=claim.resume,
                           emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data),
                           report=report, declared_outputs=node.declared_outputs)
-        outputs = node.node_type(config).run(ctx, inputs)
-        if time.monotonic() - ctx.started_at > timeout_s:
-            raise NodeTimeout(f"Node {node.id} took longer than its timeout of {timeout_s:g}s.")
-        check_outputs(node.id, outputs, node.declared_outputs)
-        port_key = node.node_type.port_output
-        return outputs, (str(outputs[port_key]) if port_key and outputs.get(port_key) is not None else None)
+        return node.node_type(config).run(ctx, inputs)
+
+    @staticmethod
+    def _overran(node_id: str, timeout_s: float) -> NodeOverran:
+        return NodeOverran(f"Node {node_id} was stopped: it ran past its timeout of {timeout_s:g}s.")
+
+    @staticmethod
+    def _check_size(node_id: str, what: str, value: Any, limit: int, setting: str) -> None:
+        size = json_size(value, limit)
+        if size > limit:
+            shown = f"{size:,} bytes" if size <= limit * 2 else f"over {limit:,} bytes"
+            raise PermanentNodeError(f"Node {node_id} {what} is {shown} as JSON, over the limit of "
+                                     f"{limit:,} bytes ({setting}).", node_id=node_id, limit=limit)
 
     def emit(self, run_id: uuid.UUID, node_id: str, event_type: str, data: dict[str, Any]) -> None:
         """Record a live event of a running node and wake its followers (best effort)."""
@@ -198,8 +238,17 @@ class Executor:
         """Render the run's outputs from its nodes and mark it succeeded."""
         run_inputs, outputs = self.store.lifecycle.load_outputs(run_id, workflow.output_deps,
                                                                 workflow.outputs_need_run_inputs)
+        limit = self.settings.run_output_max_bytes
         try:
-            rendered = workflow.render_outputs(run_inputs or {}, outputs)
+            # Rendering the outputs gets a node's time bounds too (capped: it is meant to be quick).
+            limit_s = min(self.settings.default_node_timeout_s, OUTPUTS_RENDER_S)
+            stop_at = time.monotonic() + limit_s
+            with deadline(stop_at), self.watchdog.guard(stop_at):
+                rendered = workflow.render_outputs(run_inputs or {}, outputs)
+            size = json_size(rendered, limit)
+            if size > limit:
+                raise PermanentNodeError(f"the run outputs are {size:,} bytes or more as JSON, over the limit of "
+                                         f"{limit:,} bytes (RELAYFLOW_RUN_OUTPUT_MAX_BYTES)")
         except Exception as exc:  # a template error in `outputs` fails the run, visibly
             self.store.lifecycle.end_run(run_id, "failed", {"code": PermanentNodeError.code, "node_id": None,
                                                             "message": f"Rendering the run outputs failed: {exc}"})

@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from engine.compiler import CompiledWorkflow, compile_workflow
-from engine.definition import load_definition
+from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
 from engine.errors import DefinitionError, InvalidInputs, InvalidTransition, NotPublished, RunNotFound
 from engine.nodes.code import memory_cap_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
+from engine.template_limits import Limits, configure
 from engine.store import NewRun, Store
 from engine.versions import VersionCache
 
@@ -32,12 +33,14 @@ class Relayflow:
         self.settings = settings
         self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
+        self.definition_limits = DefinitionLimits.from_settings(settings)
+        configure(Limits.from_settings(settings))
 
     # -- workflows --------------------------------------------------------------------------
     def create_workflow(self, space_id: str, name: str, description: str | None,
                         definition: Any) -> dict[str, Any]:
         """Validate a definition and store it as version 1 of a new workflow."""
-        doc = load_definition(definition)
+        doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         self._check_operator_caps(compiled)
         record = self.store.catalog.insert_workflow("wf_" + uuid.uuid4().hex[:20], space_id, name,
@@ -48,7 +51,7 @@ class Relayflow:
     def update_workflow(self, space_id: str, workflow_id: str, definition: Any,
                         name: str | None = None, description: str | None = None) -> dict[str, Any]:
         """Validate a definition and store it as the workflow's next immutable version."""
-        doc = load_definition(definition)
+        doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         self._check_operator_caps(compiled)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     code_packages_dir: Path | None = None
     code_cgroup: bool = True
 
+    # Untrusted authors: definition, template, output and node-time limits (docs/configuration.md).
+    definition_max_bytes: int = 512 * 1024
+    definition_max_depth: int = 32
+    definition_max_nodes: int = 500
+    template_max_chars: int = 1024 * 1024
+    template_max_int_bits: int = 4096
+    template_max_range: int = 10_000
+    node_input_max_bytes: int = 1024 * 1024
+    node_output_max_bytes: int = 1024 * 1024
+    run_output_max_bytes: int = 4 * 1024 * 1024
+    node_timeout_grace_s: float = 2.0
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
 

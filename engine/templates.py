@@ -13,9 +13,11 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
-from engine.errors import DefinitionError, PermanentNodeError
+from engine.errors import DefinitionError, NodeTimeout, PermanentNodeError
+from engine.template_fold import check_constants
+from engine.template_limits import (LimitedEnvironment, TemplateLimitExceeded, check_deadline, json_size,
+                                    limit_error, limits)
 
 __all__ = [
     "RESERVED_NAMES", "CompiledValue", "TemplateError", "compile_value", "find_references",
@@ -35,13 +37,17 @@ def _finalize(value: Any) -> Any:
     # In text, a missing value reads as nothing and structured values as JSON, not Python repr.
     if value is None:
         return ""
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list, tuple)):
+        size = json_size(value, limits().max_chars)
+        if size > limits().max_chars:
+            raise TemplateLimitExceeded(f"a value of about {size:,} characters is over the template limit of "
+                                        f"{limits().max_chars:,} (RELAYFLOW_TEMPLATE_MAX_CHARS)")
         return json.dumps(value, ensure_ascii=False, default=str)
     return value
 
 
-class _Environment(SandboxedEnvironment):
-    """The sandbox, except that `a.b` on a dict prefers the key `b` over a dict method."""
+class _Environment(LimitedEnvironment):
+    """The bounded sandbox, except that `a.b` on a dict prefers the key `b` over a dict method."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Output fields named `items`, `values` or `keys` must not resolve to dict methods.
@@ -50,8 +56,10 @@ class _Environment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+# optimized=False: Jinja would otherwise fold constant expressions (and call filters on
+# literals) while compiling, i.e. in the API when a definition is saved.
 ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=True,
-                   finalize=_finalize)
+                   finalize=_finalize, optimized=False)
 
 _KEYWORDS = frozenset({
     "and", "or", "not", "in", "is", "if", "else", "elif", "endif", "for", "endfor", "set",
@@ -90,20 +98,50 @@ def _parse(text: str) -> nodes.Template:
         tree = ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error (line {exc.lineno}): {exc.message}") from exc
+    except RecursionError:
+        raise TemplateError("template nested too deeply") from None
     for node in tree.find_all(_UNSUPPORTED):
         raise TemplateError(f"template tag '{type(node).__name__.lower()}' is not supported")
+    try:
+        check_constants(ENV, tree)
+    except TemplateLimitExceeded as exc:
+        raise TemplateError(f"template limit: {exc}") from None
     return tree
 
 
 def _plain(value: Any) -> Any:
-    # Results must stay JSON-like: undefined parts become None, tuples lists.
+    # Results must stay JSON-like: undefined parts become None, tuples lists. The size is
+    # checked first: a value built from shared parts may be small in memory, huge as JSON.
+    size = json_size(value, limits().max_chars)
+    if size > limits().max_chars:
+        raise TemplateLimitExceeded(f"the value is about {size:,} characters, over the template limit of "
+                                    f"{limits().max_chars:,} (RELAYFLOW_TEMPLATE_MAX_CHARS)")
+    return _plain_copy(value)
+
+
+def _plain_copy(value: Any) -> Any:
     if isinstance(value, Undefined):
         return None
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain_copy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain_copy(v) for v in value]
     return value
+
+
+def _render_stream(template: Any, context: dict[str, Any]) -> str:
+    """Render chunk by chunk, counting: stops at the size limit or the deadline, not after."""
+    cap = limits().max_chars
+    parts: list[str] = []
+    total = 0
+    for chunk in template.generate(context):
+        total += len(chunk)
+        if total > cap:
+            raise TemplateLimitExceeded(f"the rendered text passed the template limit of {cap:,} characters "
+                                        "(RELAYFLOW_TEMPLATE_MAX_CHARS)")
+        parts.append(chunk)
+        check_deadline()
+    return "".join(parts)
 
 
 _Renderer = Callable[[dict[str, Any]], Any]
@@ -111,10 +149,16 @@ _Renderer = Callable[[dict[str, Any]], Any]
 
 def _guarded(render: _Renderer, path: str) -> _Renderer:
     def run(context: dict[str, Any]) -> Any:
+        where = f" in {path}" if path else ""
         try:
             return render(context)
+        except NodeTimeout as exc:
+            raise type(exc)(f"{exc.message}{where}") from exc
+        except TemplateLimitExceeded as exc:
+            raise limit_error(exc, where) from exc
+        except RecursionError as exc:
+            raise PermanentNodeError(f"template error{where}: nested too deeply") from exc
         except Exception as exc:  # user expressions may raise anything; retrying will not help
-            where = f" in {path}" if path else ""
             raise PermanentNodeError(f"template error{where}: {exc}") from exc
     return run
 
@@ -136,9 +180,11 @@ def _compile_template(text: str, path: str) -> _Renderer:
             compiled = ENV.compile_expression(expr, undefined_to_none=True)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}") from exc
+        except RecursionError:
+            raise TemplateError("template nested too deeply") from None
         return _guarded(lambda context: _plain(compiled(context)), path)
     template = ENV.from_string(_parse(text))
-    return _guarded(template.render, path)
+    return _guarded(lambda context: _render_stream(template, context), path)
 
 
 def _join(path: str, key: str | int) -> str:
@@ -212,7 +258,8 @@ def render_text(source: str, context: dict[str, Any]) -> str:
     """Render `source` as a text template (compiled templates are cached)."""
     if not is_template(source):
         return source
-    return str(_guarded(_text_template(source).render, "")(context))
+    template = _text_template(source)
+    return str(_guarded(lambda ctx: _render_stream(template, ctx), "")(context))
 
 
 def find_references(value: Any) -> set[tuple[str, str | None]]:

@@ -6,6 +6,7 @@ notes every failed call of a node attempt. `litellm` is imported lazily (it is s
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,7 +22,8 @@ from engine.store import Store
 PREFIXES = {"openai": "openai", "claude": "anthropic", "ark": "volcengine", "deepseek": "deepseek",
             "gemini": "gemini", "qwen": "dashscope", "ollama": "ollama_chat"}
 DEFAULT_TIMEOUT_S = 60.0
-_journal = threading.local()  # failed calls of the node attempt running on this thread
+_journal = threading.local()
+log = logging.getLogger("relayflow.models")  # failed calls of the node attempt running on this thread
 
 
 def litellm_params(doc: ModelDoc) -> dict[str, Any]:
@@ -155,6 +157,7 @@ def call(router: Any, registry: Registry, node_id: str, chain: list[str], messag
     A stream that breaks after it started is beyond the Router: `on_reset` tells the client to
     drop the partial text, and the rest of the chain is asked, so no text is ever duplicated.
     """
+    params = _call_params(registry, chain[0], params)
     _journal.entries = []
     try:
         while True:
@@ -179,6 +182,19 @@ def call(router: Any, registry: Registry, node_id: str, chain: list[str], messag
                 chain = later
     finally:
         _journal.entries = None
+
+
+def _call_params(registry: Registry, model_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Only sampling settings reach LiteLLM: a call keyword would override the deployment's
+    connection (api_base, api_key, headers), so anything else is dropped here as well as refused at save."""
+    from engine.nodes.llm_params import ALLOWED
+
+    doc = registry.models.get(model_id)
+    allowed = ALLOWED | {"timeout"} | set(doc.default_params() if doc is not None else ())
+    dropped = sorted(set(params) - allowed)
+    if dropped:
+        log.warning("dropped call parameters that are not sampling settings: %s", ", ".join(dropped))
+    return {k: v for k, v in params.items() if k in allowed}
 
 
 def _usage(usage: Any) -> dict[str, int]:

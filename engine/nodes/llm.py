@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from engine.errors import NodeError, PermanentNodeError
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
+from engine.nodes.llm_params import LlmParameters, sampling_params
 from engine.outputs import check_outputs
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -22,7 +23,8 @@ class LlmConfig(NodeConfig):
     fallback_models: list[str] = Field(default_factory=list, description="tried in order when the model fails")
     system_prompt: str | None = None
     prompt: str = Field(min_length=1)
-    parameters: dict[str, Any] = Field(default_factory=dict, description="override the model's defaults")
+    parameters: LlmParameters = Field(default_factory=LlmParameters,
+                                      description="sampling settings overriding the model's defaults (an allowlist)")
     output_format: Literal["text", "markdown", "json"] = "text"
     stream: bool = True
 
@@ -85,7 +87,7 @@ class LlmNode(NodeType[LlmConfig]):
 
     def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the model and its fallbacks, as LiteLLM's Router tries them."""
-        from engine.models.calling import call, elapsed_ms, hub_for
+        from engine.models.calling import DEFAULT_TIMEOUT_S, call, elapsed_ms, hub_for
 
         cfg = self.config
         registry, router = hub_for(ctx.settings).current()
@@ -99,7 +101,13 @@ class LlmNode(NodeType[LlmConfig]):
         if cfg.system_prompt:
             messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
         primary = registry.models[cfg.model]
-        params = {**primary.default_params(), **cfg.parameters}
+        caps = primary.meta.capability
+        params = sampling_params(primary.default_params(), cfg.parameters.model_dump(exclude_none=True),
+                                 caps.output_tokens or caps.max_tokens)
+        # The node's timeout bounds the call too (connection settings stay the registry's).
+        model_timeout = primary.meta.conn_config.timeout or DEFAULT_TIMEOUT_S
+        if ctx.remaining_s() < model_timeout:
+            params["timeout"] = max(0.5, ctx.remaining_s())
         wants_json = cfg.output_format == "json"
         if wants_json and primary.meta.capability.json_mode:
             params.setdefault("response_format", {"type": "json_object"})
