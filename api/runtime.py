@@ -15,6 +15,7 @@ from engine.notify import RedisNotifier, RunWatcher
 from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
+from engine.streams import StreamRegistry
 from engine.tokens import Principal, authenticate
 
 
@@ -27,6 +28,7 @@ class Runtime:
     service: Relayflow
     redis: redis.Redis
     follower: RunFollower
+    streams: StreamRegistry
 
 
 _lock = threading.Lock()
@@ -47,7 +49,10 @@ def runtime() -> Runtime:
                 service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings, notifier)
                 # one subscriber per process, shared by every open stream and sync wait
                 follower = RunFollower(store, RunWatcher(broker.client, settings.queue_name))
-                found = Runtime(settings, store, service, broker.client, follower)
+                streams = StreamRegistry(store, broker.client, settings.queue_name,
+                                         limit=settings.max_streams_per_token,
+                                         recheck_s=settings.stream_recheck_s, slot_ttl_s=settings.stream_slot_ttl_s)
+                found = Runtime(settings, store, service, broker.client, follower, streams)
                 holder[os.getpid()] = found
     return found
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     code_memory_mb: int = 256
     code_python: str | None = None
 
+    # Event streams (issue 9: one token's streams are capped; a revoked token's streams close)
+    max_streams_per_token: int = 50
+    stream_recheck_s: float = 3.0
+    stream_slot_ttl_s: float = 60.0
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
 
