@@ -6,6 +6,7 @@ is woken, and otherwise once per keep-alive interval as a safety net for a lost 
 """
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -68,9 +69,11 @@ class RunFollower:
         seen = self.watcher.mark(run_id)
         try:
             ends_at = time.monotonic() + max_s
-            last_sent = next_check = time.monotonic()
-            if check is None:
-                next_check = float("inf")
+            # The first keep-alive comes after a random part of the interval: streams opened
+            # together (a reconnect storm) would otherwise wake, write and re-read together.
+            last_sent = time.monotonic() - random.uniform(0.0, keepalive_s / 2)
+            next_check = time.monotonic() + (check_every_s if check is not None else float("inf"))
+            first = True
             while True:
                 batch = self.store.views.events_after(rid, after_id, _PAGE)
                 for event in batch:
@@ -82,8 +85,9 @@ class RunFollower:
                     last_sent = time.monotonic()
                     if len(batch) == _PAGE:
                         continue
-                elif self.store.views.run_status(rid) in FINAL_STATUSES and until == FINAL_EVENTS:
-                    return  # the client has every event already
+                elif first and until == FINAL_EVENTS and self.store.views.run_status(rid) in FINAL_STATUSES:
+                    return  # the client has every event already (later, the final event ends the feed)
+                first = False
                 # Wait for news; re-read when woken, or after a keep-alive interval in case a
                 # wake-up was lost. Checks in between cost the database nothing here.
                 while True:

@@ -3,8 +3,8 @@
 A stream holds a *slot*: a member of the Redis sorted set `relayflow:<queue>:streams:<token_id>`
 whose score is when the slot expires. Opening takes a slot atomically (a Lua script drops the
 expired ones, counts, adds) or is refused with TooManyStreams (429) naming the limit and its
-setting; closing removes it. Each web process renews its own slots in one pipeline every
-`stream_recheck_s`, so a killed web process's slots lapse after `stream_slot_ttl_s` instead
+setting; closing removes it. Each web process renews its own slots in one pipeline every third
+of `stream_slot_ttl_s`, so a killed web process's slots lapse after `stream_slot_ttl_s` instead
 of counting against the token for ever.
 
 The same tick re-reads, in one query, the tokens of every stream open in this process: a stream
@@ -75,7 +75,7 @@ class StreamRegistry:
         self._acquire = client.register_script(_ACQUIRE)
         self._open: dict[str, StreamLease] = {}
         self._invalid: dict[int, str] = {}
-        self._ticked_at = time.monotonic()
+        self._ticked_at = self._renewed_at = time.monotonic()
         self._lock = threading.Lock()
         self._tick_lock = threading.Lock()
 
@@ -126,8 +126,10 @@ class StreamRegistry:
             with self._lock:
                 leases = list(self._open.values())
             self._invalid = tokens.invalid_tokens(self.store, {lease.token_id for lease in leases})
-            self._renew(leases)
             self._ticked_at = time.monotonic()
+            if self._ticked_at - self._renewed_at >= self.slot_ttl_s / 3:  # three chances before a slot lapses
+                self._renew(leases)
+                self._renewed_at = self._ticked_at
         except Exception:  # a database or Redis hiccup must not end every stream; retry next tick
             log.warning("stream re-check failed; retrying in %.1fs", self.recheck_s, exc_info=True)
             self._ticked_at = time.monotonic()
