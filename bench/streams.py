@@ -11,7 +11,8 @@ its own keys are deleted: no FLUSHDB). Then:
    `--poll-every-s` until it ends;
 2. opens `--streams` `GET /v1/runs/{id}/events` streams (raw sockets) from `--tokens` read-only
    tokens, following `--runs` runs that wait for a person (so the streams stay open);
-3. the same load again with every stream open, then checks the streams are still open and
+3. the web processes' CPU over `--idle-s` with the streams open and no requests;
+4. the same load again with every stream open, then checks the streams are still open and
    live: one run is answered and the time until all its followers see `run.succeeded` is taken.
 
 `--worker-class gthread --streams 200` shows the server before (one thread per stream). The
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=20, help="concurrent submit/poll clients, default 20")
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds of load per phase, default 20")
     parser.add_argument("--poll-every-s", type=float, default=0.1, help="pause between polls of one run, default 0.1")
+    parser.add_argument("--idle-s", type=float, default=15.0,
+                        help="seconds the streams' own CPU is measured with no requests, default 15 (one keep-alive)")
     parser.add_argument("--worker-class", default="gevent", choices=("gevent", "gthread"),
                         help="gunicorn worker class, default gevent (gthread: the server before)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes, default 2")
@@ -174,6 +177,15 @@ def web_footprint(root_pid: int) -> dict[str, Any]:
     return {"workers": found}
 
 
+def idle_cpu(root_pid: int, seconds: float) -> dict[str, Any]:
+    """CPU the web processes use over `seconds` with no requests (the open streams' own cost)."""
+    procs = psutil.Process(root_pid).children(recursive=True) + [psutil.Process(root_pid)]
+    before = {p.pid: sum(p.cpu_times()[:2]) for p in procs}
+    time.sleep(seconds)
+    used = sum(sum(p.cpu_times()[:2]) - before[p.pid] for p in procs if p.is_running())
+    return {"seconds": seconds, "cpu_s": round(used, 2), "cpu_percent_of_one_core": round(100 * used / seconds, 1)}
+
+
 def setup_database(admin_url: str, bench_url: str) -> None:
     from engine.db import migrate
 
@@ -258,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             res["footprint_without_streams"] = web_footprint(web_proc.process.pid)
             print(f"opening {args.streams} streams from {args.tokens} tokens", flush=True)
             res["streams_opened"] = streams.open(waiting, readers, args.streams, status_timeout_s=60)
+            res["idle_cpu_with_streams"] = idle_cpu(web_proc.process.pid, args.idle_s)
             print(f"load: {args.clients} clients for {args.duration_s:.0f} s, {args.streams} streams open", flush=True)
             res["with_streams"] = load(base_url, token, quick, args)
             res["footprint_with_streams"] = web_footprint(web_proc.process.pid)

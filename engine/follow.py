@@ -2,7 +2,7 @@
 
 Postgres holds the events; the RunWatcher (Redis pub/sub) only wakes the follower, which then
 reads what is new. Nothing here polls in a tight loop: a follower reads the database when it
-is woken, and otherwise once per keep-alive interval as a safety net for a lost wake-up.
+is woken, and otherwise every few keep-alive intervals as a safety net for a lost wake-up.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 SETTLED_STATUSES = FINAL_STATUSES | {"interrupted"}
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 _PAGE = 500
+# A quiet stream re-reads the database every this many keep-alives (a minute by default): with a
+# thousand streams open, a read per keep-alive was most of their idle cost.
+_REREAD_EVERY = 4
 
 
 class RunFollower:
@@ -74,6 +77,7 @@ class RunFollower:
             last_sent = time.monotonic() - random.uniform(0.0, keepalive_s / 2)
             next_check = time.monotonic() + (check_every_s if check is not None else float("inf"))
             first = True
+            quiet = 0  # keep-alives sent since the last wake-up
             while True:
                 batch = self.store.views.events_after(rid, after_id, _PAGE)
                 for event in batch:
@@ -88,8 +92,9 @@ class RunFollower:
                 elif first and until == FINAL_EVENTS and self.store.views.run_status(rid) in FINAL_STATUSES:
                     return  # the client has every event already (later, the final event ends the feed)
                 first = False
-                # Wait for news; re-read when woken, or after a keep-alive interval in case a
-                # wake-up was lost. Checks in between cost the database nothing here.
+                # Wait for news; re-read when woken, and every few keep-alives in case a wake-up
+                # was lost (a publisher's Redis failure; a subscriber's reconnect wakes everyone).
+                # Checks in between cost the database nothing here.
                 while True:
                     now = time.monotonic()
                     if now >= ends_at:
@@ -101,12 +106,14 @@ class RunFollower:
                     wait_s = max(0.0, min(keepalive_s - (now - last_sent), ends_at - now, next_check - now))
                     new_seen = self.watcher.wait(run_id, seen, wait_s)
                     if new_seen != seen:
-                        seen = new_seen
+                        seen, quiet = new_seen, 0
                         break
                     if time.monotonic() - last_sent >= keepalive_s - 0.01:
                         yield None
                         last_sent = time.monotonic()
-                        break
+                        quiet += 1
+                        if quiet % _REREAD_EVERY == 0:
+                            break
         finally:
             self.watcher.release(run_id)
 

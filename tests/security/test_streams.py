@@ -292,3 +292,23 @@ def test_a_dead_web_process_slots_lapse(settings: Settings) -> None:
     lease.release()
     assert alive.count(7) == 0
     client.close()
+
+
+def test_the_gevent_web_server_serves_the_other_routes(stream_server: str, token: str, start_worker: Any) -> None:
+    # Given the web process on gevent (monkey-patched: psycopg, redis-py, LiteLLM's imports)
+    start_worker(processes=1, threads=2)
+    with httpx.Client(base_url=stream_server, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        # Then health, the OpenAPI document, the model registry, tokens and every run route answer
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/openapi.json").json()["openapi"].startswith("3.")
+        assert http.get("/v1/models").status_code == 200
+        assert http.post("/v1/models/refresh").status_code in (200, 403)
+        assert http.get("/v1/tokens").status_code == 200
+        workflow_id = http.post("/v1/workflows", json={"name": "q", "definition": QUICK}).json()["workflow_id"]
+        done = http.post(f"/v1/workflows/{workflow_id}/runs", json={"mode": "sync", "wait_s": 20})
+        assert done.status_code == 200 and done.json()["outputs"] == {"text": "hi"}
+        assert http.get("/v1/runs", params={"workflow_id": workflow_id}).json()["runs"][0]["run_id"] == done.json()["run_id"]
+        ask = http.post("/v1/workflows", json={"name": "a", "definition": ASK}).json()["workflow_id"]
+        waiting = http.post(f"/v1/workflows/{ask}/runs", json={"mode": "sync", "wait_s": 20}).json()
+        assert waiting["status"] == "interrupted"
+        assert http.post(f"/v1/runs/{waiting['run_id']}/cancel").status_code == 202
