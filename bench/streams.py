@@ -13,7 +13,8 @@ its own keys are deleted: no FLUSHDB). Then:
    tokens, following `--runs` runs that wait for a person (so the streams stay open);
 3. the web processes' CPU over `--idle-s` with the streams open and no requests;
 4. the same load again with every stream open, then checks the streams are still open and
-   live: one run is answered and the time until all its followers see `run.succeeded` is taken.
+   live: one run is answered and the time until all its followers see `run.succeeded` is taken;
+5. the same load once more after closing the streams: a control for the machine's own drift.
 
 `--worker-class gthread --streams 200` shows the server before (one thread per stream). The
 JSON goes under bench/results/ and is printed.
@@ -283,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                 res["answer_to_all_followers_s"] = {"followers": followers, "seconds": fan_out_s}
             except httpx.HTTPError as exc:  # the server before (gthread) stops answering
                 res["answer_to_all_followers_s"] = {"error": f"{type(exc).__name__}: the resume got no answer"}
+            # control: the same load once the streams are closed (the machine's own drift)
+            streams.close()
+            time.sleep(2.0)
+            print(f"control: {args.clients} clients for {args.duration_s:.0f} s, streams closed", flush=True)
+            res["after_closing_streams"] = load(base_url, token, quick, args)
             group.check()
         if supervisor.dead() is not None:
             raise BenchError("the web server died during the load")
@@ -291,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         path = RESULTS / f"streams_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
         path.write_text(json.dumps(res, indent=2) + "\n")
         print(json.dumps(res, indent=2))
-        for phase in ("without_streams", "with_streams"):
+        for phase in ("without_streams", "with_streams", "after_closing_streams"):
             r = res[phase]
             print(f"{phase}: poll p50 {r['poll'].get('p50_ms')} ms p99 {r['poll'].get('p99_ms')} ms; submit p50 "
                   f"{r['submit'].get('p50_ms')} ms p99 {r['submit'].get('p99_ms')} ms; errors {r['errors']}")
