@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import request
@@ -20,8 +21,9 @@ from api.coze_models import CozeHistoryQuery, CozeHistoryResponse, CozeResumeReq
 from api.models import ErrorBody
 from api.runtime import principal, runtime
 from api.sse import STREAM_RESPONSE, frame, stream
-from engine.errors import InterruptInSyncRun, RunNotFound, StillRunning
+from engine.errors import InterruptInSyncRun, RunNotFound, StillRunning, Unauthorized
 from engine.follow import FINAL_STATUSES, SETTLED_STATUSES
+from engine.streams import StreamLease
 
 tag = Tag(name="coze", description="Coze Studio compatible workflow OpenAPI")
 bp = APIBlueprint("coze", __name__, url_prefix="/v1/workflow", abp_tags=[tag], abp_security=[{"bearer": []}])
@@ -65,8 +67,11 @@ def stream_run(body: CozeRunRequest) -> Any:
     who = principal("run")
     rt = runtime()
     inputs = shapes.parse_parameters(body.parameters)
-    started = rt.service.submit_run(who.space_id, body.workflow_id, inputs, published=True, run_mode="stream")
-    return stream(_coze_frames(who.space_id, started["run_id"], 0, _debug_url(started["run_id"])), retry_ms=None)
+    lease = rt.streams.open(who.token_id)  # before submitting: a 429 starts no run
+    with _released_on_error(lease):
+        started = rt.service.submit_run(who.space_id, body.workflow_id, inputs, published=True, run_mode="stream")
+        frames = _coze_frames(who.space_id, started["run_id"], 0, _debug_url(started["run_id"]), lease)
+    return stream(frames, retry_ms=None, on_close=lease.release)
 
 
 @bp.post("/stream_resume", responses={200: STREAM_RESPONSE, **_ERRORS})
@@ -81,9 +86,21 @@ def stream_resume(body: CozeResumeRequest) -> Any:
     pending = found["interrupt"]
     kind = pending["type"] if pending and pending["event_id"] == event_id else "question"
     answer = shapes.resume_answer(kind, body.resume_data)
-    after = rt.service.event_cursor(run_id)
-    rt.service.resume_run(who.space_id, run_id, event_id, answer)
-    return stream(_coze_frames(who.space_id, run_id, after, _debug_url(run_id)), retry_ms=None)
+    lease = rt.streams.open(who.token_id)  # before answering: a 429 leaves the interrupt pending
+    with _released_on_error(lease):
+        after = rt.service.event_cursor(run_id)
+        rt.service.resume_run(who.space_id, run_id, event_id, answer)
+        frames = _coze_frames(who.space_id, run_id, after, _debug_url(run_id), lease)
+    return stream(frames, retry_ms=None, on_close=lease.release)
+
+
+@contextmanager
+def _released_on_error(lease: StreamLease) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        lease.release()
+        raise
 
 
 @bp.get("/get_run_history", responses={200: CozeHistoryResponse, **_ERRORS})
@@ -110,12 +127,14 @@ def _history(query: CozeHistoryQuery) -> Any:
     return {"code": 0, "msg": "Success", "data": [shapes.history_record(found, _debug_url(query.execute_id))]}
 
 
-def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str) -> Iterator[str]:
-    """Our run events as Coze's stream: it ends after Done, Error or the first Interrupt."""
+def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str, lease: StreamLease) -> Iterator[str]:
+    """Our run events as Coze's stream: it ends after Done, Error or the first Interrupt, or with an
+    Error naming why when its token is revoked or expires (Coze streams are not reconnected)."""
     rt = runtime()
     service, settings = rt.service, rt.settings
     feed = rt.follower.events(space_id, run_id, after, keepalive_s=settings.sse_keepalive_s,
-                              max_s=settings.sse_max_s, until=frozenset())
+                              max_s=settings.sse_max_s, until=frozenset(), check=lease.check,
+                              check_every_s=settings.stream_recheck_s)
     seq = iter(range(1 << 62))
 
     def settled(current: dict[str, Any]) -> list[str] | None:
@@ -143,6 +162,9 @@ def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str) -> Iter
             if event is not None and event["type"] in _SETTLING_EVENTS and (done := settled(service.get_run(space_id, run_id))):
                 yield from done
                 return
+        if lease.reason is not None:
+            yield frame("Error", {"error_code": Unauthorized.code, "error_message": f"Stream closed: {lease.reason}",
+                                  "debug_url": debug_url}, next(seq))
 
     return frames()
 

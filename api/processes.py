@@ -14,15 +14,23 @@ from engine.embedded_os import Account, as_account, die_with_parent
 from engine.settings import PROJECT_ROOT
 
 
-def web_command(port: int, *, host: str = "127.0.0.1", workers: int = 2, threads: int = 64,
-                control_socket: bool = True) -> list[str]:
+GUNICORN_CONF = PROJECT_ROOT / "api" / "gunicorn_conf.py"
+
+
+def web_command(port: int, *, host: str = "127.0.0.1", workers: int = 2, connections: int = 2000,
+                worker_class: str = "gevent", threads: int = 64, control_socket: bool = True) -> list[str]:
     """The gunicorn command line serving the API on `host`:`port`.
 
-    gthread: every open event stream holds one thread (it sleeps on a condition until the run
-    has news), so 2 workers × 64 threads serve 128 streams and requests at once.
+    gevent (api/gunicorn_conf.py): an open event stream is a greenlet waiting on its run, so
+    one process holds `connections` streams and requests at once. `worker_class="gthread"`
+    (one thread per stream, `threads` per process) is kept for comparison in bench/streams.py.
     """
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", "gthread",
-               "--workers", str(workers), "--threads", str(threads)]
+    command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--bind", f"{host}:{port}",
+               "--worker-class", worker_class, "--workers", str(workers)]
+    if worker_class == "gthread":
+        command += ["--threads", str(threads)]
+    else:
+        command += ["--worker-connections", str(connections)]
     if not control_socket and _gunicorn_knows("control_socket"):
         # gunicorn >= 25 listens on ~/.gunicorn/gunicorn.ctl: two local stacks would share it
         command.append("--no-control-socket")

@@ -75,9 +75,16 @@ def run_events(path: RunPath, query: EventsQuery) -> Any:
     who = principal()
     rt = runtime()
     after = _last_event_id(query.last_event_id)
-    feed = rt.follower.events(who.space_id, path.run_id, after, keepalive_s=rt.settings.sse_keepalive_s,
-                              max_s=rt.settings.sse_max_s)
-    return stream(_frames(feed))
+    lease = rt.streams.open(who.token_id)  # 429 past the token's cap
+    try:
+        # a revoked or expired token's stream just ends: the client's reconnect gets the 401
+        feed = rt.follower.events(who.space_id, path.run_id, after, keepalive_s=rt.settings.sse_keepalive_s,
+                                  max_s=rt.settings.sse_max_s, check=lease.check,
+                                  check_every_s=rt.settings.stream_recheck_s)
+    except BaseException:
+        lease.release()
+        raise
+    return stream(_frames(feed), on_close=lease.release)
 
 
 def _last_event_id(from_query: int | None) -> int:

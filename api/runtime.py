@@ -17,6 +17,7 @@ from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
 from engine.errors import Unauthorized
+from engine.streams import StreamRegistry
 from engine.tokens import Principal, authenticate
 
 
@@ -30,6 +31,7 @@ class Runtime:
     redis: redis.Redis
     follower: RunFollower
     limiter: FailedAuthLimiter
+    streams: StreamRegistry
 
 
 _lock = threading.Lock()
@@ -51,7 +53,10 @@ def runtime() -> Runtime:
                 # one subscriber per process, shared by every open stream and sync wait
                 follower = RunFollower(store, RunWatcher(broker.client, settings.queue_name))
                 limiter = FailedAuthLimiter(broker.client, settings.auth_failure_limit, settings.auth_failure_window_s)
-                found = Runtime(settings, store, service, broker.client, follower, limiter)
+                streams = StreamRegistry(store, broker.client, settings.queue_name,
+                                         limit=settings.max_streams_per_token,
+                                         recheck_s=settings.stream_recheck_s, slot_ttl_s=settings.stream_slot_ttl_s)
+                found = Runtime(settings, store, service, broker.client, follower, limiter, streams)
                 holder[os.getpid()] = found
     return found
 

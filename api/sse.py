@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Response
@@ -22,12 +22,19 @@ def frame(event: str, data: Any, event_id: int | str | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def stream(frames: Iterable[str], retry_ms: int | None = 3000) -> Response:
-    """A streaming response; the client reconnects after `retry_ms` if the stream drops (None: no hint)."""
+def stream(frames: Iterable[str], retry_ms: int | None = 3000, on_close: Callable[[], None] | None = None) -> Response:
+    """A streaming response; the client reconnects after `retry_ms` if the stream drops (None: no hint).
+
+    `on_close` runs when the server closes the response, however it ends (finished, client gone,
+    worker stopping), even if the body was never iterated.
+    """
 
     def body() -> Iterator[str]:
         if retry_ms is not None:
             yield f"retry: {retry_ms}\n\n"
         yield from frames
 
-    return Response(body(), mimetype="text/event-stream", headers=HEADERS)
+    response = Response(body(), mimetype="text/event-stream", headers=HEADERS)
+    if on_close is not None:
+        response.call_on_close(on_close)
+    return response

@@ -2,7 +2,8 @@
 """Submit/poll latency of the HTTP API under 50 concurrent clients: `python bench/api_latency.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gthread, 2 processes x 64 threads) and one
+`relayflow up` runs it (`api.processes.web_command`: gevent, 2 processes; `--worker-class gthread`
+for the former 2 x 64 threads) and one
 `dramatiq workers --processes 2 --threads 8` group, on a fresh `relayflow_bench` database and
 Redis database 14 (bench/harness.py; both are cleared at the end). It creates a two-node
 template workflow, then each of `--clients` threads (one httpx client each) loops for
@@ -52,7 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds of load, default 20")
     parser.add_argument("--poll-every-s", type=float, default=0.1, help="pause between polls of one run, default 0.1")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes, default 2")
-    parser.add_argument("--web-threads", type=int, default=64, help="gunicorn threads per process, default 64 (the Procfile's)")
+    parser.add_argument("--worker-class", default="gevent", choices=("gevent", "gthread"),
+                        help="gunicorn worker class, default gevent (the Procfile's)")
+    parser.add_argument("--web-threads", type=int, default=64, help="threads per process with gthread, default 64")
     parser.add_argument("--budget-s", type=float, default=180.0, help="give up (cleanly) after this long, default 180")
     return parser.parse_args(argv)
 
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_at_start": os.getloadavg()},
         "setup": {"clients": args.clients, "duration_s": args.duration_s, "poll_every_s": args.poll_every_s,
-                  "web": f"gunicorn gthread {args.web_workers}x{args.web_threads}",
+                  "web": (f"gunicorn gthread {args.web_workers}x{args.web_threads}" if args.worker_class == "gthread"
+                          else f"gunicorn gevent x{args.web_workers}"),
                   "workers": "dramatiq workers --processes 2 --threads 8", "database": DB_NAME,
                   "redis_db": REDIS_DB, "workflow_nodes": len(WORKFLOW["nodes"])},
     }
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         env = child_env(bench_url, redis_url)
         env = {k: v for k, v in env.items() if not k.startswith("RELAYFLOW_")}
         env["RELAYFLOW_QUEUE_NAME"] = queue
-        supervisor.spawn("web", web_command(port, workers=args.web_workers, threads=args.web_threads,
+        supervisor.spawn("web", web_command(port, workers=args.web_workers, worker_class=args.worker_class, threads=args.web_threads,
                                             control_socket=False), env)
         with WorkerGroup("workers", "workers", worker_env(bench_url, redis_url, queue, 0), log_dir) as group:
             wait_http_ready(base_url, supervisor)

@@ -134,6 +134,17 @@ class StillRunning(EngineError):
     http_status = 504
 
 
+class TooManyRequests(EngineError):
+    """Too many requests; slow down."""
+
+    code = 4290
+    http_status = 429
+
+
+class TooManyStreams(TooManyRequests):
+    """This token holds as many open event streams as it may; close one first."""
+
+
 class ServiceUnavailable(EngineError):
     """A backing service (PostgreSQL or Redis) is unavailable."""
 

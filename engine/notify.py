@@ -92,7 +92,12 @@ class RunWatcher:
         self.channel = channel_name(queue_name)
         self._counters: dict[str, int] = {}
         self._watchers: dict[str, int] = {}
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        # One condition per watched run, sharing the lock: a wake-up for run X wakes X's
+        # waiters only. One shared condition woke all of a process's (up to thousands of)
+        # streams for every message, each to find its own run unchanged.
+        self._runs: dict[str, threading.Condition] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -116,6 +121,8 @@ class RunWatcher:
         self.start()
         with self._cond:
             self._watchers[run_id] = self._watchers.get(run_id, 0) + 1
+            if run_id not in self._runs:
+                self._runs[run_id] = threading.Condition(self._lock)
             return self._counters.get(run_id, 0)
 
     def release(self, run_id: str) -> None:
@@ -125,6 +132,7 @@ class RunWatcher:
             if left <= 0:
                 self._watchers.pop(run_id, None)
                 self._counters.pop(run_id, None)
+                self._runs.pop(run_id, None)
             else:
                 self._watchers[run_id] = left
 
@@ -132,11 +140,12 @@ class RunWatcher:
         """Block until the run's counter differs from `seen` or `timeout_s` passes; returns the counter."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
+            cond = self._runs.get(run_id) or self._cond  # not marked: woken by any run (tests, tools)
             while self._counters.get(run_id, 0) == seen:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                cond.wait(left)
             return self._counters.get(run_id, 0)
 
     def _listen(self) -> None:
@@ -166,17 +175,16 @@ class RunWatcher:
 
     def _bump(self, run_ids: list[str]) -> None:
         with self._cond:
-            woken = False
             for run_id in run_ids:
                 if run_id in self._watchers:
                     self._counters[run_id] = self._counters.get(run_id, 0) + 1
-                    woken = True
-            if woken:
-                self._cond.notify_all()
+                    self._runs[run_id].notify_all()
+            self._cond.notify_all()  # waiters on runs nobody marked (none in the API)
 
     def _bump_all(self) -> None:
         # Notifications may have been missed while disconnected: wake everyone to re-read.
         with self._cond:
             for run_id in self._watchers:
                 self._counters[run_id] = self._counters.get(run_id, 0) + 1
+                self._runs[run_id].notify_all()
             self._cond.notify_all()

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     run_output_max_bytes: int = 4 * 1024 * 1024
     node_timeout_grace_s: float = 2.0
 
+    # Event streams (issue 9: one token's streams are capped; a revoked token's streams close)
+    max_streams_per_token: int = 50
+    stream_recheck_s: float = 3.0
+    stream_slot_ttl_s: float = 60.0
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
 

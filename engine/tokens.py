@@ -194,3 +194,24 @@ def ensure_local_token(database_url: str, token_file: Path | None = None) -> str
         with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
             handle.write(token + "\n")
     return token
+
+
+def invalid_tokens(store: Store, token_ids: Iterable[int]) -> dict[int, str]:
+    """Which of these (once valid) tokens are no longer, and why: revoked, expired or deleted.
+
+    One read for all of them: open event streams re-check their tokens with it every few seconds.
+    """
+    ids = sorted(set(token_ids))
+    states = store.catalog.token_states(ids)
+    now = datetime.now(timezone.utc)
+    reasons: dict[int, str] = {}
+    for token_id in ids:
+        if token_id not in states:
+            reasons[token_id] = "This token no longer exists."
+            continue
+        revoked_at, expires_at = states[token_id]
+        if revoked_at is not None:
+            reasons[token_id] = f"This token was revoked at {revoked_at.isoformat(timespec='seconds')}."
+        elif expires_at is not None and expires_at <= now:
+            reasons[token_id] = f"This token expired at {expires_at.isoformat(timespec='seconds')}."
+    return reasons

@@ -122,6 +122,15 @@ class CatalogStore:
             return None
         return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at)
 
+    def token_states(self, token_ids: Sequence[int]) -> dict[int, tuple[datetime | None, datetime | None]]:
+        """(revoked_at, expires_at) of each token that still exists, in one read (open streams re-check)."""
+        if not token_ids:
+            return {}
+        with self.reads.connect() as conn:
+            rows = conn.execute(text("SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = ANY(:ids)"),
+                                {"ids": list(token_ids)}).all()
+        return {r.id: (r.revoked_at, r.expires_at) for r in rows}
+
     # -- workflows ------------------------------------------------------------------------------
     def insert_workflow(self, workflow_id: str, space_id: str, name: str, description: str | None,
                         definition: dict[str, Any], nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
