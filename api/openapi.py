@@ -42,6 +42,8 @@ def document(app: OpenAPI) -> dict[str, Any]:
                     del responses["422"]
             if operation.get("security"):
                 responses.setdefault("401", _error("A valid bearer token is required."))
+                responses.setdefault("429", _error("Too many failed authentication attempts from this address "
+                                                   "(Retry-After says when to try again), or too many open streams."))
             if operation.get("requestBody"):
                 for status, description in _BODY_ERRORS.items():
                     responses.setdefault(status, _error(description))

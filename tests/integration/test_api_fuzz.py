@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
+from engine.settings import Settings
+
 pytestmark = pytest.mark.integration
 
 SECRET = "sk-probe-7f3a9c1e5b"  # a marker: it must never come back in an error body
@@ -20,6 +22,12 @@ STREAMING = r"(/events$|^/v1/workflow/stream_(run|resume)$)"
 DEFINITION = {"inputs": {"ticket": {"type": "string", "required": True}},
               "nodes": [{"id": "clean", "type": "template", "config": {"template": "{{ inputs.ticket | trim }}"}}],
               "outputs": {"text": "{{ clean.text }}"}}
+
+
+@pytest.fixture(name="settings")
+def lenient_settings(settings: Settings) -> Settings:
+    """The test settings, with the failed-login limit out of the way: schemathesis sends many bad tokens on purpose."""
+    return settings.model_copy(update={"auth_failure_limit": 1_000_000})
 
 
 @pytest.fixture
