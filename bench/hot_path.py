@@ -25,6 +25,36 @@ from bench.inprocess import InProcess  # noqa: E402
 DB = "relayflow_bench_hot"
 
 
+def wal_pass(inproc: InProcess, runs: int, nodes: int) -> dict[str, int]:
+    """WAL bytes per node of this database only (pg_walinspect), by relation and record kind.
+
+    `pg_current_wal_insert_lsn` is server-wide, so on a shared server the plain difference counts
+    other databases' writes too; this keeps the records whose block belongs to the bench database
+    and the commit records (which carry no block) of the window.
+    """
+    from bench.counting import wal_lsn
+
+    wf = inproc._workflow("walpass", nodes)
+    inproc._submit(wf, runs)()
+    start = wal_lsn(inproc.meta)
+    inproc._drain()
+    end = wal_lsn(inproc.meta)
+    rows = inproc.meta.execute("""
+        WITH w AS (
+            SELECT w.record_length AS len, w.resource_manager || ' ' || w.record_type AS kind,
+                   regexp_match(w.block_ref, 'rel \\d+/(\\d+)/(\\d+)') AS ref
+              FROM pg_get_wal_records_info('0/0'::pg_lsn + %s::numeric, '0/0'::pg_lsn + %s::numeric) w)
+        SELECT coalesce(c.relname, w.kind), sum(w.len)::bigint
+          FROM w LEFT JOIN pg_class c ON c.relfilenode = w.ref[2]::oid
+         WHERE w.ref IS NULL AND w.kind LIKE 'Transaction%%'
+            OR w.ref[1]::oid = (SELECT oid FROM pg_database WHERE datname = current_database())
+         GROUP BY 1 ORDER BY 2 DESC""", (start, end)).fetchall()
+    units = runs * nodes
+    out = {str(name): round(int(total) / units) for name, total in rows}
+    out["total (commit records of other databases included)"] = sum(out.values())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=100)
@@ -51,6 +81,7 @@ def main() -> None:
     inproc = InProcess(url, redis_url, f"bench_hot_{uuid.uuid4().hex[:6]}", Path(tempfile.mkdtemp()))
     try:
         res = inproc.relayflow(args.runs, args.nodes)
+        res["wal_per_node"] = wal_pass(inproc, args.runs, args.nodes)
     finally:
         inproc.close()
         with psycopg.connect(admin, autocommit=True) as conn:
