@@ -206,6 +206,13 @@ def test_a_space_with_500_queued_sleeping_runs_does_not_delay_another_spaces_run
     assert peak == CAP, f"space hog ran {peak} nodes at once; its cap is {CAP}"
     running, waiting = _space_row(db, "hog")
     assert running <= CAP and waiting > 400  # the rest wait for a slot, without a message in the queue
+    # And the waiting costs no spinning: about one refused claim per queued run, not one per poll
+    time.sleep(1.5)  # Postgres publishes table statistics about once a second
+    parks = db.execute("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'space_waiters'").fetchone()
+    started_nodes = _count(db, "hog", "succeeded") + _running(db, "hog")
+    print(f"[{backlog}] {parks[0] if parks else '?'} refusals (waitlist entries) for 500 queued runs, "
+          f"{started_nodes} started")
+    assert parks is not None and parks[0] < 500 + 2 * started_nodes
 
 
 def _count(db: psycopg.Connection[Any], space_id: str, status: str) -> int:
