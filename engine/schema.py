@@ -45,7 +45,9 @@ class SpaceWaiter(Base):
 
     __tablename__ = "space_waiters"
     node_row_id: Mapped[int] = mapped_column(ForeignKey("node_runs.id", ondelete="CASCADE"), primary_key=True)
-    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    # No foreign key to spaces: its check would share-lock the space's row on every refusal
+    # (a MultiXact under concurrency); the row goes with its node (runs -> node_runs -> here).
+    space_id: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     node_id: Mapped[str] = mapped_column(String(64))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

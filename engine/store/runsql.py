@@ -37,14 +37,20 @@ SELECT id FROM r
 # committed `running_nodes` (kept exact by a trigger on node_runs, migration 0004), so two claims
 # of one space cannot both take its last slot. A node over the cap is not claimed: it stays
 # queued, costs no attempt, and joins the space's waitlist (`parked`); a freed slot wakes it.
+# A refusal decided on the snapshot alone can miss a slot freed meanwhile; the releasing worker
+# wakes a waiter if it sees one, else the reconciler's next sweep does.
 CLAIM = """
 WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
 ), lk AS MATERIALIZED (
     SELECT id, status, version_id, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
 ), sp AS MATERIALIZED (
-    SELECT s.id, (coalesce(s.max_running_nodes, :cap) <= 0
-                  OR s.running_nodes < coalesce(s.max_running_nodes, :cap)) AS room
-      FROM spaces s, lk WHERE s.id = lk.space_id FOR NO KEY UPDATE OF s
+    -- a row only if the space has room: checked on the snapshot first (a full space is refused
+    -- without taking its lock, so refusals run in parallel), then again on the latest committed
+    -- row once locked (FOR ... re-checks the WHERE on a row updated since the snapshot)
+    SELECT s.id FROM spaces s, lk
+     WHERE s.id = lk.space_id
+       AND (coalesce(s.max_running_nodes, :cap) <= 0 OR s.running_nodes < coalesce(s.max_running_nodes, :cap))
+       FOR NO KEY UPDATE OF s
 ), cand AS (
     SELECT n.id, n.queued_at FROM node_runs n, lk
      WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running', 'interrupted')
@@ -58,13 +64,14 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
            lease_expires_at = now() + make_interval(secs => :lease_s),
            started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
       FROM cand, sp
-     WHERE n.id = cand.id AND sp.room
+     WHERE n.id = cand.id
        AND (n.status = 'queued'
             OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
     RETURNING n.id, n.epoch, n.attempts, n.resume
 ), parked AS (
     INSERT INTO space_waiters (node_row_id, space_id, run_id, node_id, queued_at)
-    SELECT cand.id, sp.id, :run, :node, coalesce(cand.queued_at, now()) FROM cand, sp WHERE NOT sp.room
+    SELECT cand.id, lk.space_id, :run, :node, coalesce(cand.queued_at, now()) FROM cand, lk
+     WHERE NOT EXISTS (SELECT 1 FROM sp)
     ON CONFLICT (node_row_id) DO NOTHING
 ), unparked AS (
     DELETE FROM space_waiters w USING c WHERE w.node_row_id = c.id

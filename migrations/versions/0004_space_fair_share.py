@@ -51,7 +51,6 @@ def upgrade() -> None:
     sa.Column('node_id', sa.String(length=64), nullable=False),
     sa.Column('queued_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['node_row_id'], ['node_runs.id'], name=op.f('fk_space_waiters_node_row_id_node_runs'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['space_id'], ['spaces.id'], name=op.f('fk_space_waiters_space_id_spaces'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('node_row_id', name=op.f('pk_space_waiters'))
     )
     op.create_index('ix_space_waiters_line', 'space_waiters', ['space_id', 'queued_at', 'node_row_id'], unique=False)
