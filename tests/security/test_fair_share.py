@@ -298,3 +298,26 @@ def test_a_worker_killed_while_holding_its_spaces_slots_does_not_leak_them(
     assert _space_row(db, "hog") == (0, 0)
     crashed = db.execute("SELECT count(*) FROM node_runs WHERE crashes > 0").fetchone()
     assert crashed is not None and crashed[0] == CAP
+
+
+@pytest.mark.timeout(240)
+def test_waiting_nodes_survive_redis_losing_every_message(
+        app: Any, store: Store, settings: Settings, workers: Callable[..., Workers], db: psycopg.Connection[Any]) -> None:
+    import redis as redis_lib
+
+    # Given space `hog` at its cap with 9 runs of a 2 s sleep: 3 running, 6 on its waitlist
+    hog = Space(app, store, "hog")
+    nap = hog.workflow(_sleep_definition(2.0))
+    runs = [hog.submit(nap) for _ in range(9)]
+    workers(processes=1)
+    wait_for(lambda: _space_row(db, "hog") == (CAP, 9 - CAP), timeout_s=60)
+    # When Redis loses every message (FLUSHDB of the test's Redis database), wake-ups included
+    client = redis_lib.Redis.from_url(settings.redis_url or "")
+    client.flushdb()
+    client.close()
+    # Then every run still finishes (waiters live in Postgres; a lost wake is re-sent by the reconciler)
+    for run_id in runs:
+        run = wait_for(lambda: (r := hog.run(run_id))["status"] in FINAL and r, timeout_s=120)
+        assert run["status"] == "succeeded", run
+        assert run["nodes"][0]["attempts"] == 1, run
+    assert _space_row(db, "hog") == (0, 0)
