@@ -51,7 +51,7 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
      WHERE s.id = lk.space_id
        AND (coalesce(s.max_running_nodes, :cap) <= 0 OR s.running_nodes < coalesce(s.max_running_nodes, :cap))
        FOR NO KEY UPDATE OF s
-), cand AS (
+), cand AS (  -- read only when the space is full (`parked`)
     SELECT n.id, n.queued_at FROM node_runs n, lk
      WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running', 'interrupted')
        AND (n.status = 'queued'
@@ -63,8 +63,8 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
            attempts = n.attempts + CASE WHEN n.resume IS NULL THEN 1 ELSE 0 END,
            lease_expires_at = now() + make_interval(secs => :lease_s),
            started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
-      FROM cand, sp
-     WHERE n.id = cand.id
+      FROM lk, sp
+     WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running', 'interrupted')
        AND (n.status = 'queued'
             OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
     RETURNING n.id, n.epoch, n.attempts, n.resume
