@@ -25,6 +25,7 @@ from rich.panel import Panel
 
 from api.cli_base import client_options, embedded_urls, console, make_client, print_error, print_outcome, run_table
 from api.cli_runs import COMMANDS as RUN_COMMANDS
+from api.cli_spaces import spaces
 from api.cli_tokens import tokens
 from api.client import FINAL_STATUSES, Client, WorkflowFile, parse_input
 from api.processes import Child, Supervisor, child_env, web_command, worker_command
@@ -363,6 +364,7 @@ def up(demo: bool, port: int, workers: int) -> None:
 
 
 main.add_command(tokens)
+main.add_command(spaces)
 for command in RUN_COMMANDS:
     main.add_command(command)
 

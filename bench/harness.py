@@ -173,6 +173,9 @@ def worker_env(bench_url: str, redis_url: str, queue: str, steps: int) -> dict[s
     env.update({
         "DATABASE_URL": bench_url, "REDIS_URL": redis_url, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PYTHONUNBUFFERED": "1", "RELAYFLOW_QUEUE_NAME": queue, "RELAYFLOW_WORKER_THREADS": str(THREADS),
+        # One space uses the whole pool here: the per-space cap (fair share) would halve it. Its
+        # cost per node (the claim reads and locks the space's row) is still paid.
+        "RELAYFLOW_SPACE_MAX_RUNNING_NODES": "0",
         # One message held per worker thread, for all three systems (workers/runtime.py does the same).
         "dramatiq_queue_prefetch": str(THREADS),
         "BENCH_QUEUE": queue, "BENCH_STEPS": str(steps),

@@ -82,6 +82,10 @@ class TokenNotFound(NotFound):
     """Token not found."""
 
 
+class SpaceNotFound(NotFound):
+    """Space not found."""
+
+
 class Unauthorized(EngineError):
     """A valid bearer token is required."""
 

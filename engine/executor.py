@@ -51,8 +51,9 @@ class Executor:
     def run_node(self, run_id: str, node_id: str) -> None:
         """Claim and execute one node; a duplicate or stale message is a no-op."""
         rid = uuid.UUID(run_id)
-        claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s)
-        if claim is None:
+        claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
+                                           self.settings.space_max_running_nodes)
+        if claim is None:  # a duplicate, or its space is at its cap (then it waits for a freed slot)
             return
         self.notifier.run_changed(run_id)
         try:
@@ -79,8 +80,9 @@ class Executor:
             outputs, port = self._execute(rid, node, claim, timeout_s, report)
         except Interrupt as asked:
             event_id = uuid.uuid4().hex
-            self.store.lifecycle.interrupt_node(rid, node_id, claim, event_id=event_id, kind=asked.kind,
-                                                data=asked.data)
+            if self.store.lifecycle.interrupt_node(rid, node_id, claim, event_id=event_id, kind=asked.kind,
+                                                   data=asked.data):
+                self.wake(claim.space_id)
             return
         except NodeError as exc:
             if deadline_bound and isinstance(exc, NodeTimeout):
@@ -102,6 +104,8 @@ class Executor:
             event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt},
             log=[{"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}] if report else None,
             report=report)
+        if decision.wake:
+            self.wake(claim.space_id)
         self._after(rid, workflow, decision)
 
     def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim,
@@ -177,10 +181,12 @@ class Executor:
             if self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
                                                    log=log_entry, report=report):
                 self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
+                self.wake(claim.space_id)
             return
         if node.on_error == "fail":
-            self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                  error=error, log=log_entry, report=report)
+            if self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
+                                                     error=error, log=log_entry, report=report):
+                self.wake(claim.space_id)
             return
         failure = {"code": exc.code, "message": exc.message}
         if node.on_error == "default":
@@ -191,6 +197,8 @@ class Executor:
             run_id, node.id, claim, status="failed", output=output, error=error, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.failed",
             event_data={"error": error, "on_error": node.on_error}, log=log_entry, report=report)
+        if decision.wake:
+            self.wake(claim.space_id)
         self._after(run_id, workflow, decision)
 
     def handle_crash(self, row: Any) -> None:
@@ -204,9 +212,27 @@ class Executor:
             return
         workflow = self.versions.get(row.version_id)
         claim = Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
-                      deadline_at=None, run_inputs=None, dep_outputs={})
+                      deadline_at=None, run_inputs=None, dep_outputs={}, space_id=row.space_id)
         self.handle_failure(row.run_id, workflow, workflow.nodes[row.node_id], claim, NodeCrashed(
             f"Node {row.node_id} was lost {row.crashes + 1} times (worker crashed or stalled); giving up."))
+
+    # -- fair share ----------------------------------------------------------------------------
+    def wake(self, space_id: str | None, limit: int = 1) -> int:
+        """A node of the space left `running`: send the oldest node waiting for its slot, if any.
+
+        Best effort, like every message: a wake lost here (a crash, a race with a refusal) is
+        repaired by the reconciler's sweep, which wakes waiters of every space with free slots.
+        """
+        if space_id is None:
+            return 0
+        try:
+            woken = self.store.lifecycle.wake_waiters(space_id, self.settings.space_max_running_nodes, limit)
+        except Exception:
+            log.warning("could not wake a waiting node of space %s; the reconciler will", space_id, exc_info=True)
+            return 0
+        for run_id, node_id in woken:
+            self.dispatcher.send(str(run_id), node_id)
+        return len(woken)
 
     # -- after a commit -------------------------------------------------------------------------
     def _after(self, run_id: uuid.UUID, workflow: CompiledWorkflow, decision: Decision) -> None:

@@ -20,6 +20,7 @@ from engine.settings import Settings
 log = logging.getLogger("relayflow.reconciler")
 
 LEADER_LOCK_KEY = 0x52_46_4C_57  # "RFLW"
+WAKE_BATCH = 1000  # waiting nodes woken per space per sweep, at most (never more than its free slots)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Reconciler:
             stale = self.store.lifecycle.stale_queued(self.settings.resend_queued_after_s)
             for run_id, node_id in stale:
                 self.dispatcher.send(str(run_id), node_id)
+            # Waiting nodes of spaces with free slots (a wake lost to a crash, a cancel from the
+            # API, a crashed node's slot): after the re-sends, so a lost message is not sent twice.
+            self.store.lifecycle.drop_dead_waiters()
+            woken = self.store.lifecycle.wake_waiters(None, self.settings.space_max_running_nodes, WAKE_BATCH)
+            for run_id, node_id in woken:
+                self.dispatcher.send(str(run_id), node_id)
             age = self.settings.resend_queued_after_s
             unsettled = self.store.lifecycle.unsettled_skips(age)
             for row in unsettled:
@@ -66,9 +73,10 @@ class Reconciler:
                 self.store.lifecycle.end_run(run_id, "failed", RunDeadlineExceeded.run_error(None))
                 self.executor.notifier.run_changed(str(run_id))
         repaired = len(unsettled) + len(unfinished)
-        if crashed or stale or overdue or repaired:
+        if crashed or stale or overdue or repaired or woken:
             log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline, "
-                     "%d interrupted decisions completed", len(crashed), len(stale), len(overdue), repaired)
+                     "%d interrupted decisions completed, %d waiting nodes woken", len(crashed), len(stale),
+                     len(overdue), repaired, len(woken))
         return SweepReport(True, len(crashed), len(stale), len(overdue), repaired)
 
     def run_forever(self, stop: threading.Event) -> None:

@@ -33,6 +33,25 @@ class Space(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
+    # Fair share: this space's cap on running nodes (NULL: RELAYFLOW_SPACE_MAX_RUNNING_NODES;
+    # 0: none), and how many of its nodes run now, kept exact by a trigger on node_runs
+    # (migration 0004) for every transition into or out of `running`.
+    max_running_nodes: Mapped[int | None] = mapped_column(Integer)
+    running_nodes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class SpaceWaiter(Base):
+    """A queued node its space's cap refused: it waits here, without a message, for a freed slot."""
+
+    __tablename__ = "space_waiters"
+    node_row_id: Mapped[int] = mapped_column(ForeignKey("node_runs.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to spaces: its check would share-lock the space's row on every refusal
+    # (a MultiXact under concurrency); the row goes with its node (runs -> node_runs -> here).
+    space_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    node_id: Mapped[str] = mapped_column(String(64))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_space_waiters_line", "space_id", "queued_at", "node_row_id"),)
 
 
 class ApiToken(Base):

@@ -22,6 +22,8 @@ from engine.versions import VersionCache
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted", "cancelled")
 
+CANCEL_WAKE_LIMIT = 100  # waiting nodes a cancel may wake (never more than the space's free slots)
+
 
 class Relayflow:
     """Workflows and runs of a space."""
@@ -141,6 +143,11 @@ class Relayflow:
             raise RunNotFound(f"Run {run_id} not found.")
         if changed:
             self.notifier.run_changed(run_id)
+            # Its running nodes gave their slots back: send nodes of the space waiting for one
+            # (best effort; the reconciler's sweep wakes them otherwise).
+            for woken_run, node_id in self.store.lifecycle.wake_waiters(
+                    space_id, self.settings.space_max_running_nodes, CANCEL_WAKE_LIMIT):
+                self.dispatcher.send(str(woken_run), node_id)
         if not changed:
             status = self.store.views.run_status(_run_uuid(run_id))
             raise InvalidTransition(f"Run {run_id} is already {status}; only queued, running or interrupted runs can be cancelled.")

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     stream_recheck_s: float = 3.0
     stream_slot_ttl_s: float = 60.0
 
+    # Fair share between spaces (issue 9): running nodes per space at once; 0 = no cap. A space's
+    # own cap (`relayflow spaces set-cap`) overrides it. Keep it well under the deployment's worker
+    # threads (docs/configuration.md), or one space can still fill them all.
+    space_max_running_nodes: int = Field(default=8, ge=0)
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
 

@@ -38,6 +38,16 @@ class TokenInfo:
 
 
 @dataclass(frozen=True)
+class SpaceLoad:
+    """A space's share of the workers: its own cap (None: the deployment's), running and waiting nodes."""
+
+    id: str
+    max_running_nodes: int | None
+    running_nodes: int
+    waiting_nodes: int
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     """One immutable workflow version."""
 
@@ -62,6 +72,21 @@ class CatalogStore:
         with self.engine.begin() as conn:
             conn.execute(text("INSERT INTO spaces (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
                          {"id": space_id, "name": name})
+
+    def set_space_cap(self, space_id: str, cap: int | None) -> bool:
+        """Set the space's cap on running nodes (None: the deployment's default); False if no such space."""
+        with self.engine.begin() as conn:
+            return conn.execute(text("UPDATE spaces SET max_running_nodes = :cap WHERE id = :id"),
+                                {"id": space_id, "cap": cap}).rowcount == 1
+
+    def space_loads(self) -> list[SpaceLoad]:
+        """Every space with its cap, its running nodes and its nodes waiting for a slot."""
+        with self.reads.connect() as conn:
+            rows = conn.execute(text("""
+                SELECT s.id, s.max_running_nodes, s.running_nodes,
+                       (SELECT count(*) FROM space_waiters w WHERE w.space_id = s.id) AS waiting
+                  FROM spaces s ORDER BY s.id""")).all()
+        return [SpaceLoad(r.id, r.max_running_nodes, r.running_nodes, r.waiting) for r in rows]
 
     def insert_token(self, space_id: str, name: str, token_hash: str, scopes: Sequence[str],
                      expires_at: datetime | None, create_space: bool = False) -> int:

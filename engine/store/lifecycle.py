@@ -48,16 +48,19 @@ class Claim:
     run_inputs: dict[str, Any] | None
     dep_outputs: dict[str, Any]
     resume: dict[str, Any] | None = None
+    space_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The effect of a commit: whether it landed, and what became ready or was skipped."""
+    """The effect of a commit: whether it landed, what became ready or was skipped, and whether
+    a node of the space waits for the slot it freed (`wake`)."""
 
     committed: bool
     remaining: int | None
     queued: tuple[str, ...]
     skipped: tuple[str, ...]
+    wake: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,14 +133,33 @@ class LifecycleStore:
         return existing.id, existing.status, False
 
     # -- execute ----------------------------------------------------------------------------
-    def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float) -> Claim | None:
-        """Take the node if it is queued (or its retry is due); None on a duplicate delivery."""
-        row = self._one(runsql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s})
+    def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float,
+              space_cap: int = 0) -> Claim | None:
+        """Take the node if it is queued (or its retry is due) and its space has a free slot.
+
+        None on a duplicate delivery, and when the space already runs `space_cap` nodes (or its
+        own `max_running_nodes`): the node stays queued, on the space's waitlist, until
+        `wake_waiters` sends it again.
+        """
+        row = self._one(runsql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s,
+                                       "cap": space_cap})
         if row is None:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
                      deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
-                     resume=row.resume)
+                     resume=row.resume, space_id=row.space_id)
+
+    def wake_waiters(self, space_id: str | None, space_cap: int, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """Take up to `limit` waiting nodes off the waitlist of a space with free slots (None: of
+        every space), oldest first; the caller sends their messages."""
+        with self.auto.connect() as conn:
+            rows = conn.execute(text(runsql.WAKE_WAITERS), {"space": space_id, "cap": space_cap, "limit": limit})
+            return [(r.run_id, r.node_id) for r in rows]
+
+    def drop_dead_waiters(self) -> int:
+        """Remove waitlist rows whose node no longer waits (its run ended or it was claimed)."""
+        with self.auto.connect() as conn:
+            return int(conn.execute(text(runsql.DROP_DEAD_WAITERS)).rowcount or 0)
 
     def commit_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, status: str,
                     output: dict[str, Any] | None, error: dict[str, Any] | None, port: str | None,
@@ -233,7 +255,7 @@ class LifecycleStore:
         """Running nodes whose worker stopped renewing the lease."""
         with self.auto.connect() as conn:
             return list(conn.execute(text("""
-                SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id
+                SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id, r.space_id
                   FROM runs r JOIN node_runs n ON n.run_id = r.id
                  WHERE r.status IN ('queued', 'running', 'interrupted')
                    AND n.status = 'running' AND n.lease_expires_at < now()
@@ -253,6 +275,8 @@ class LifecycleStore:
                                WHERE r.status IN ('queued', 'running', 'interrupted')
                                  AND n.status IN ('queued', 'retrying')
                                  AND n.queued_at < now() - make_interval(secs => :age)
+                                 -- a node on its space's waitlist is not lost: a freed slot wakes it
+                                 AND NOT EXISTS (SELECT 1 FROM space_waiters w WHERE w.node_row_id = n.id)
                                ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
                 RETURNING run_id, node_id"""), {"age": older_than_s, "limit": limit})
             return [(r.run_id, r.node_id) for r in rows]
@@ -309,4 +333,5 @@ def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:
 def _decision(row: Any) -> Decision:
     if row is None or row.remaining is None:
         return Decision(committed=False, remaining=None, queued=(), skipped=())
-    return Decision(committed=True, remaining=row.remaining, queued=tuple(row.queued), skipped=tuple(row.skipped))
+    return Decision(committed=True, remaining=row.remaining, queued=tuple(row.queued), skipped=tuple(row.skipped),
+                    wake=bool(getattr(row, "wake", False)))

@@ -7,8 +7,8 @@ row lock, so event ids are monotonic per run in commit order (the SSE id).
 from __future__ import annotations
 
 # A run waiting for a person (`interrupted`) is still live: its other branches go on.
-LOCK_RUNNING = ("lk AS MATERIALIZED (SELECT id FROM runs WHERE id = :run AND status IN ('running', 'interrupted') "
-                "FOR UPDATE)")
+LOCK_RUNNING = ("lk AS MATERIALIZED (SELECT id, space_id FROM runs WHERE id = :run "
+                "AND status IN ('running', 'interrupted') FOR UPDATE)")
 
 INSERT_RUN = """
 WITH r AS (
@@ -32,10 +32,30 @@ SELECT id FROM r
 # The claim's own commit is asynchronous: a claim lost in a server crash leaves the node queued
 # with its old epoch, so the worker's commit is fenced out and the reconciler re-sends the node.
 # The node's commit (synchronous, and before any message is sent) flushes the claim's WAL too.
+#
+# Fair share: the space's row is locked after the run's (`sp`); a locking read returns the latest
+# committed `running_nodes` (kept exact by a trigger on node_runs, migration 0004), so two claims
+# of one space cannot both take its last slot. A node over the cap is not claimed: it stays
+# queued, costs no attempt, and joins the space's waitlist (`parked`); a freed slot wakes it.
+# A refusal decided on the snapshot alone can miss a slot freed meanwhile; the releasing worker
+# wakes a waiter if it sees one, else the reconciler's next sweep does.
 CLAIM = """
 WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
 ), lk AS MATERIALIZED (
-    SELECT id, status, version_id, deadline_at, inputs FROM runs WHERE id = :run FOR UPDATE
+    SELECT id, status, version_id, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
+), sp AS MATERIALIZED (
+    -- a row only if the space has room: checked on the snapshot first (a full space is refused
+    -- without taking its lock, so refusals run in parallel), then again on the latest committed
+    -- row once locked (FOR ... re-checks the WHERE on a row updated since the snapshot)
+    SELECT s.id FROM spaces s, lk
+     WHERE s.id = lk.space_id
+       AND (coalesce(s.max_running_nodes, :cap) <= 0 OR s.running_nodes < coalesce(s.max_running_nodes, :cap))
+       FOR NO KEY UPDATE OF s
+), cand AS (  -- read only when the space is full (`parked`)
+    SELECT n.id, n.queued_at FROM node_runs n, lk
+     WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running', 'interrupted')
+       AND (n.status = 'queued'
+            OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
 ), c AS (
     UPDATE node_runs n
        SET status = 'running', epoch = n.epoch + 1,
@@ -43,11 +63,18 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
            attempts = n.attempts + CASE WHEN n.resume IS NULL THEN 1 ELSE 0 END,
            lease_expires_at = now() + make_interval(secs => :lease_s),
            started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
-      FROM lk
+      FROM lk, sp
      WHERE n.run_id = lk.id AND n.node_id = :node AND lk.status IN ('queued', 'running', 'interrupted')
        AND (n.status = 'queued'
             OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
     RETURNING n.id, n.epoch, n.attempts, n.resume
+), parked AS (
+    INSERT INTO space_waiters (node_row_id, space_id, run_id, node_id, queued_at)
+    SELECT cand.id, lk.space_id, :run, :node, coalesce(cand.queued_at, now()) FROM cand, lk
+     WHERE NOT EXISTS (SELECT 1 FROM sp)
+    ON CONFLICT (node_row_id) DO NOTHING
+), unparked AS (
+    DELETE FROM space_waiters w USING c WHERE w.node_row_id = c.id
 ), r AS (
     UPDATE runs SET status = 'running', started_at = now(), updated_at = now()
       FROM c WHERE runs.id = :run AND runs.status = 'queued'
@@ -59,12 +86,40 @@ WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) A
     SELECT :run, CASE WHEN c.resume IS NULL THEN 'node.started' ELSE 'node.resumed' END, :node,
            jsonb_build_object('attempt', c.attempts) FROM c
 )
-SELECT c.id, c.epoch, c.attempts, c.resume, lk.version_id, lk.deadline_at,
+SELECT c.id, c.epoch, c.attempts, c.resume, lk.version_id, lk.deadline_at, lk.space_id,
        CASE WHEN wn.needs_inputs THEN lk.inputs END AS inputs,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = lk.id AND d.node_id = ANY(wn.deps)) AS deps
   FROM c CROSS JOIN lk CROSS JOIN cfg
   LEFT JOIN workflow_nodes wn ON wn.version_id = lk.version_id AND wn.node_id = :node
+"""
+
+# Wakes up to `:limit` waiting nodes of a space (every space if `:space` is NULL) that has free
+# slots now, oldest first; their rows leave the waitlist and the caller sends their messages.
+# Waiters whose node is no longer waiting (its run was cancelled) are skipped; `DROP_DEAD_WAITERS`
+# removes them.
+WAKE_WAITERS = """
+WITH free AS (
+    SELECT s.id, CASE WHEN coalesce(s.max_running_nodes, :cap) <= 0 THEN :limit
+                      ELSE least(:limit, coalesce(s.max_running_nodes, :cap) - s.running_nodes) END AS n
+      FROM spaces s
+     WHERE (CAST(:space AS text) IS NULL OR s.id = :space)
+       AND EXISTS (SELECT 1 FROM space_waiters w WHERE w.space_id = s.id)
+), pick AS (
+    SELECT p.node_row_id FROM free CROSS JOIN LATERAL (
+        SELECT w.node_row_id FROM space_waiters w JOIN node_runs n ON n.id = w.node_row_id
+         WHERE w.space_id = free.id AND n.status IN ('queued', 'retrying')
+         ORDER BY w.queued_at, w.node_row_id LIMIT greatest(free.n, 0) FOR UPDATE OF w SKIP LOCKED) p
+)
+DELETE FROM space_waiters w USING pick WHERE w.node_row_id = pick.node_row_id
+RETURNING w.run_id, w.node_id
+"""
+
+DROP_DEAD_WAITERS = """
+DELETE FROM space_waiters w
+ WHERE NOT EXISTS (SELECT 1 FROM node_runs n JOIN runs r ON r.id = n.run_id
+                    WHERE n.id = w.node_row_id AND n.status IN ('queued', 'retrying')
+                      AND r.status IN ('queued', 'running', 'interrupted'))
 """
 
 # Successor signals, aggregated per successor: `cnt` decided predecessors, `act` of them active.
@@ -129,7 +184,9 @@ WITH {LOCK_RUNNING}, done AS (
                     updated_at = now()
       FROM done WHERE runs.id = :run
     RETURNING runs.remaining
-){_RESULT}
+){_RESULT},
+       -- the node's slot is free now: does a node of its space wait for one?
+       EXISTS (SELECT 1 FROM space_waiters w, lk WHERE w.space_id = lk.space_id) AS wake
 """
 
 # A skipped node is decided too: signal its successors (all its edges are inactive), once.
