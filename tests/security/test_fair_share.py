@@ -7,14 +7,12 @@ keeps worker threads free for every other space.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,7 +22,7 @@ from engine.db import get_engine
 from engine.settings import Settings
 from engine.store import Store
 from engine.tokens import issue_token
-from tests.conftest import ROOT, settings_env, wait_for
+from tests.conftest import ROOT, WorkerProcess, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,45 +40,14 @@ TRIVIAL = {"nodes": [{"id": "hi", "type": "template", "config": {"template": "hi
            "outputs": {"text": "{{ hi.text }}"}}
 
 
-class Workers:
-    """A real `dramatiq workers` process group with this test's settings and the cap in its environment."""
-
-    def __init__(self, settings: Settings, log_path: Path, processes: int, threads: int, cap: int) -> None:
-        env = {**settings_env(settings), "RELAYFLOW_SPACE_MAX_RUNNING_NODES": str(cap)}
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes), "--threads", str(threads),
-             "--worker-shutdown-timeout", "2000"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole group and reap it."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self.log.close()
-
-
 @pytest.fixture
-def workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Workers]]:
-    """Start worker groups (default cap CAP); all are stopped at teardown."""
-    started: list[Workers] = []
+def workers(start_worker: Callable[..., WorkerProcess]) -> Callable[..., WorkerProcess]:
+    """Start worker groups with the deployment's default cap (CAP) in their environment."""
 
-    def start(processes: int = 2, threads: int = THREADS, cap: int = CAP) -> Workers:
-        group = Workers(settings, tmp_path / f"workers{len(started)}.log", processes, threads, cap)
-        started.append(group)
-        return group
+    def start(processes: int = 2, threads: int = THREADS, cap: int = CAP) -> WorkerProcess:
+        return start_worker(processes, threads, env={"RELAYFLOW_SPACE_MAX_RUNNING_NODES": str(cap)})
 
-    yield start
-    for group in started:
-        group.kill(signal.SIGTERM)
+    return start
 
 
 @pytest.fixture
@@ -172,7 +139,7 @@ def _flood(space: Space, workflow_id: str, runs: int) -> list[str]:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backlog", ["being_worked", "untouched"])
 def test_a_space_with_500_queued_sleeping_runs_does_not_delay_another_spaces_run(
-        backlog: str, app: Any, store: Store, workers: Callable[..., Workers], db: psycopg.Connection[Any],
+        backlog: str, app: Any, store: Store, workers: Callable[..., WorkerProcess], db: psycopg.Connection[Any],
         sample: Callable[[str], Sampler]) -> None:
     # Given 8 worker threads, a cap of 3 running nodes per space, and space `hog` that has queued
     # 500 runs whose one node sleeps 2 s: either while the workers run ("being_worked"), or with
@@ -243,7 +210,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(240)
 def test_a_spaces_own_cap_overrides_the_default_and_every_run_still_finishes(
-        app: Any, store: Store, settings: Settings, workers: Callable[..., Workers], db: psycopg.Connection[Any],
+        app: Any, store: Store, settings: Settings, workers: Callable[..., WorkerProcess], db: psycopg.Connection[Any],
         sample: Callable[[str], Sampler]) -> None:
     # Given spaces `small` (its own cap set to 1 by the operator's CLI) and `big` (the default cap)
     small, big = Space(app, store, "small"), Space(app, store, "big")
@@ -277,7 +244,7 @@ def test_a_spaces_own_cap_overrides_the_default_and_every_run_still_finishes(
 
 @pytest.mark.timeout(240)
 def test_a_worker_killed_while_holding_its_spaces_slots_does_not_leak_them(
-        app: Any, store: Store, workers: Callable[..., Workers], db: psycopg.Connection[Any],
+        app: Any, store: Store, workers: Callable[..., WorkerProcess], db: psycopg.Connection[Any],
         sample: Callable[[str], Sampler]) -> None:
     # Given space `hog` with 9 runs of a 3 s sleep, and a worker holding all 3 of its slots
     hog = Space(app, store, "hog")
@@ -302,7 +269,7 @@ def test_a_worker_killed_while_holding_its_spaces_slots_does_not_leak_them(
 
 @pytest.mark.timeout(240)
 def test_waiting_nodes_survive_redis_losing_every_message(
-        app: Any, store: Store, settings: Settings, workers: Callable[..., Workers], db: psycopg.Connection[Any]) -> None:
+        app: Any, store: Store, settings: Settings, workers: Callable[..., WorkerProcess], db: psycopg.Connection[Any]) -> None:
     import redis as redis_lib
 
     # Given space `hog` at its cap with 9 runs of a 2 s sleep: 3 running, 6 on its waitlist
