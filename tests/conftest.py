@@ -280,6 +280,12 @@ class ApiHelper:
         """Poll the run until it reaches one of `statuses`."""
         return wait_for(lambda: (r := self.run(run_id))["status"] in statuses and r, timeout_s)
 
+    def warm_up(self) -> None:
+        """Run one trivial run to its end, so that timings after it exclude the workers' start-up."""
+        workflow_id = self.create_workflow({"nodes": [{"id": "w", "type": "template", "config": {"template": "warm"}}],
+                                            "outputs": {"text": "{{ w.text }}"}}, name="warm-up")
+        assert self.wait(self.submit(workflow_id), timeout_s=60)["status"] == "succeeded"
+
     @staticmethod
     def node(run: dict[str, Any], node_id: str) -> dict[str, Any]:
         """One node of a run object."""

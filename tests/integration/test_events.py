@@ -167,6 +167,7 @@ def test_events_of_unknown_runs_are_404_and_a_bad_last_event_id_is_422(api: ApiH
 
 def test_sync_run_that_ends_in_time_returns_its_outputs(api: ApiHelper, start_worker: Any) -> None:
     start_worker()
+    api.warm_up()
     wf = api.create_workflow({"nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 1.5}},
                                         {"id": "t", "type": "template", "after": ["s"], "config": {"template": "ok"}}],
                               "outputs": {"text": "{{ t.text }}"}})
@@ -235,6 +236,7 @@ def test_a_sync_wait_survives_its_redis_subscription_being_killed(api: ApiHelper
 
     # Given a sync submit waiting for a 2-second run (its web process subscribed to wake-ups)
     start_worker()
+    api.warm_up()
     wf = api.create_workflow({"nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 2}}],
                               "outputs": {"slept": "{{ s.slept_s }}"}})
     result: dict[str, Any] = {}

@@ -141,6 +141,7 @@ def test_node_timeout_fails_the_attempt(api: Any, start_worker: Any) -> None:
 
 def test_run_deadline_fails_a_run_that_takes_too_long(api: Any, start_worker: Any) -> None:
     start_worker()
+    api.warm_up()  # the 3 s deadline must not be spent on the worker's start-up
     workflow_id = api.create_workflow({"deadline_s": 3, "nodes": [
         {"id": "a", "type": "sleep", "config": {"seconds": 0.2}},
         {"id": "b", "type": "sleep", "after": ["a"], "config": {"seconds": 0.2}},
