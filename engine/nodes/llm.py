@@ -53,14 +53,14 @@ def unknown_model_errors(configs: Mapping[str, NodeConfig], known: Collection[st
     With no model at all, every llm node is refused: nothing it names could answer.
     """
     listed = ", ".join(sorted(known)[:shown]) + (f" (and {len(known) - shown} more)" if len(known) > shown else "")
-    errors = []
+    errors: list[dict[str, Any]] = []
     for node_id, config in configs.items():
         if not isinstance(config, LlmConfig):
             continue
         if not known:
-            named = "" if is_template(str(config.model)) else f"model '{config.model}' is not available: "
+            which = "" if is_template(str(config.model)) else f"model '{config.model}' is not available: "
             errors.append({"node_id": node_id, "field": "config.model",
-                           "message": f"{named}the model registry has no models, so no llm node can run "
+                           "message": f"{which}the model registry has no models, so no llm node can run "
                                       "(add a model file, see docs/models.md, then POST /v1/models/refresh)"})
             continue
         fallbacks = config.fallback_models if isinstance(config.fallback_models, list) else []  # a template
