@@ -13,7 +13,9 @@ from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
 from engine.errors import DefinitionError, InvalidInputs, InvalidTransition, NotPublished, RunNotFound
+from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
+from engine.nodes.llm import LlmConfig, unknown_model_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.template_limits import Limits, configure
@@ -35,6 +37,7 @@ class Relayflow:
         self.settings = settings
         self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
+        self.model_ids = ModelIds(store.models)
         self.definition_limits = DefinitionLimits.from_settings(settings)
         configure(Limits.from_settings(settings))
 
@@ -61,9 +64,12 @@ class Relayflow:
         return {"workflow_id": record.workflow_id, "version": record.version}
 
     def _check_operator_caps(self, compiled: CompiledWorkflow) -> None:
-        """Refuse (422) what the definition may not ask of this server, e.g. code memory over the cap."""
+        """Refuse (422) what this server cannot give the definition: code memory over the cap,
+        a model the registry does not have."""
         configs = {node_id: node.config for node_id, node in compiled.nodes.items()}
         errors = memory_cap_errors(configs, self.settings.code_memory_max_mb)
+        if any(isinstance(config, LlmConfig) for config in configs.values()):  # spare the query otherwise
+            errors += unknown_model_errors(configs, self.model_ids.current(self.settings.model_path))
         if errors:
             raise DefinitionError(errors=errors)
 

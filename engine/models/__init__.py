@@ -1,6 +1,7 @@
 """The model registry: model files and environment models, their generations, calling them."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from engine.models.registry import Registry, RefreshResult, current_generation, mask, refresh
@@ -16,4 +17,24 @@ def list_models(store: ModelStore, folder: Any, operator: bool = False) -> dict[
             "problems": [p.to_dict() for p in registry.problems] if operator else []}
 
 
-__all__ = ["Registry", "RefreshResult", "list_models", "mask", "refresh"]
+class ModelIds:
+    """The current generation's model ids, as GET /v1/models lists them, for checking definitions:
+    one cheap query per use; the generation is read and validated again only when it moved on."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self._cached: tuple[int, frozenset[str]] | None = None  # (generation, ids)
+
+    def current(self, folder: Path) -> frozenset[str]:
+        """The ids of the current generation (on first use, the folder's models are stored first)."""
+        cached = self._cached
+        if cached is not None and self.store.current_id() == cached[0]:
+            return cached[1]
+        registry = Registry.build(current_generation(self.store, folder))
+        ids = frozenset(registry.models)
+        if registry.generation is not None:
+            self._cached = (registry.generation, ids)  # one assignment: safe across request threads
+        return ids
+
+
+__all__ = ["ModelIds", "Registry", "RefreshResult", "list_models", "mask", "refresh"]

@@ -1,9 +1,11 @@
 """The `llm` node: asks a registry model (falling back on `fallback_models`) through LiteLLM."""
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import time
+from collections.abc import Collection, Mapping
 from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -12,6 +14,7 @@ from engine.errors import NodeError, PermanentNodeError
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.llm_params import LlmParameters, sampling_params
 from engine.outputs import check_outputs
+from engine.templates import is_template
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
@@ -39,6 +42,39 @@ class LlmConfig(NodeConfig):
         if isinstance(value, list):
             return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return value
+
+
+def unknown_model_errors(configs: Mapping[str, NodeConfig], known: Collection[str],
+                         shown: int = 5) -> list[dict[str, Any]]:
+    """Definition errors for llm nodes (node id -> config) naming a model that `known` lacks.
+
+    Checked when a workflow is saved, against the registry's current generation; a templated
+    model id is known only once rendered, so the run checks it (as it does a model removed later).
+    With no model at all, every llm node is refused: nothing it names could answer.
+    """
+    listed = ", ".join(sorted(known)[:shown]) + (f" (and {len(known) - shown} more)" if len(known) > shown else "")
+    errors: list[dict[str, Any]] = []
+    for node_id, config in configs.items():
+        if not isinstance(config, LlmConfig):
+            continue
+        if not known:
+            which = "" if is_template(str(config.model)) else f"model '{config.model}' is not available: "
+            errors.append({"node_id": node_id, "field": "config.model",
+                           "message": f"{which}the model registry has no models, so no llm node can run "
+                                      "(add a model file, see docs/models.md, then POST /v1/models/refresh)"})
+            continue
+        fallbacks = config.fallback_models if isinstance(config.fallback_models, list) else []  # a template
+        named = [("config.model", config.model), *((f"config.fallback_models[{i}]", m) for i, m in enumerate(fallbacks))]
+        for field_, model_id in named:
+            model_id = str(model_id)  # a templated config keeps its raw values
+            if is_template(model_id) or model_id in known:
+                continue
+            close = difflib.get_close_matches(model_id, list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            errors.append({"node_id": node_id, "field": field_,
+                           "message": f"model '{model_id}' is not in the model registry{hint}; "
+                                      f"available: {listed} (GET /v1/models lists them)"})
+    return errors
 
 
 class ChunkBuffer:
@@ -94,9 +130,12 @@ class LlmNode(NodeType[LlmConfig]):
         chain = list(dict.fromkeys([cfg.model, *cfg.fallback_models]))
         for model_id in chain:
             if model_id not in registry.models:
+                # saved when it was known (or templated): removed since, or rendered to an unknown id
                 known = ", ".join(sorted(registry.models)) or "none"
+                where = ("config.model" if model_id == cfg.model
+                         else f"config.fallback_models[{cfg.fallback_models.index(model_id)}]")
                 raise PermanentNodeError(f"Node {ctx.node_id}: model {model_id} is not in the registry (removed?); "
-                                         f"known models: {known}.", node_id=ctx.node_id, field="config.model")
+                                         f"known models: {known}.", node_id=ctx.node_id, field=where)
         messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
         if cfg.system_prompt:
             messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
