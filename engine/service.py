@@ -13,6 +13,7 @@ from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
 from engine.errors import DefinitionError, InvalidInputs, InvalidTransition, NotPublished, RunNotFound
+from engine.follow import FINAL_STATUSES
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import LlmConfig, unknown_model_errors
@@ -222,12 +223,15 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: CompiledWorkflow) -> dict[str, Any]:
     by_id = {r["node_id"]: r for r in rows}
+    # A node without a row was never reached. A run that ends stores a `cancelled` row for each
+    # such node; runs ended before it did have none, and read the same.
+    unreached = "cancelled" if run["status"] in FINAL_STATUSES else "waiting"
     nodes = []
     for node_id in compiled.order:
         node, row = compiled.nodes[node_id], by_id.get(node_id)
         nodes.append({
             "node_id": node_id, "type": node.type_name, "title": node.title,
-            "status": row["status"] if row else "waiting",
+            "status": row["status"] if row else unreached,
             "attempts": row["attempts"] if row else 0,
             "started_at": _iso(row["started_at"]) if row else None,
             "finished_at": _iso(row["finished_at"]) if row else None,

@@ -236,6 +236,21 @@ SELECT :run, 'node.retrying', :node, CAST(:event_data AS jsonb) FROM done
 RETURNING id
 """
 
+# A run that ends failed or cancelled gives a final row to every node that never got one (a
+# successor's row is created only when a predecessor signals it), so no node of a final run
+# reads `waiting`. `cancelled`, like the pending rows the same statement cancels: the run stopped
+# before the node ran (`skipped` stays the graph's own choice, dead-path elimination). Paid only
+# when a run fails or is cancelled; the counters are moot in a final run.
+_CANCEL_UNREACHED = """
+unreached AS (
+    INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, finished_at)
+    SELECT {ended}.id, wn.node_id, 'cancelled', 0, false, 0, 0, now()
+      FROM {ended} JOIN workflow_nodes wn ON wn.version_id = {ended}.version_id
+     WHERE NOT EXISTS (SELECT 1 FROM node_runs nr WHERE nr.run_id = {ended}.id AND nr.node_id = wn.node_id)
+     ORDER BY wn.node_id
+    ON CONFLICT (run_id, node_id) DO NOTHING
+)"""
+
 # The node failed for good and the run fails with it; everything still pending is cancelled.
 FAIL_RUN_AT_NODE = f"""
 WITH {LOCK_RUNNING}, done AS (
@@ -253,8 +268,8 @@ WITH {LOCK_RUNNING}, done AS (
     UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now(),
                     input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
       FROM done WHERE runs.id = :run
-    RETURNING runs.id
-)
+    RETURNING runs.id, runs.version_id
+), {_CANCEL_UNREACHED.format(ended="upd")}
 INSERT INTO run_events (run_id, type, node_id, data)
 SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM done
 UNION ALL
@@ -263,19 +278,19 @@ RETURNING id
 """
 
 # Ends a run that is not finished: cancel by a user, or fail on its deadline.
-END_RUN = """
+END_RUN = f"""
 WITH lk AS MATERIALIZED (
     SELECT id, status FROM runs WHERE id = :run AND (CAST(:space AS text) IS NULL OR space_id = :space) FOR UPDATE
 ), u AS (
     UPDATE runs SET status = :status, error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
       FROM lk WHERE runs.id = lk.id AND lk.status IN ('queued', 'running', 'interrupted')
-    RETURNING runs.id
+    RETURNING runs.id, runs.version_id
 ), n AS (
     UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
       FROM u WHERE node_runs.run_id = u.id
        AND node_runs.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
     RETURNING 1
-), ev AS (
+), {_CANCEL_UNREACHED.format(ended="u")}, ev AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT u.id, 'run.' || :status, NULL, CAST(:run_error AS jsonb) FROM u
 )
