@@ -118,6 +118,14 @@ class InvalidTransition(EngineError):
     http_status = 409
 
 
+class IdempotencyKeyInUse(InvalidTransition):
+    """This idempotency key already started a run of another workflow; use a new key."""
+
+    def __init__(self, message: str | None = None, *, run_id: str, workflow_id: str) -> None:
+        # the body names the run holding the key, so a client can find what it started first
+        super().__init__(message, field="idempotency_key", run_id=run_id, workflow_id=workflow_id)
+
+
 class NotPublished(EngineError):
     """The workflow has no published version."""
 
