@@ -164,6 +164,14 @@ class ServiceUnavailable(EngineError):
     http_status = 503
 
 
+class ConfigurationError(EngineError):
+    """The settings contradict each other."""
+
+    def __init__(self, message: str | None = None, *, settings: list[str]) -> None:
+        self.settings = settings  # the RELAYFLOW_ variables at fault
+        super().__init__(message, settings=settings)
+
+
 class NodeError(EngineError):
     """The node failed."""
 
