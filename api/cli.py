@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import click
+from pydantic import ValidationError
 from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
@@ -29,7 +30,7 @@ from api.cli_spaces import spaces
 from api.cli_tokens import tokens
 from api.client import FINAL_STATUSES, Client, WorkflowFile, parse_input
 from api.processes import Child, Supervisor, child_env, web_command, worker_command
-from engine.errors import EngineError
+from engine.errors import ConfigurationError, EngineError
 from engine.settings import PROJECT_ROOT, get_settings
 
 POLL_EVERY_S = 0.5
@@ -51,6 +52,14 @@ class Stopped(Exception):
 @click.version_option(package_name="relayflow")
 def main() -> None:
     """Relayflow: durable workflow runs for LLM applications."""
+    # Every command reads the settings: contradictory or malformed ones stop here, in one
+    # message naming the variables, before any process (web, workers) is started.
+    try:
+        get_settings()
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
+    except ValidationError as exc:
+        raise click.ClickException(f"Invalid settings: {exc}") from None
 
 
 def follow(client: Client, runs: list[tuple[str, str | None]],

@@ -143,7 +143,8 @@ def watch_run(client: Client, run_id: str) -> dict[str, Any]:
 @click.argument("workflow_id")
 @click.option("-i", "--input", "inputs", multiple=True, metavar="KEY=VALUE",
               help="A run input; the value is read as JSON when it parses (n=3, tags='[\"a\"]'), else as text.")
-@click.option("--idempotency-key", metavar="KEY", help="Submitting again with the same key returns the same run.")
+@click.option("--idempotency-key", metavar="KEY",
+              help="Submitting again with the same key returns the same run (another workflow's key: 409).")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Run this version (default: the latest).")
 @click.option("--sync", is_flag=True, help="Wait for the run to end (or to wait for input), then show its outcome.")
 @click.option("--wait", "wait_s", type=click.FloatRange(0, 300, min_open=True), metavar="SECONDS",

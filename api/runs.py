@@ -20,10 +20,12 @@ bp = APIBlueprint("runs", __name__, url_prefix="/v1", abp_tags=[tag], abp_securi
 
 
 @bp.post("/workflows/<workflow_id>/runs",
-         responses={200: RunOut, 202: RunAccepted, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 422: ErrorBody})
+         responses={200: RunOut, 202: RunAccepted, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody,
+                    422: ErrorBody})
 def submit_run(path: WorkflowPath, body: RunCreate) -> Any:
     """Start a run. async (default): 202 at once, then poll GET /v1/runs/{run_id}. sync: 200 with the
-    run once it has ended (or waits for input) within `wait_s`, else 202."""
+    run once it has ended (or waits for input) within `wait_s`, else 202. A repeated `idempotency_key`
+    returns the run it started; 409 (naming that run) if the key started a run of another workflow."""
     who = principal("run")
     rt = runtime()
     started = rt.service.submit_run(who.space_id, path.workflow_id, body.inputs, body.version,

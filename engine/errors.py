@@ -118,6 +118,14 @@ class InvalidTransition(EngineError):
     http_status = 409
 
 
+class IdempotencyKeyInUse(InvalidTransition):
+    """This idempotency key already started a run of another workflow; use a new key."""
+
+    def __init__(self, message: str | None = None, *, run_id: str, workflow_id: str) -> None:
+        # the body names the run holding the key, so a client can find what it started first
+        super().__init__(message, field="idempotency_key", run_id=run_id, workflow_id=workflow_id)
+
+
 class NotPublished(EngineError):
     """The workflow has no published version."""
 
@@ -154,6 +162,14 @@ class ServiceUnavailable(EngineError):
 
     code = 5030
     http_status = 503
+
+
+class ConfigurationError(EngineError):
+    """The settings contradict each other."""
+
+    def __init__(self, message: str | None = None, *, settings: list[str]) -> None:
+        self.settings = settings  # the RELAYFLOW_ variables at fault
+        super().__init__(message, settings=settings)
 
 
 class NodeError(EngineError):

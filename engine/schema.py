@@ -189,8 +189,8 @@ class RunInterrupt(Base):
 
 
 class RunEvent(Base):
-    """Append-only run history; `id` is the SSE event id (monotonic per run: every insert
-    happens while the run's row is locked)."""
+    """Append-only run history; `id` is the SSE event id (one sequence for every run, monotonic
+    per run: every insert happens while the run's row is locked)."""
 
     __tablename__ = "run_events"
     # (run_id, id) is the primary key and the only index: every read is "this run's events after

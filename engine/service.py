@@ -12,7 +12,8 @@ from typing import Any
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
-from engine.errors import DefinitionError, InvalidInputs, InvalidTransition, NotPublished, RunNotFound
+from engine.errors import (DefinitionError, IdempotencyKeyInUse, InvalidInputs, InvalidTransition, NotPublished,
+                           RunNotFound)
 from engine.follow import FINAL_STATUSES
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
@@ -108,15 +109,22 @@ class Relayflow:
         if inputs is not None and not isinstance(inputs, dict):
             raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
         clean = compiled.validate_inputs(inputs or {})
-        run_id, status, created = self.store.lifecycle.insert_run(NewRun(
+        submitted = self.store.lifecycle.insert_run(NewRun(
             run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=record.id,
             version=record.version, inputs=clean, node_count=len(compiled.nodes),
             roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
             idempotency_key=idempotency_key, deadline_s=compiled.deadline_s, run_mode=run_mode))
-        if created:
+        if submitted.workflow_id != workflow_id:
+            # As Stripe does for a key reused with other parameters: answering with another
+            # workflow's run would tell the client its run started when it never will.
+            raise IdempotencyKeyInUse(
+                f"This idempotency key already started run {submitted.run_id} of workflow "
+                f"{submitted.workflow_id}; a key belongs to one workflow, so use a new key for {workflow_id}.",
+                run_id=str(submitted.run_id), workflow_id=submitted.workflow_id)
+        if submitted.created:
             for node_id in compiled.roots:
-                self.dispatcher.send(str(run_id), node_id)
-        return {"run_id": str(run_id), "status": status, "created": created}
+                self.dispatcher.send(str(submitted.run_id), node_id)
+        return {"run_id": str(submitted.run_id), "status": submitted.status, "created": submitted.created}
 
     def get_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:
         """The run object of API.md."""

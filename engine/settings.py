@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +108,34 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
+
+    @model_validator(mode="after")
+    def _no_contradictions(self) -> "Settings":
+        """Refuse settings that contradict each other, naming both variables (ConfigurationError).
+
+        Raised as our own error, not a ValueError, so pydantic passes it through unwrapped.
+        Not a contradiction: RELAYFLOW_CODE_MEMORY_MB above RELAYFLOW_CODE_MEMORY_MAX_MB (the
+        operator's cap is documented to clamp every node, the default included).
+        """
+        rules = (
+            # One renewal may come late (a slow database, a busy process) and the lease must still
+            # hold: otherwise the reconciler declares a healthy node crashed and it runs twice.
+            ("lease_renew_every_s", "lease_s", self.lease_renew_every_s > self.lease_s / 2,
+             "must be at most half of", " (a lease must outlive one late renewal)"),
+            ("sync_wait_default_s", "sync_wait_max_s", self.sync_wait_default_s > self.sync_wait_max_s,
+             "must not exceed", ""),
+        )
+        faults = [(a, b, f"{_env(a)}={getattr(self, a)} {relation} {_env(b)}={getattr(self, b)}{why}")
+                  for a, b, broken, relation, why in rules if broken]
+        if faults:
+            raise ConfigurationError("Settings contradict each other: " + "; ".join(f[2] for f in faults) + ".",
+                                     settings=[_env(name) for a, b, _ in faults for name in (a, b)])
+        return self
+
+
+def _env(name: str) -> str:
+    """The environment variable of a setting."""
+    return f"RELAYFLOW_{name.upper()}"
 
 
 @lru_cache(maxsize=1)

@@ -9,10 +9,16 @@ from __future__ import annotations
 import dramatiq
 
 from engine.dispatch import ACTOR_NAME, make_broker
+from engine.errors import ConfigurationError
 from engine.settings import get_settings
 from workers.runtime import WorkerRuntime
 
-settings = get_settings()
+try:
+    settings = get_settings()
+except ConfigurationError as exc:
+    # The message alone (exit code 1), not a traceback: each worker process says it, then
+    # dramatiq's main process sees its workers exit and stops.
+    raise SystemExit(f"relayflow worker: {exc.message}") from None
 broker = make_broker(settings)
 runtime = WorkerRuntime(settings)
 broker.add_middleware(runtime)

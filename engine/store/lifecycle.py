@@ -80,6 +80,16 @@ class NewRun:
     run_mode: str = "async"
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """What a submit found: the new run (`created`), or the run already holding the idempotency key."""
+
+    run_id: uuid.UUID
+    status: str
+    created: bool
+    workflow_id: str
+
+
 class LifecycleStore:
     """SQL of the run lifecycle, over an autocommit engine (each statement is its own transaction)."""
 
@@ -115,11 +125,11 @@ class LifecycleStore:
         raise AssertionError("unreachable")
 
     # -- submit ---------------------------------------------------------------------------
-    def insert_run(self, run: NewRun) -> tuple[uuid.UUID, str, bool]:
+    def insert_run(self, run: NewRun) -> Submitted:
         """Insert the run, its root nodes and its first event in one statement.
 
-        Returns (run_id, status, created); with an idempotency key already used in the space,
-        the existing run's id and status, and False.
+        With an idempotency key already used in the space: the run holding it, not created
+        (which may be a run of another workflow; the caller decides what that means).
         """
         row = self._one(runsql.INSERT_RUN, {
             "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
@@ -127,10 +137,9 @@ class LifecycleStore:
             "remaining": run.node_count, "deadline_s": run.deadline_s, "run_mode": run.run_mode,
             "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots]})
         if row is not None:
-            return row.id, "queued", True
-        existing = self._one("SELECT id, status FROM runs WHERE space_id = :space AND idempotency_key = :key",
-                             {"space": run.space_id, "key": run.idempotency_key})
-        return existing.id, existing.status, False
+            return Submitted(row.id, "queued", True, run.workflow_id)
+        existing = self._one(runsql.RUN_BY_IDEMPOTENCY_KEY, {"space": run.space_id, "key": run.idempotency_key})
+        return Submitted(existing.id, existing.status, False, existing.workflow_id)
 
     # -- execute ----------------------------------------------------------------------------
     def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float,

@@ -29,6 +29,9 @@ WITH r AS (
 SELECT id FROM r
 """
 
+# The run already holding a submit's idempotency key (INSERT_RUN inserted nothing).
+RUN_BY_IDEMPOTENCY_KEY = "SELECT id, status, workflow_id FROM runs WHERE space_id = :space AND idempotency_key = :key"
+
 # The claim's own commit is asynchronous: a claim lost in a server crash leaves the node queued
 # with its old epoch, so the worker's commit is fenced out and the reconciler re-sends the node.
 # The node's commit (synchronous, and before any message is sent) flushes the claim's WAL too.

@@ -104,6 +104,25 @@ def test_an_ended_run_replays_and_closes_and_a_caught_up_client_is_closed_at_onc
     assert after_last == [] and "retry:" in raw
 
 
+def test_event_ids_are_global_and_ordered_per_run(api: ApiHelper) -> None:
+    # Given two runs whose events interleave: A queued, B queued, A cancelled, B cancelled
+    workflow_id = api.create_workflow(STEPS)
+    run_a, run_b = api.submit(workflow_id), api.submit(workflow_id)
+    for run_id in (run_a, run_b):
+        assert api.client.post(f"/v1/runs/{run_id}/cancel").status_code == 202
+
+    # When both (ended) runs are replayed
+    def ids(run_id: str) -> list[int]:
+        frames = _parse(api.client.get(f"/v1/runs/{run_id}/events").get_data(as_text=True))
+        assert [f["event"] for f in frames] == ["run.queued", "run.cancelled"]
+        return [f["id"] for f in frames]
+
+    # Then the ids come from one sequence for every run (docs/streaming.md): each run's ids
+    # grow, but they are neither numbered from 1 per run nor consecutive within a run
+    a, b = ids(run_a), ids(run_b)
+    assert a[0] < b[0] < a[1] < b[1]
+
+
 def test_an_idle_stream_sends_keep_alive_comments(api: ApiHelper, start_worker: Any) -> None:
     # Given a run parked on a question (nothing happens until someone answers)
     start_worker()
