@@ -240,6 +240,19 @@ def client(app: Any, token: str) -> Any:
     return test_client
 
 
+def processes_with(marker: str) -> list[int]:
+    """Live (not zombie) host processes whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:
     """Poll until predicate() is truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout_s

@@ -13,6 +13,7 @@ Pure functions; the caller does the reading.
 from __future__ import annotations
 
 import re
+from copy import deepcopy
 from typing import Any, Mapping
 
 LOCAL = "<secret: read from this machine's model file>"
@@ -58,14 +59,6 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
 def _conn(doc: Mapping[str, Any]) -> Any:
     meta = doc.get("meta")
     return meta.get("conn_config") if isinstance(meta, dict) else None
@@ -75,7 +68,7 @@ def redact(docs: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The documents as they may be stored: every literal secret replaced by `LOCAL`."""
     stored: dict[str, dict[str, Any]] = {}
     for model_id, doc in docs.items():
-        copy = _copy(doc)
+        copy = deepcopy(doc)
         conn = _conn(copy)
         for path in _secret_paths(conn):
             value = _get(conn, path)
@@ -90,7 +83,7 @@ def restore(stored: Mapping[str, Any], local: Mapping[str, Any] | None) -> tuple
 
     Returns the document and the dotted fields this process has no value for.
     """
-    copy = _copy(dict(stored))
+    copy = deepcopy(dict(stored))
     conn = _conn(copy)
     missing: list[str] = []
     for path in _secret_paths(conn):

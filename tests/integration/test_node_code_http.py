@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +17,7 @@ from engine.nodes.base import NodeContext
 from engine.nodes.code import CodeNode
 from engine.nodes.http import HttpNode
 from engine.settings import Settings
+from tests.conftest import processes_with
 
 
 def make_ctx(timeout_s: float = 30.0, **settings: Any) -> NodeContext:
@@ -100,20 +100,11 @@ def test_code_timeout_kills_every_descendant_even_a_setsid_one() -> None:
 
 
 def _processes_with(marker: str, wait_s: float = 5.0) -> list[int]:
-    """Live (not zombie) processes whose command line holds `marker`, after waiting up to `wait_s`."""
+    """Processes whose command line holds `marker`, after waiting up to `wait_s` for them to go."""
     deadline = time.monotonic() + wait_s
-    while True:
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                    if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-        if not found or time.monotonic() > deadline:
-            return found
+    while (found := processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return found
 
 
 def test_code_over_its_memory_limit_is_a_permanent_error() -> None:

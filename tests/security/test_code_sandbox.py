@@ -20,7 +20,7 @@ import pytest
 
 from engine.nodes.cgroup import hierarchies, sweep_stale
 from engine.settings import PROJECT_ROOT, Settings
-from tests.conftest import wait_for
+from tests.conftest import processes_with, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,19 +56,6 @@ def error_of(node: dict[str, Any]) -> dict[str, Any]:
     """The error of a node that must have failed."""
     assert node["status"] == "failed", node
     return dict(node["error"])
-
-
-def processes_with(marker: str) -> list[int]:
-    """Live (not zombie) host processes whose command line holds `marker`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def dead_workers_cgroups() -> list[Path]:
