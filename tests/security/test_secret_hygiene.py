@@ -128,6 +128,15 @@ def test_a_header_secret_echoed_by_a_failing_provider_leaks_nowhere(
     # ... while the node's error still gives the provider's message, the secrets masked in it
     message = run["error"]["message"]
     assert run["status"] == "failed" and "request headers" in message and "Bearer ***" in message, message
+    # ... and the worker logged the failure once per attempt, with the ids and the masked message
+    worker_log = (tmp_path / "worker0.log").read_text(errors="replace")
+    failed = [line for line in worker_log.splitlines() if "event=node.failed" in line]
+    attempts = run["nodes"][0]["attempts"]
+    assert len(failed) == 1 and len([line for line in worker_log.splitlines() if "logger=relayflow.node" in line]) \
+        == attempts, worker_log
+    for pair in (f"run_id={run['run_id']}", "node_id=ask", f"attempt={attempts}", "space_id=default",
+                 "outcome=run_failed", f"code={run['error']['code']}", "Bearer ***"):
+        assert pair in failed[0], failed[0]
 
 
 def test_a_space_token_sees_no_key_fragment_base_url_header_or_path_in_the_model_list(
