@@ -31,8 +31,8 @@ import httpx  # noqa: E402
 from api.processes import Supervisor  # noqa: E402
 from bench.harness import (DB_NAME, REDIS_DB, BenchError, drop_database, flush_redis, fresh_database,  # noqa: E402
                            server_facts, server_urls)
-from bench.web_stack import (WORKFLOW, add_web_args, drive, free_port, result_header, save_result,  # noqa: E402
-                             web_stack)
+from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402
+                             save_result, web_stack)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {path.relative_to(ROOT)}")
         return 0
     except BenchError as exc:
-        print(f"benchmark failed: {exc} (logs in {log_dir})", file=sys.stderr)
-        return 1
+        return failed(exc, log_dir)
     finally:
         supervisor.stop(timeout_s=15.0)
         for cleanup in (lambda: flush_redis(redis_url), lambda: drop_database(admin_url)):

@@ -44,7 +44,8 @@ import redis as redis_lib  # noqa: E402
 
 from api.processes import Supervisor  # noqa: E402
 from bench.harness import BenchError, libpq_url, server_facts  # noqa: E402
-from bench.web_stack import WORKFLOW, add_web_args, drive, free_port, result_header, save_result, web_stack  # noqa: E402
+from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402
+                             save_result, web_stack)
 
 DB_NAME = "relayflow_bench_streams"
 REDIS_DB = 14
@@ -260,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {path.relative_to(ROOT)}")
         return 0
     except BenchError as exc:
-        print(f"benchmark failed: {exc} (logs in {log_dir})", file=sys.stderr)
-        return 1
+        return failed(exc, log_dir)
     finally:
         streams.close()
         supervisor.stop(timeout_s=15.0)

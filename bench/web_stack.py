@@ -13,10 +13,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,12 @@ def save_result(res: dict[str, Any], prefix: str) -> Path:
     path = RESULTS / f"{prefix}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     return path
+
+
+def failed(exc: BenchError, log_dir: Path) -> int:
+    """Say why the benchmark stopped and where its logs are; the exit code."""
+    print(f"benchmark failed: {exc} (logs in {log_dir})", file=sys.stderr)
+    return 1
 
 
 def free_port() -> int:
@@ -131,6 +138,22 @@ def wait_http_ready(base_url: str, supervisor: Supervisor, timeout_s: float = 60
     raise BenchError(f"web server not ready within {timeout_s:.0f}s")
 
 
+def _timed(request: Callable[[], httpx.Response], expected: int, what: str, durations: list[float],
+           errors: Counter[str]) -> httpx.Response | None:
+    """Send one request, adding its time to `durations`; None (the error counted) unless it answered `expected`."""
+    started = time.perf_counter()
+    try:
+        response = request()
+    except httpx.HTTPError as exc:
+        errors[f"{what} {type(exc).__name__}"] += 1
+        return None
+    durations.append(time.perf_counter() - started)
+    if response.status_code != expected:
+        errors[f"{what} {response.status_code}"] += 1
+        return None
+    return response
+
+
 def client_loop(base_url: str, token: str, workflow_id: str, stop_at: float, poll_every_s: float,
                 tally: Tally, index: int) -> None:
     """One client: submit, poll to the end, repeat until `stop_at`."""
@@ -144,27 +167,15 @@ def client_loop(base_url: str, token: str, workflow_id: str, stop_at: float, pol
         while time.monotonic() < stop_at:
             n += 1
             started = time.perf_counter()
-            try:
-                response = http.post(f"/v1/workflows/{workflow_id}/runs", json={"inputs": {"ticket": f" c{index} r{n} "}})
-            except httpx.HTTPError as exc:
-                errors[f"submit {type(exc).__name__}"] += 1
-                continue
-            submits.append(time.perf_counter() - started)
-            if response.status_code != 202:
-                errors[f"submit {response.status_code}"] += 1
+            response = _timed(partial(http.post, f"/v1/workflows/{workflow_id}/runs",
+                                      json={"inputs": {"ticket": f" c{index} r{n} "}}), 202, "submit", submits, errors)
+            if response is None:
                 continue
             run_id = response.json()["run_id"]
             while time.monotonic() < stop_at + 10.0:  # let a run in flight finish after the load window
                 time.sleep(poll_every_s)
-                begun = time.perf_counter()
-                try:
-                    polled = http.get(f"/v1/runs/{run_id}")
-                except httpx.HTTPError as exc:
-                    errors[f"poll {type(exc).__name__}"] += 1
-                    continue
-                polls.append(time.perf_counter() - begun)
-                if polled.status_code != 200:
-                    errors[f"poll {polled.status_code}"] += 1
+                polled = _timed(partial(http.get, f"/v1/runs/{run_id}"), 200, "poll", polls, errors)
+                if polled is None:
                     continue
                 status = polled.json()["status"]
                 if status in FINAL:
