@@ -14,9 +14,9 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from engine import oplog
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
-from engine import oplog
 from engine.errors import (NodeCrashed, NodeError, NodeTimeout, PermanentNodeError,
                            RunDeadlineExceeded)
 from engine.nodes.base import Interrupt, NodeContext
