@@ -5,8 +5,10 @@ import os
 import threading
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 
+from engine import oplog
 from engine.errors import ServiceUnavailable
 from engine.settings import Settings
 
@@ -30,8 +32,15 @@ def get_engine(settings: Settings, *, pre_ping: bool = True) -> Engine:
         if engine is None:
             engine = create_engine(url, pool_pre_ping=pre_ping, pool_size=settings.db_pool_size,
                                    max_overflow=settings.db_max_overflow, pool_recycle=1800)
+            event.listen(engine, "handle_error", _log_lost_connection)
             _engines[key] = engine
     return engine
+
+
+def _log_lost_connection(context: ExceptionContext) -> None:
+    # SQLAlchemy tells a dropped connection from a failed statement; the pool discards it
+    if context.is_disconnect and not context.is_pre_ping:
+        oplog.connection_lost("postgres", context.original_exception, "the pool opens a new connection")
 
 
 def alembic_config(database_url: str):  # -> alembic.config.Config (imported lazily: CLI start-up cost)

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     retry_grace_s: float = 2.0
     redis_heartbeat_timeout_ms: int = 60_000
     queue_poll_max_ms: int = 100
+    # Workers and web processes log logfmt lines at this level and above (docs/operations.md)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     sse_keepalive_s: float = 15.0
     sse_max_s: float = 1800.0
@@ -97,6 +99,11 @@ class Settings(BaseSettings):
     def model_path(self) -> Path:
         """The folder of the model files."""
         return self.model_dir if self.model_dir is not None else self.conf_dir / "model"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

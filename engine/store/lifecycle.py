@@ -17,6 +17,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
+from engine import oplog
 from engine.store import runsql
 
 
@@ -116,7 +117,9 @@ class LifecycleStore:
                 finally:
                     if not conn.closed:
                         conn.autocommit = False
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                if getattr(fairy.driver_connection, "broken", False) or getattr(fairy.driver_connection, "closed", False):
+                    oplog.connection_lost("postgres", exc, "retrying the statement" if attempt == 1 else "giving up")
                 fairy.invalidate()
                 if attempt == 2:
                     raise
@@ -275,8 +278,8 @@ class LifecycleStore:
         return self._one(runsql.REQUEUE_CRASHED, {"run": row.run_id, "node": row.node_id, "nid": row.id,
                                                   "epoch": row.epoch, "log": dumps(log)}) is not None
 
-    def stale_queued(self, older_than_s: float, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
-        """Queued nodes (and due retries) whose message looks lost; marks them as re-sent now."""
+    def stale_queued(self, older_than_s: float, limit: int = 1000) -> list[tuple[uuid.UUID, str, str]]:
+        """Queued nodes (and due retries) whose message looks lost, with their status; marks them as re-sent now."""
         with self.auto.connect() as conn:
             rows = conn.execute(text("""
                 UPDATE node_runs SET queued_at = now()
@@ -287,8 +290,8 @@ class LifecycleStore:
                                  -- a node on its space's waitlist is not lost: a freed slot wakes it
                                  AND NOT EXISTS (SELECT 1 FROM space_waiters w WHERE w.node_row_id = n.id)
                                ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
-                RETURNING run_id, node_id"""), {"age": older_than_s, "limit": limit})
-            return [(r.run_id, r.node_id) for r in rows]
+                RETURNING run_id, node_id, status"""), {"age": older_than_s, "limit": limit})
+            return [(r.run_id, r.node_id, r.status) for r in rows]
 
     def unsettled_skips(self, older_than_s: float, limit: int = 500) -> list[Any]:
         """Skipped nodes whose successors were never signalled (the deciding worker died)."""
