@@ -16,6 +16,7 @@ from engine.dispatch import Dispatcher
 from engine.errors import RunDeadlineExceeded
 from engine.executor import Executor
 from engine.settings import Settings
+from engine.statuses import RunStatus
 
 log = logging.getLogger("relayflow.reconciler")
 
@@ -70,7 +71,7 @@ class Reconciler:
                 self.executor.finish(row.id, self.executor.versions.get(row.version_id))
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
-                self.store.lifecycle.end_run(run_id, "failed", RunDeadlineExceeded.run_error(None))
+                self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None))
                 self.executor.notifier.run_changed(str(run_id))
         repaired = len(unsettled) + len(unfinished)
         if crashed or stale or overdue or repaired or woken:
