@@ -4,8 +4,8 @@ The modules of this package hold nothing but statements: `runs` (the run lifecyc
 submit, claim, commit, retry, fail, cancel, interrupt), `repairs` (leases and the reconciler's
 sweep), `catalog` (spaces, tokens, workflows and versions), `reads` (runs and events as clients
 see them) and `registry` (model registry generations). The store classes in engine/store/
-execute them; nothing else in the project writes SQL (tests/unit/test_sql_statements.py checks
-it, and tests/integration/test_sql_statements.py prepares every statement against the migrated
+execute them; nothing else in the project writes SQL (tests/unit/test_sql_convention.py checks
+it, and tests/integration/test_sql_prepared.py prepares every statement against the migrated
 schema). Alembic (migrations/) alone defines the schema.
 
 Why Python constants rather than one `queries.sql` file (procrastinate's way): several statements

@@ -1,6 +1,6 @@
 """One SQL convention: every statement lives in engine/store/sql/, named, described in one line,
 its CTEs named for their purpose (no servers; the statements are prepared against the schema
-in tests/integration/test_sql_statements.py)."""
+in tests/integration/test_sql_prepared.py)."""
 from __future__ import annotations
 
 import ast
