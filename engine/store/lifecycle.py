@@ -151,7 +151,7 @@ class LifecycleStore:
         `wake_waiters` sends it again.
         """
         row = self._one(sql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s,
-                                       "cap": space_cap})
+                                    "cap": space_cap})
         if row is None:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
@@ -188,7 +188,7 @@ class LifecycleStore:
     def propagate_skip(self, run_id: uuid.UUID, source: str, signals: Sequence[Signal]) -> Decision:
         """Signal the successors of a skipped node (its edges are all inactive), at most once."""
         return _decision(self._one(sql.PROPAGATE_SKIP, {"run": run_id, "source": source,
-                                                           **_signal_params(signals)}))
+                                                        **_signal_params(signals)}))
 
     def load_outputs(self, run_id: uuid.UUID, node_ids: Iterable[str], with_inputs: bool
                      ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -211,7 +211,8 @@ class LifecycleStore:
 
     def fail_run_at_node(self, run_id: uuid.UUID, node_id: str, node_row_id: int, epoch: int, *,
                          error: dict[str, Any], log: list[dict[str, Any]],
-                         from_status: Sequence[str] = (NodeStatus.RUNNING,), report: dict[str, Any] | None = None) -> bool:
+                         from_status: Sequence[str] = (NodeStatus.RUNNING,),
+                         report: dict[str, Any] | None = None) -> bool:
         """Fail the node and its run; cancel everything else still pending in the run."""
         run_error = {"code": error.get("code"), "message": error.get("message"), "node_id": node_id}
         row = self._one(sql.FAIL_RUN_AT_NODE, {
@@ -224,7 +225,7 @@ class LifecycleStore:
                 space_id: str | None = None) -> tuple[bool, bool]:
         """Cancel (or fail) an unfinished run and its pending nodes: (found, changed)."""
         row = self._one(sql.END_RUN, {"run": run_id, "space": space_id, "status": status,
-                                         "run_error": dumps(error)})
+                                      "run_error": dumps(error)})
         return bool(row.found), bool(row.changed)
 
     # -- human in the loop ----------------------------------------------------------------
@@ -232,22 +233,22 @@ class LifecycleStore:
                        data: dict[str, Any]) -> bool:
         """Park the node as `interrupted` with a pending interrupt (fenced by epoch); the run waits."""
         row = self._one(sql.INTERRUPT_NODE, {"run": run_id, "node": node_id, "nid": claim.node_row_id,
-                                                "epoch": claim.epoch, "event_id": event_id, "kind": kind,
-                                                "data": dumps(data)})
+                                             "epoch": claim.epoch, "event_id": event_id, "kind": kind,
+                                             "data": dumps(data)})
         return row is not None
 
     def resume_node(self, run_id: uuid.UUID, space_id: str, event_id: str, answer: Any,
                     outputs: dict[str, Any]) -> tuple[str, str] | None:
         """Answer the run's oldest pending interrupt once: (node_id, run status), or None if refused."""
         row = self._one(sql.RESUME_NODE, {"run": run_id, "space": space_id, "event_id": event_id,
-                                             "answer": dumps({"data": answer}), "outputs": dumps(outputs)})
+                                          "answer": dumps({"data": answer}), "outputs": dumps(outputs)})
         return (row.node_id, row.run_status) if row is not None else None
 
     def append_event(self, run_id: uuid.UUID, node_id: str | None, event_type: str,
                      data: dict[str, Any] | None) -> bool:
         """Record an event of a live run (e.g. an LLM token chunk); False if the run has ended."""
         return self._one(sql.APPEND_EVENT, {"run": run_id, "node": node_id, "type": event_type,
-                                               "data": dumps(data)}) is not None
+                                            "data": dumps(data)}) is not None
 
     # -- reconcile --------------------------------------------------------------------------
     def renew_leases(self, node_row_ids: Sequence[int], lease_s: float) -> None:
@@ -264,7 +265,7 @@ class LifecycleStore:
     def requeue_crashed(self, row: Any, log: list[dict[str, Any]]) -> bool:
         """Put a crashed node back in the queue (its next claim is a new attempt)."""
         return self._one(repairs.REQUEUE_CRASHED, {"run": row.run_id, "node": row.node_id, "nid": row.id,
-                                                  "epoch": row.epoch, "log": dumps(log)}) is not None
+                                                   "epoch": row.epoch, "log": dumps(log)}) is not None
 
     def stale_queued(self, older_than_s: float, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
         """Queued nodes (and due retries) whose message looks lost; marks them as re-sent now."""

@@ -40,7 +40,8 @@ def test_the_parameters_are_read_as_the_database_driver_sends_them() -> None:
     claim = all_statements()["runs.CLAIM"]
     assert claim.params[:3] == ["run", "cap", "node"]
     assert "%(run)s" in claim.pyformat and ":run" not in claim.pyformat
-    assert Statement("A cast.", "SELECT CAST(:a AS int), 5 % 2, x::text").pyformat == "SELECT CAST(%(a)s AS int), 5 %% 2, x::text"
+    cast = Statement("A cast.", "SELECT CAST(:a AS int), 5 % 2, x::text")
+    assert cast.pyformat == "SELECT CAST(%(a)s AS int), 5 %% 2, x::text"
 
 
 def _sql_literals(source: str) -> list[tuple[int, str]]:

@@ -52,8 +52,8 @@ _QUALIFIED_IN = re.compile(r"\b(\w+)\.status\s+IN\s*\(([^)]*)\)")
 _UNQUALIFIED = re.compile(r"(?<![\w.])status\s*(?:=|<>|!=|\bIN\b)")
 _UPDATE_SET = re.compile(r"\bUPDATE\s+(\w+)(?:\s+(?:AS\s+)?(?!SET\b)\w+)?\s+SET\b(.*?)(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)",
                          re.S)
-_UPSERT_SET = re.compile(r"\bINSERT\s+INTO\s+(\w+)\b(?:(?!\bINSERT\b).)*?\bDO\s+UPDATE\s+SET\b(.*?)(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)",
-                         re.S)
+_UPSERT_SET = re.compile(r"\bINSERT\s+INTO\s+(\w+)\b(?:(?!\bINSERT\b).)*?\bDO\s+UPDATE\s+SET\b"
+                         r"(.*?)(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)", re.S)
 _INSERT = re.compile(r"\bINSERT\s+INTO\s+(\w+)(?:\s+AS\s+\w+)?\s*\(([^)]*)\)\s*(VALUES\s*\(|SELECT\b)", re.S)
 
 

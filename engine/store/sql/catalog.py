@@ -28,7 +28,8 @@ SELECT id, space_id, name, scopes, created_at, expires_at, revoked_at, last_used
   FROM api_tokens WHERE CAST(:space AS text) IS NULL OR space_id = :space
  ORDER BY id""")
 
-REVOKE_TOKEN = Statement("Revoke a token of a space (NULL: any) unless it already is: (found, revoked_at now or NULL).", """
+REVOKE_TOKEN = Statement(
+    "Revoke a token of a space (NULL: any) unless it already is: (found, revoked_at now or NULL).", """
 WITH token AS (
     SELECT id FROM api_tokens
      WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)

@@ -22,7 +22,8 @@ SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id, 
    AND n.status = 'running' AND n.lease_expires_at < now()
  ORDER BY n.lease_expires_at LIMIT :limit""")
 
-REQUEUE_CRASHED = Statement("Put a crashed node (lease expired, epoch unchanged) back in the queue and record node.crashed.", f"""
+REQUEUE_CRASHED = Statement(
+    "Put a crashed node (lease expired, epoch unchanged) back in the queue and record node.crashed.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, requeued_node AS (
     UPDATE node_runs n
        SET status = 'queued', crashes = n.crashes + 1, queued_at = now(), lease_expires_at = NULL,
@@ -35,7 +36,8 @@ SELECT :run, 'node.crashed', :node, CAST(:log AS jsonb) -> 0 FROM requeued_node
 RETURNING id
 """)
 
-STALE_QUEUED = Statement("Claimable nodes of live runs whose message looks lost (not waitlisted); marks them re-sent now.", """
+STALE_QUEUED = Statement(
+    "Claimable nodes of live runs whose message looks lost (not waitlisted); marks them re-sent now.", """
 UPDATE node_runs SET queued_at = now()
  WHERE id IN (SELECT n.id FROM runs r JOIN node_runs n ON n.run_id = r.id
                WHERE r.status IN ('queued', 'running', 'interrupted')

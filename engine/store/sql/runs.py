@@ -13,7 +13,8 @@ from engine.store.sql import Statement
 RUN_LOCK_UNDER_WAY = ("run_lock AS MATERIALIZED (SELECT id, space_id FROM runs WHERE id = :run "
                        "AND runs.status IN ('running', 'interrupted') FOR UPDATE)")
 
-INSERT_RUN = Statement("Insert a run (unless its idempotency key is taken), its root nodes as queued, and run.queued.", """
+INSERT_RUN = Statement(
+    "Insert a run (unless its idempotency key is taken), its root nodes as queued, and run.queued.", """
 WITH new_run AS (
     INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
                       idempotency_key, remaining, deadline_at, run_mode)
@@ -46,7 +47,8 @@ RUN_BY_IDEMPOTENCY_KEY = Statement(
 # queued, costs no attempt, and joins the space's waitlist (`waitlisted`); a freed slot wakes it.
 # A refusal decided on the snapshot alone can miss a slot freed meanwhile; the releasing worker
 # wakes a waiter if it sees one, else the reconciler's next sweep does.
-CLAIM = Statement("Take a queued node (or a due retry) of a live run if its space has a free slot, else waitlist it.", """
+CLAIM = Statement(
+    "Take a queued node (or a due retry) of a live run if its space has a free slot, else waitlist it.", """
 WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
 ), run_lock AS MATERIALIZED (
     SELECT id, status, version_id, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
@@ -105,7 +107,8 @@ SELECT claimed_node.id, claimed_node.epoch, claimed_node.attempts, claimed_node.
 
 # Waiters whose node is no longer waiting (its run was cancelled) are skipped; `DROP_DEAD_WAITERS`
 # removes them.
-WAKE_WAITERS = Statement("Take up to :limit waiting nodes, oldest first, off the waitlist of a space with free slots (NULL: any).", """
+WAKE_WAITERS = Statement(
+    "Take up to `limit` waiting nodes, oldest first, off the waitlist of a space with free slots (NULL: any).", """
 WITH free_slots AS (
     SELECT s.id, CASE WHEN coalesce(s.max_running_nodes, :cap) <= 0 THEN :limit
                       ELSE least(:limit, coalesce(s.max_running_nodes, :cap) - s.running_nodes) END AS n
@@ -122,7 +125,8 @@ DELETE FROM space_waiters w USING woken_waiters WHERE w.node_row_id = woken_wait
 RETURNING w.run_id, w.node_id
 """)
 
-DROP_DEAD_WAITERS = Statement("Remove waitlist rows whose node no longer waits (its run ended or it was claimed).", """
+DROP_DEAD_WAITERS = Statement(
+    "Remove waitlist rows whose node no longer waits (its run ended or it was claimed).", """
 DELETE FROM space_waiters w
  WHERE NOT EXISTS (SELECT 1 FROM node_runs n JOIN runs r ON r.id = n.run_id
                     WHERE n.id = w.node_row_id AND n.status IN ('queued', 'retrying')
@@ -173,7 +177,8 @@ SELECT (SELECT remaining FROM run_progress) AS remaining,
 """
 
 # A claimed node is decided (succeeded, or failed with on_error default/branch).
-COMMIT_NODE = Statement("Store a decided node's outcome if its epoch holds, signal its successors, count it, record events.", f"""
+COMMIT_NODE = Statement(
+    "Store a decided node's outcome if its epoch holds, signal its successors, count it, record events.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, decided_node AS (
     UPDATE node_runs n
        SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),
@@ -237,7 +242,8 @@ SELECT succeeded_run.id, 'run.succeeded', NULL, NULL FROM succeeded_run
 RETURNING id
 """)
 
-SCHEDULE_RETRY = Statement("Record a failed attempt (fenced by epoch) and make the node due again after :delay_s.", f"""
+SCHEDULE_RETRY = Statement(
+    "Record a failed attempt (fenced by epoch) and make the node due again after :delay_s.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, retried_node AS (
     UPDATE node_runs n
        SET status = 'retrying', error = CAST(:error AS jsonb), lease_expires_at = NULL,
@@ -272,7 +278,8 @@ unreached_nodes AS (
 )"""
 
 # Everything still pending in the run is cancelled (statuses.NODE_LIVE_STATUSES).
-FAIL_RUN_AT_NODE = Statement("Fail a node for good (fenced by epoch) and its run; cancel the run's other live nodes.", f"""
+FAIL_RUN_AT_NODE = Statement(
+    "Fail a node for good (fenced by epoch) and its run; cancel the run's other live nodes.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, failed_node AS (
     UPDATE node_runs n
        SET status = 'failed', error = CAST(:error AS jsonb), finished_at = now(), lease_expires_at = NULL,
@@ -297,7 +304,8 @@ SELECT :run, 'run.failed', NULL, CAST(:run_error AS jsonb) FROM failed_run
 RETURNING id
 """)
 
-END_RUN = Statement("End a live run as :status (cancel by a user, fail on its deadline) and cancel its live nodes.", f"""
+END_RUN = Statement(
+    "End a live run as :status (cancel by a user, fail on its deadline) and cancel its live nodes.", f"""
 WITH run_lock AS MATERIALIZED (
     SELECT id, status FROM runs WHERE id = :run AND (CAST(:space AS text) IS NULL OR space_id = :space) FOR UPDATE
 ), ended_run AS (
@@ -317,7 +325,8 @@ SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run
 """)
 
 # The run is `interrupted` while any of its interrupts is pending.
-INTERRUPT_NODE = Statement("Park a running node (fenced by epoch) as interrupted with a pending question or form.", f"""
+INTERRUPT_NODE = Statement(
+    "Park a running node (fenced by epoch) as interrupted with a pending question or form.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, interrupted_node AS (
     UPDATE node_runs n SET status = 'interrupted', lease_expires_at = NULL, resume = NULL
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
