@@ -15,14 +15,14 @@ SQL_PACKAGE = ROOT / "engine" / "store" / "sql"
 # of the models Alembic compares) and the local stack's server bootstrap (CREATE DATABASE on the
 # maintenance database, before any migration).
 NOT_STATEMENTS = {ROOT / "engine" / "schema.py", ROOT / "engine" / "embedded.py"}
-_SQL_START = re.compile(r"^\s*(SELECT\s|INSERT\s+INTO\s|UPDATE\s+\w+\s.*\bSET\s|DELETE\s+FROM\s|WITH\s+\w+\s+AS\b)", re.S)
+_SQL_START = re.compile(r"^\s*(SELECT\s|INSERT\s+INTO\s|UPDATE\s+\w+\s.*\bSET\s|DELETE\s+FROM\s|WITH\s+\w+\s+AS\b)", re.DOTALL)
 _CTE = re.compile(r"(?:\bWITH|,)\s*(\w+)\s+AS\s+(?:MATERIALIZED\s+)?\(")
 
 
 def test_every_statement_is_named_and_described_in_one_line() -> None:
     statements = all_statements()
     for name, statement in statements.items():
-        module, _, constant = name.partition(".")
+        _module, _, constant = name.partition(".")
         assert re.fullmatch(r"[A-Z][A-Z0-9_]*", constant), name
         assert statement.description.strip() and "\n" not in statement.description, name
         assert statement.description.endswith("."), name
@@ -69,10 +69,8 @@ def test_no_sql_is_written_outside_the_sql_package() -> None:
 
 def test_the_stray_finder_finds_strays() -> None:
     # Guards against a test that cannot fail.
-    source = "\n".join([
-        "rows = conn.execute(text(QUERY))",
-        "done = cur.execute('UPDATE runs SET status = %s WHERE id = %s', ['x', 1])",
-        "sent = f'WITH run_lock AS (SELECT 1) DELETE FROM t'",
-        "word = 'SELECTED nodes'",
-    ])
+    source = ("rows = conn.execute(text(QUERY))\n"
+              "done = cur.execute('UPDATE runs SET status = %s WHERE id = %s', ['x', 1])\n"
+              "sent = f'WITH run_lock AS (SELECT 1) DELETE FROM t'\n"
+              "word = 'SELECTED nodes'\n")
     assert [line for line, _what in _sql_literals(source)] == [1, 2, 3]

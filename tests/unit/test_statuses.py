@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 
@@ -36,8 +36,9 @@ NAMED_SETS: dict[str, list[frozenset[str]]] = {
     "node_runs": [statuses.NODE_LIVE_STATUSES, statuses.NODE_CLAIMABLE_STATUSES, statuses.NODE_IN_FLIGHT_STATUSES,
                   statuses.NODE_FINAL_STATUSES],
 }
-TRANSITIONS = {"runs": statuses.RUN_TRANSITIONS, "node_runs": statuses.NODE_TRANSITIONS,
-               "run_interrupts": statuses.INTERRUPT_TRANSITIONS}
+TRANSITIONS: dict[str, Mapping[Any, Mapping[Any, tuple[str, ...]]]] = {
+    "runs": statuses.RUN_TRANSITIONS, "node_runs": statuses.NODE_TRANSITIONS,
+    "run_interrupts": statuses.INTERRUPT_TRANSITIONS}
 # Quoted literals of the SQL that are not statuses.
 OTHER_LITERALS = {"synchronous_commit", "off", "{}", "1 minute", "relayflow.model_generations",
                   "attempt", "event_id", "type", "data", "node_id"}
@@ -51,10 +52,10 @@ _QUALIFIED = re.compile(r"\b(\w+)\.status\s*(?:=|<>|!=)\s*'(\w+)'")
 _QUALIFIED_IN = re.compile(r"\b(\w+)\.status\s+IN\s*\(([^)]*)\)")
 _UNQUALIFIED = re.compile(r"(?<![\w.])status\s*(?:=|<>|!=|\bIN\b)")
 _UPDATE_SET = re.compile(r"\bUPDATE\s+(\w+)(?:\s+(?:AS\s+)?(?!SET\b)\w+)?\s+SET\b(.*?)(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)",
-                         re.S)
+                         re.DOTALL)
 _UPSERT_SET = re.compile(r"\bINSERT\s+INTO\s+(\w+)\b(?:(?!\bINSERT\b).)*?\bDO\s+UPDATE\s+SET\b"
-                         r"(.*?)(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)", re.S)
-_INSERT = re.compile(r"\bINSERT\s+INTO\s+(\w+)(?:\s+AS\s+\w+)?\s*\(([^)]*)\)\s*(VALUES\s*\(|SELECT\b)", re.S)
+                         r"(.*?)(?=\bFROM\b|\bWHERE\b|\bRETURNING\b|$)", re.DOTALL)
+_INSERT = re.compile(r"\bINSERT\s+INTO\s+(\w+)(?:\s+AS\s+\w+)?\s*\(([^)]*)\)\s*(VALUES\s*\(|SELECT\b)", re.DOTALL)
 
 
 def _split_top_level(text: str) -> list[str]:
