@@ -17,6 +17,7 @@ from engine.dispatch import Dispatcher
 from engine.errors import RunDeadlineExceeded
 from engine.executor import Executor
 from engine.settings import Settings
+from engine.statuses import RunStatus
 
 log = logging.getLogger("relayflow.reconciler")
 
@@ -75,7 +76,7 @@ class Reconciler:
                 oplog.decision_completed(row.id, "run_finished")
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
-                self.store.lifecycle.end_run(run_id, "failed", RunDeadlineExceeded.run_error(None))
+                self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None))
                 self.executor.notifier.run_changed(str(run_id))
                 oplog.run_deadline(run_id)
         repaired = len(unsettled) + len(unfinished)
