@@ -1,6 +1,6 @@
 """gunicorn settings of the `web` process: the gevent worker, so open event streams cost no thread.
 
-Loaded as a config file (`gunicorn -c api/gunicorn_conf.py`, see `api.processes.web_command`
+Loaded as a config file (`gunicorn -c api/gunicorn_conf.py`, see `api.cli.supervisor.web_command`
 and the Procfile); it imports nothing of ours, so the master process stays free of the app.
 Each worker process monkey-patches the standard library (`gevent.monkey.patch_all()`, done by
 gunicorn's gevent worker after the fork and before it imports the app, which is never

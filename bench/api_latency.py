@@ -2,7 +2,7 @@
 """Submit/poll latency of the HTTP API under 50 concurrent clients: `python bench/api_latency.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gevent, 2 processes; `--worker-class gthread`
+`relayflow up` runs it (`api.cli.supervisor.web_command`: gevent, 2 processes; `--worker-class gthread`
 for the former 2 x 64 threads) and one
 `dramatiq workers --processes 2 --threads 8` group, on a fresh `relayflow_bench` database and
 Redis database 14 (bench/harness.py; both are cleared at the end). It creates a two-node
@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from api.processes import Supervisor, child_env, web_command  # noqa: E402
+from api.cli.supervisor import Supervisor, child_env, web_command  # noqa: E402
 from bench.harness import (DB_NAME, REDIS_DB, BenchError, WorkerGroup, drop_database, flush_redis,  # noqa: E402
                            fresh_database, server_facts, server_urls, worker_env)
 

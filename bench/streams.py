@@ -2,7 +2,7 @@
 """Poll and submit latency with 1,000 event streams open: `python bench/streams.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gevent, 2 processes) and one `dramatiq
+`relayflow up` runs it (`api.cli.supervisor.web_command`: gevent, 2 processes) and one `dramatiq
 workers --processes 2 --threads 8` group, on its own database `relayflow_bench_streams`
 (created, migrated, dropped at the end) and Redis database 14 under its own queue name (only
 its own keys are deleted: no FLUSHDB). Then:
@@ -45,7 +45,7 @@ import psutil  # noqa: E402
 import psycopg  # noqa: E402
 import redis as redis_lib  # noqa: E402
 
-from api.processes import Supervisor, child_env, web_command  # noqa: E402
+from api.cli.supervisor import Supervisor, child_env, web_command  # noqa: E402
 from bench.api_latency import WORKFLOW, Tally, client_loop, percentiles_ms, wait_http_ready  # noqa: E402
 from bench.harness import BenchError, WorkerGroup, libpq_url, server_facts, worker_env  # noqa: E402
 

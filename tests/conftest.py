@@ -49,7 +49,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     if not rd and _reachable("127.0.0.1", 6379):
         rd = "redis://127.0.0.1:6379/0"
     if not pg or not rd:
-        from engine.embedded import EmbeddedServers
+        from api.localstack.embedded import EmbeddedServers
 
         # Not under pytest's tmp dir: as root, the servers run as an unprivileged user, and
         # pytest resets its tmp root to 0700 at every session start.
@@ -191,7 +191,7 @@ def free_port() -> int:
 @pytest.fixture
 def web_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """The real web process (gunicorn, as the Procfile runs it) on a free loopback port; yields its URL."""
-    from api.processes import web_command
+    from api.cli.supervisor import web_command
 
     port = free_port()
     log = open(tmp_path / "web.log", "ab")

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 import yaml
 
+from api.localstack.fake_llm import FakeLLM
 from engine.db import get_engine
-from engine.fake_llm import FakeLLM
 from engine.settings import Settings
 from engine.store import Store
 from engine.tokens import issue_token, revoke_token
@@ -189,7 +189,7 @@ def test_healthz_shows_no_cross_space_details_without_an_operator_token(served: 
 @pytest.fixture
 def limited_web(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """gunicorn (2 processes) with a failed-authentication limit of 6 per 30 s."""
-    from api.processes import web_command
+    from api.cli.supervisor import web_command
     from tests.conftest import _reachable, free_port
 
     port = free_port()

@@ -42,7 +42,7 @@ QUICK = {"nodes": [{"id": "hi", "type": "template", "config": {"template": "hi"}
 @pytest.fixture
 def stream_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A real gunicorn with a small per-token cap and a 1 s token re-check; yields its URL."""
-    from api.processes import web_command
+    from api.cli.supervisor import web_command
 
     port = free_port()
     env = settings_env(settings) | {"RELAYFLOW_MAX_STREAMS_PER_TOKEN": str(CAP), "RELAYFLOW_STREAM_RECHECK_S": "1"}

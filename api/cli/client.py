@@ -42,6 +42,8 @@ class WorkflowFile:
     @classmethod
     def read(cls, path: Path) -> WorkflowFile:
         """Parse a YAML or JSON workflow file; a top-level `demo_inputs` is not part of the definition."""
+        # Imported here: engine.definition loads every node type (LiteLLM too), seconds that
+        # the commands reading no workflow file (status, watch, cancel...) would pay.
         from engine.definition import load_definition
 
         try:

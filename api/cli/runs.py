@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from api.cli_base import client_options, console, make_client, print_error, print_outcome, run_table
-from api.client import FINAL_STATUSES, Client, parse_input
+from api.cli.base import client_options, console, make_client, print_error, print_outcome, run_table
+from api.cli.client import FINAL_STATUSES, Client, parse_input
 from engine.errors import EngineError, InvalidTransition
 
 # Events after which the node table is fetched again (token chunks change no status).
