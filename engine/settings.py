@@ -144,7 +144,7 @@ def package_data(package: str) -> Path:
         raise ConfigurationError(f"the `{package}` package is not a folder on disk ({folder}); install "
                                  "Relayflow unzipped (pip does), or name your folders with RELAYFLOW_CONF_DIR.",
                                  settings=["RELAYFLOW_CONF_DIR"])
-    return folder
+    return folder.resolve()  # also tidies `migrations/../examples` (alembic.ini prepends `migrations/..`)
 
 
 def _env(name: str) -> str:
