@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import api
 from api.localstack.embedded_os import Account, as_account, die_with_parent
 
 # gunicorn loads it as a file (so its master imports nothing of ours): found beside the
@@ -23,7 +22,7 @@ GUNICORN_CONF = resources.files("api") / "gunicorn_conf.py"
 # The folder our packages are imported from: a checkout (put on the children's PYTHONPATH, so
 # they import the same code as this process whatever their working directory), or site-packages
 # (found by every interpreter of this environment already: not put before the standard library).
-IMPORT_ROOT = Path(api.__file__).resolve().parent.parent
+IMPORT_ROOT = Path(str(resources.files("api"))).resolve().parent
 _INSTALLED = IMPORT_ROOT in {Path(sysconfig.get_paths()[name]).resolve() for name in ("purelib", "platlib")}
 
 
