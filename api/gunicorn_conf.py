@@ -1,6 +1,6 @@
 """gunicorn settings of the `web` process: the gevent worker, so open event streams cost no thread.
 
-Loaded as a config file (`gunicorn -c api/gunicorn_conf.py`, see `api.processes.web_command`
+Loaded as a config file (`gunicorn -c api/gunicorn_conf.py`, see `api.cli.supervisor.web_command`
 and the Procfile); it imports nothing of ours, so the master process stays free of the app.
 Each worker process monkey-patches the standard library (`gevent.monkey.patch_all()`, done by
 gunicorn's gevent worker after the fork and before it imports the app, which is never
@@ -23,7 +23,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Open connections (streams included) one web process serves at once; past it, new ones wait
 # in the listen backlog. Each is a greenlet (a few KB) and a socket.
 worker_connections = int(os.environ.get("WEB_CONNECTIONS", "2000"))
-# Here rather than on each command line: `relayflow up` (api.processes.web_command) and the
+# Here rather than on each command line: `relayflow up` (api.cli.supervisor.web_command) and the
 # Procfile both get it. No query string (it may carry what a client should not have put there)
 # and no header but the user agent.
 accesslog = "-"

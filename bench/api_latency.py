@@ -2,7 +2,7 @@
 """Submit/poll latency of the HTTP API under 50 concurrent clients: `python bench/api_latency.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gevent, 2 processes; `--worker-class gthread`
+`relayflow up` runs it (`api.cli.supervisor.web_command`: gevent, 2 processes; `--worker-class gthread`
 for the former 2 x 64 threads) and one
 `dramatiq workers --processes 2 --threads 8` group, on a fresh `relayflow_bench` database and
 Redis database 14 (bench/harness.py; both are cleared at the end). It creates a two-node
@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from api.processes import Supervisor  # noqa: E402
+from api.cli.supervisor import Supervisor  # noqa: E402
 from bench.harness import (DB_NAME, REDIS_DB, BenchError, drop_database, flush_redis, fresh_database,  # noqa: E402
                            server_facts, server_urls)
 from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402

@@ -2,7 +2,7 @@
 """Poll and submit latency with 1,000 event streams open: `python bench/streams.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gevent, 2 processes) and one `dramatiq
+`relayflow up` runs it (`api.cli.supervisor.web_command`: gevent, 2 processes) and one `dramatiq
 workers --processes 2 --threads 8` group, on its own database `relayflow_bench_streams`
 (created, migrated, dropped at the end) and Redis database 14 under its own queue name (only
 its own keys are deleted: no FLUSHDB). Then:
@@ -42,7 +42,7 @@ import psutil  # noqa: E402
 import psycopg  # noqa: E402
 import redis as redis_lib  # noqa: E402
 
-from api.processes import Supervisor  # noqa: E402
+from api.cli.supervisor import Supervisor  # noqa: E402
 from bench.harness import BenchError, libpq_url, server_facts  # noqa: E402
 from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402
                              save_result, web_stack)

@@ -1,6 +1,6 @@
 """What the web benchmarks share (bench/api_latency.py, bench/streams.py): their common
 arguments and result header, the real stack they start (gunicorn as `relayflow up` runs it,
-`api.processes.web_command`, and one `dramatiq workers` group), the submit-then-poll client
+`api.cli.supervisor.web_command`, and one `dramatiq workers` group), the submit-then-poll client
 loop, its percentiles, and where the JSON results go."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from api.processes import Supervisor, child_env, web_command  # noqa: E402
+from api.cli.supervisor import Supervisor, child_env, web_command  # noqa: E402
 from bench.harness import BenchError, WorkerGroup, worker_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 
 from engine import oplog
 from engine.errors import ServiceUnavailable
-from engine.settings import Settings
+from engine.settings import Settings, package_data
 
-_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _engines: dict[tuple[int, str, bool], Engine] = {}
 _lock = threading.Lock()
 
@@ -47,8 +45,9 @@ def alembic_config(database_url: str):  # -> alembic.config.Config (imported laz
     """An Alembic config pointing at our migrations, whatever the working directory."""
     from alembic.config import Config
 
-    cfg = Config(str(_MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    migrations = package_data("migrations")
+    cfg = Config(str(migrations / "alembic.ini"))
+    cfg.set_main_option("script_location", str(migrations))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 

@@ -49,7 +49,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     if not rd and _reachable("127.0.0.1", 6379):
         rd = "redis://127.0.0.1:6379/0"
     if not pg or not rd:
-        from engine.embedded import EmbeddedServers
+        from api.localstack.embedded import EmbeddedServers
 
         # Not under pytest's tmp dir: as root, the servers run as an unprivileged user, and
         # pytest resets its tmp root to 0700 at every session start.
@@ -189,11 +189,11 @@ def free_port() -> int:
 
 
 class WebProcess:
-    """The real web process (gunicorn, `api.processes.web_command` as `relayflow up` runs it) on a
+    """The real web process (gunicorn, `api.cli.supervisor.web_command` as `relayflow up` runs it) on a
     free loopback port, started and reachable."""
 
     def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> None:
-        from api.processes import web_command
+        from api.cli.supervisor import web_command
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 import yaml
 
+from api.localstack.fake_llm import FakeLLM
 from engine.db import get_engine
-from engine.fake_llm import FakeLLM
 from engine.settings import Settings
 from engine.store import Store
 from engine.tokens import issue_token, revoke_token
