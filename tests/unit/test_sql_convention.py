@@ -14,7 +14,7 @@ SQL_PACKAGE = ROOT / "engine" / "store" / "sql"
 # Not the application's statements: the schema's own text (server defaults and index predicates
 # of the models Alembic compares) and the local stack's server bootstrap (CREATE DATABASE on the
 # maintenance database, before any migration).
-NOT_STATEMENTS = {ROOT / "engine" / "schema.py", ROOT / "engine" / "embedded.py"}
+NOT_STATEMENTS = {ROOT / "engine" / "schema.py", ROOT / "api" / "localstack" / "embedded.py"}
 _SQL_START = re.compile(r"^\s*(SELECT\s|INSERT\s+INTO\s|UPDATE\s+\w+\s.*\bSET\s|DELETE\s+FROM\s|WITH\s+\w+\s+AS\b)", re.DOTALL)
 _CTE = re.compile(r"(?:\bWITH|,)\s*(\w+)\s+AS\s+(?:MATERIALIZED\s+)?\(")
 
