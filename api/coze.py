@@ -27,7 +27,7 @@ from engine.streams import StreamLease
 
 tag = Tag(name="coze", description="Coze Studio compatible workflow OpenAPI")
 bp = APIBlueprint("coze", __name__, url_prefix="/v1/workflow", abp_tags=[tag], abp_security=[{"bearer": []}])
-_ERRORS: dict[int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
+_ERRORS: dict[str | int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
 def _debug_url(run_id: str) -> str:
     return f"{request.host_url.rstrip('/')}/v1/runs/{run_id}"
 

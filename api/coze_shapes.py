@@ -59,6 +59,8 @@ def resume_answer(kind: str, resume_data: str) -> Any:
 def interrupt_data(run_id: str, pending: dict[str, Any]) -> dict[str, Any]:
     """The `interrupt_data` of Coze's Interrupt event for one pending interrupt."""
     asked = pending["data"] or {}
+    data: dict[str, Any]
+    content: str | None
     if pending["type"] == "question":
         if asked.get("answer_type") == "option":
             content = json.dumps({"question": asked.get("question"),

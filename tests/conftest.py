@@ -26,7 +26,9 @@ from engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = f"relayflow_test_template_{os.getpid()}"  # per session: sessions may overlap
-REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13"))
+# One Redis database per pytest-xdist worker (gw0, gw1, …): tests flush theirs before and after.
+REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13")) + int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 pytest_plugins = ["tests.integration.llm_fixtures"]  # the fake LLM provider and model folders
 
 
