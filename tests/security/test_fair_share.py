@@ -99,7 +99,10 @@ class Sampler:
     """Samples a space's running nodes every 20 ms in a thread; `peak` is the most seen at once."""
 
     def __init__(self, db: psycopg.Connection[Any], space_id: str) -> None:
-        self.db, self.space_id, self.peak, self.samples = db, space_id, 0, 0
+        # its own connection: the test's thread queries `db` at the same time
+        self.db = psycopg.connect(db.info.dsn, autocommit=True)
+        self.space_id, self.peak, self.samples = space_id, 0, 0
+        self.error: psycopg.Error | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -108,13 +111,15 @@ class Sampler:
         while not self._stop.wait(0.02):
             try:
                 self.peak = max(self.peak, _running(self.db, self.space_id))
-            except psycopg.Error:  # the test ended and closed the connection
+            except psycopg.Error as exc:  # kept for the test's message: sampling stopped early
+                self.error = exc
                 return
             self.samples += 1
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.db.close()
         return self.peak
 
 
