@@ -187,7 +187,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
 
 
 @pytest.fixture
-def inline_worker(app: Any, settings: Settings, api: "ApiHelper") -> "InlineWorker":
+def inline_worker(app: Any, settings: Settings, api: ApiHelper) -> InlineWorker:
     """Run this test's node messages in its own thread: no Redis hop, no worker process.
 
     The API's dispatcher becomes an in-memory one (the real Executor, store and database run
