@@ -8,6 +8,7 @@ defaults (127.0.0.1:5432 and :6379), else embedded servers started for the sessi
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -187,7 +188,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
 
 
 @pytest.fixture
-def inline_worker(app: Any, settings: Settings, api: ApiHelper) -> InlineWorker:
+def inline_worker(app: Any, settings: Settings, api: ApiHelper) -> Iterator[InlineWorker]:
     """Run this test's node messages in its own thread: no Redis hop, no worker process.
 
     The API's dispatcher becomes an in-memory one (the real Executor, store and database run
@@ -209,7 +210,11 @@ def inline_worker(app: Any, settings: Settings, api: ApiHelper) -> InlineWorker:
                         service.notifier)
     worker = InlineWorker(executor, messages, Reconciler(executor, messages, settings))
     api.drive = worker.drain
-    return worker
+    yield worker
+    # What this test's objects leave unclosed (a LiteLLM Router, say) is reported now, in this
+    # test, not by whichever later test happens to trigger the garbage collector.
+    del worker, executor
+    gc.collect()
 
 
 def free_port() -> int:
