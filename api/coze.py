@@ -22,12 +22,12 @@ from api.models import ErrorBody
 from api.runtime import principal, runtime
 from api.sse import STREAM_RESPONSE, frame, stream
 from engine.errors import InterruptInSyncRun, RunNotFound, StillRunning, Unauthorized
-from engine.follow import FINAL_STATUSES, SETTLED_STATUSES
+from engine.statuses import FINAL_STATUSES, SETTLED_STATUSES, RunStatus
 from engine.streams import StreamLease
 
 tag = Tag(name="coze", description="Coze Studio compatible workflow OpenAPI")
 bp = APIBlueprint("coze", __name__, url_prefix="/v1/workflow", abp_tags=[tag], abp_security=[{"bearer": []}])
-_ERRORS: dict[int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
+_ERRORS: dict[str | int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
 def _debug_url(run_id: str) -> str:
     return f"{request.host_url.rstrip('/')}/v1/runs/{run_id}"
 
@@ -44,7 +44,7 @@ def run(body: CozeRunRequest) -> Any:
     if body.is_async:
         return {"code": 0, "msg": "Success", "execute_id": run_id, "debug_url": _debug_url(run_id)}
     status = rt.follower.wait_settled(who.space_id, run_id, rt.settings.sync_wait_max_s)
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         raise InterruptInSyncRun(execute_id=run_id, debug_url=_debug_url(run_id))
     if status not in SETTLED_STATUSES:
         raise StillRunning(execute_id=run_id, debug_url=_debug_url(run_id))
@@ -53,7 +53,7 @@ def run(body: CozeRunRequest) -> Any:
     answer: dict[str, Any] = {"code": 0, "msg": "Success", "execute_id": run_id,
                               "token": usage["input_tokens"] + usage["output_tokens"], "cost": "0.00000",
                               "debug_url": _debug_url(run_id)}
-    if found["status"] == "succeeded":
+    if found["status"] == RunStatus.SUCCEEDED:
         answer["data"] = json.dumps(found["outputs"] or {}, ensure_ascii=False)
     else:
         failure = shapes.error_event(found, answer["debug_url"])
@@ -138,13 +138,13 @@ def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str, lease: 
     seq = iter(range(1 << 62))
 
     def settled(current: dict[str, Any]) -> list[str] | None:
-        if current["status"] == "interrupted" and current["interrupt"]:
+        if current["status"] == RunStatus.INTERRUPTED and current["interrupt"]:
             node_id = current["interrupt"]["node_id"]
             title = next((n.get("title") for n in current["nodes"] if n["node_id"] == node_id), None) or node_id
             return [frame("Interrupt", {"interrupt_data": shapes.interrupt_data(run_id, current["interrupt"]),
                                         "node_id": node_id, "node_title": title, "debug_url": debug_url},
                           next(seq))]
-        if current["status"] == "succeeded":
+        if current["status"] == RunStatus.SUCCEEDED:
             return [frame("Message", shapes.end_message(current["outputs"]), next(seq)),
                     frame("Done", {"debug_url": debug_url}, next(seq))]
         if current["status"] in FINAL_STATUSES:

@@ -11,9 +11,11 @@ import json
 from typing import Any
 
 from engine.errors import InvalidInputs
+from engine.statuses import RunStatus
 
-EXECUTE_STATUS = {"queued": "Running", "running": "Running", "succeeded": "Success", "failed": "Fail",
-                  "cancelled": "Cancel", "interrupted": "Interrupted"}
+EXECUTE_STATUS: dict[str, str] = {
+    RunStatus.QUEUED: "Running", RunStatus.RUNNING: "Running", RunStatus.SUCCEEDED: "Success",
+    RunStatus.FAILED: "Fail", RunStatus.CANCELLED: "Cancel", RunStatus.INTERRUPTED: "Interrupted"}
 RUN_MODE = {"sync": 0, "stream": 1, "async": 2}
 INTERRUPT_TYPE = {"question": 2, "input": 5}
 CANCELLED_CODE = 777777777  # Coze's "cancelled by user"
@@ -57,6 +59,8 @@ def resume_answer(kind: str, resume_data: str) -> Any:
 def interrupt_data(run_id: str, pending: dict[str, Any]) -> dict[str, Any]:
     """The `interrupt_data` of Coze's Interrupt event for one pending interrupt."""
     asked = pending["data"] or {}
+    data: dict[str, Any]
+    content: str | None
     if pending["type"] == "question":
         if asked.get("answer_type") == "option":
             content = json.dumps({"question": asked.get("question"),
@@ -81,7 +85,7 @@ def end_message(outputs: dict[str, Any] | None) -> dict[str, Any]:
 
 def error_event(run: dict[str, Any], debug_url: str) -> dict[str, Any]:
     """The Error event of a failed or cancelled run."""
-    if run["status"] == "cancelled":
+    if run["status"] == RunStatus.CANCELLED:
         return {"error_code": CANCELLED_CODE, "error_message": "The run was cancelled.", "debug_url": debug_url}
     error = run.get("error") or {}
     where = f" (node {error['node_id']})" if error.get("node_id") else ""
@@ -97,7 +101,7 @@ def history_record(run: dict[str, Any], debug_url: str) -> dict[str, Any]:
         "execute_id": run["run_id"], "execute_status": EXECUTE_STATUS.get(run["status"], run["status"]),
         "input": json.dumps(run.get("inputs") or {}, ensure_ascii=False),
         "output": json.dumps(run["outputs"], ensure_ascii=False) if run.get("outputs") is not None else "",
-        "error_code": str(error.get("code") or (CANCELLED_CODE if run["status"] == "cancelled" else "")),
+        "error_code": str(error.get("code") or (CANCELLED_CODE if run["status"] == RunStatus.CANCELLED else "")),
         "error_msg": str(error.get("message") or ""),
         "token": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)), "cost": "0.00000",
         "run_mode": RUN_MODE.get(run.get("run_mode") or "async", 2),

@@ -61,7 +61,8 @@ def unstorable_response(where: str) -> Response:
 
 def validation_error(exc: ValidationError) -> Response:
     """422 listing every invalid field; never echoes the submitted values (they may hold secrets)."""
-    errors = [{"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]} for e in exc.errors()]
+    errors: list[dict[str, Any]] = [{"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]}
+                                    for e in exc.errors()]
     summary = "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors)
     return make_response(jsonify({"code": 4000, "msg": f"Invalid request: {summary}", "errors": errors}), 422)
 
@@ -73,8 +74,9 @@ def init_app(app: Flask) -> None:
     def _engine(exc: EngineError) -> ResponseReturnValue:
         # RFC 6750: a 401 names the scheme the client must use
         headers = {"WWW-Authenticate": 'Bearer realm="relayflow"'} if exc.http_status == 401 else {}
-        if getattr(exc, "retry_after_s", None):
-            headers["Retry-After"] = str(exc.retry_after_s)
+        retry_after_s = getattr(exc, "retry_after_s", None)
+        if retry_after_s:
+            headers["Retry-After"] = str(retry_after_s)
         return jsonify(exc.to_dict()), exc.http_status, headers
 
     @app.errorhandler(HTTPException)

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.statuses import RunStatusName
 from engine.tokens import DEFAULT_EXPIRY, MAX_EXPIRY, NAME_MAX_CHARS, SCOPES
 
 
@@ -130,7 +131,7 @@ class RunPath(BaseModel):
 
 class RunListQuery(BaseModel):
     workflow_id: str | None = Field(default=None, max_length=64)
-    status: Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"] | None = None
+    status: RunStatusName | None = None
     cursor: str | None = Field(default=None, max_length=512)
     limit: int = Field(default=20, ge=1, le=200)
 

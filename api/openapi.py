@@ -20,7 +20,7 @@ def _error(description: str) -> dict[str, Any]:
 
 def _is_auto_422(response: dict[str, Any]) -> bool:
     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-    return schema.get("type") == "array"  # flask-openapi3's default: a list of pydantic errors
+    return bool(schema.get("type") == "array")  # flask-openapi3's default: a list of pydantic errors
 
 
 def document(app: OpenAPI) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from api.models import (ErrorBody, EventsQuery, ResumeAccepted, ResumeBody, RunA
 from api.runtime import principal, runtime
 from api.sse import KEEPALIVE, STREAM_RESPONSE, frame, stream
 from engine.errors import InvalidInputs
-from engine.follow import SETTLED_STATUSES
+from engine.statuses import SETTLED_STATUSES
 
 tag = Tag(name="runs", description="Submitting and following workflow runs")
 bp = APIBlueprint("runs", __name__, url_prefix="/v1", abp_tags=[tag], abp_security=[{"bearer": []}])

@@ -11,7 +11,7 @@ from api.runtime import principal, runtime
 
 tag = Tag(name="workflows", description="Workflow definitions and their immutable versions")
 bp = APIBlueprint("workflows", __name__, url_prefix="/v1", abp_tags=[tag], abp_security=[{"bearer": []}])
-_ERRORS: dict[int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 422: ErrorBody}
+_ERRORS: dict[str | int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 422: ErrorBody}
 
 
 @bp.post("/workflows", responses={201: WorkflowVersionOut, 401: ErrorBody, 403: ErrorBody, 422: ErrorBody})

@@ -26,10 +26,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 _TRACE_LINE = re.compile(r"^([FB])\t(\d+)\t(\w+)\t?(.*)$")
 _PARSE = re.compile(r'^"([^"]*)" "(.*)$', re.DOTALL)
 _BIND = re.compile(r'^"[^"]*" "([^"]*)"')
-# Distinctive text of each statement (engine/store/runsql.py, lifecycle.py, catalog.py, views.py).
+# Distinctive text of each statement (engine/store/sql/: its CTE names or event types).
 _RULES = (
-    ("'node.started'", "CLAIM"), ("'node.retrying'", "SCHEDULE_RETRY"), ("others AS (", "FAIL_RUN_AT_NODE"),
-    ("done AS (", "COMMIT_NODE"), ("sig AS (", "PROPAGATE_SKIPS"), ("'run.succeeded'", "FINISH_RUN"),
+    ("'node.started'", "CLAIM"), ("'node.retrying'", "SCHEDULE_RETRY"), ("failed_node AS (", "FAIL_RUN_AT_NODE"),
+    ("decided_node AS (", "COMMIT_NODE"), ("settled_skip AS (", "PROPAGATE_SKIP"), ("'run.succeeded'", "FINISH_RUN"),
     ("AS outputs", "load_outputs"), ("INSERT INTO runs", "INSERT_RUN"), ("INSERT INTO node_runs", "insert root nodes"),
     ("'run.queued'", "insert run.queued event"), ("SELECT v.id, v.workflow_id", "get version"),
     ("FROM workflow_versions", "get version by id"), ("SELECT status FROM runs", "run_status"),

@@ -2,7 +2,7 @@
 """Poll and submit latency with 1,000 event streams open: `python bench/streams.py`.
 
 Starts the real stack on loopback against the local PostgreSQL and Redis: gunicorn as
-`relayflow up` runs it (`api.processes.web_command`: gevent, 2 processes) and one `dramatiq
+`relayflow up` runs it (`api.cli.supervisor.web_command`: gevent, 2 processes) and one `dramatiq
 workers --processes 2 --threads 8` group, on its own database `relayflow_bench_streams`
 (created, migrated, dropped at the end) and Redis database 14 under its own queue name (only
 its own keys are deleted: no FLUSHDB). Then:
@@ -24,15 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +42,11 @@ import psutil  # noqa: E402
 import psycopg  # noqa: E402
 import redis as redis_lib  # noqa: E402
 
-from api.processes import Supervisor, child_env, web_command  # noqa: E402
-from bench.api_latency import WORKFLOW, Tally, client_loop, percentiles_ms, wait_http_ready  # noqa: E402
-from bench.harness import BenchError, WorkerGroup, libpq_url, server_facts, worker_env  # noqa: E402
+from api.cli.supervisor import Supervisor  # noqa: E402
+from bench.harness import BenchError, libpq_url, server_facts  # noqa: E402
+from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402
+                             save_result, web_stack)
 
-RESULTS = ROOT / "bench" / "results"
 DB_NAME = "relayflow_bench_streams"
 REDIS_DB = 14
 ASK = {"nodes": [{"id": "ask", "type": "question", "config": {"question": "Go on?", "answer_type": "text"}},
@@ -64,13 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20, help="waiting runs the streams follow, default 20")
     parser.add_argument("--clients", type=int, default=20, help="concurrent submit/poll clients, default 20")
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds of load per phase, default 20")
-    parser.add_argument("--poll-every-s", type=float, default=0.1, help="pause between polls of one run, default 0.1")
     parser.add_argument("--idle-s", type=float, default=15.0,
                         help="seconds the streams' own CPU is measured with no requests, default 15 (one keep-alive)")
-    parser.add_argument("--worker-class", default="gevent", choices=("gevent", "gthread"),
-                        help="gunicorn worker class, default gevent (gthread: the server before)")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes, default 2")
-    parser.add_argument("--web-threads", type=int, default=64, help="threads per process with gthread, default 64")
+    add_web_args(parser, "gunicorn worker class, default gevent (gthread: the server before)")
     parser.add_argument("--web-connections", type=int, default=2000, help="connections per process with gevent")
     return parser.parse_args(argv)
 
@@ -149,23 +142,6 @@ class Streams:
             sock.close()
 
 
-def load(base_url: str, token: str, workflow_id: str, args: argparse.Namespace) -> dict[str, Any]:
-    """`--clients` submit-then-poll loops for `--duration-s` (bench/api_latency.py's client)."""
-    tally = Tally()
-    started = time.monotonic()
-    stop_at = started + args.duration_s
-    threads = [threading.Thread(target=client_loop, args=(base_url, token, workflow_id, stop_at, args.poll_every_s,
-                                                          tally, i), daemon=True) for i in range(args.clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(1.0, stop_at + 70.0 - time.monotonic()))
-    elapsed = time.monotonic() - started
-    return {"elapsed_s": round(elapsed, 2), "submit": percentiles_ms(tally.submit_s), "poll": percentiles_ms(tally.poll_s),
-            "run_end_to_end": percentiles_ms(tally.run_s), "runs_finished": len(tally.run_s),
-            "errors": dict(tally.errors), "clients_still_running": sum(t.is_alive() for t in threads)}
-
-
 def web_footprint(root_pid: int) -> dict[str, Any]:
     """RSS and open files of each gunicorn worker process."""
     found = []
@@ -220,21 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     redis_url = (os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + f"/{REDIS_DB}"
     log_dir = Path(tempfile.mkdtemp(prefix="relayflow-streambench-"))
     queue = f"bench_streams_{os.getpid()}"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     web = (f"gunicorn gevent {args.web_workers} processes x {args.web_connections} connections"
            if args.worker_class == "gevent" else f"gunicorn gthread {args.web_workers}x{args.web_threads}")
-    res: dict[str, Any] = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/streams.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_at_start": os.getloadavg()},
-        "setup": {"streams": args.streams, "tokens": args.tokens, "runs_followed": args.runs, "clients": args.clients,
-                  "duration_s": args.duration_s, "poll_every_s": args.poll_every_s, "web": web,
-                  "workers": "dramatiq workers --processes 2 --threads 8", "database": DB_NAME, "redis_db": REDIS_DB},
-    }
+    res = result_header("bench/streams.py", argv, {
+        "streams": args.streams, "tokens": args.tokens, "runs_followed": args.runs, "clients": args.clients,
+        "duration_s": args.duration_s, "poll_every_s": args.poll_every_s, "web": web, "database": DB_NAME,
+        "redis_db": REDIS_DB})
     supervisor = Supervisor(log_dir)
     streams = Streams(port)
     try:
@@ -249,13 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         store = Store.from_engine(get_engine(Settings(database_url=bench_url)))
         readers = [issue_token(store, "default", f"reader {i}", ("run",)).token for i in range(args.tokens)]
         res["machine"].update(server_facts(bench_url, redis_url))
-        env = {k: v for k, v in child_env(bench_url, redis_url).items() if not k.startswith("RELAYFLOW_")}
-        env["RELAYFLOW_QUEUE_NAME"] = queue
-        web_proc = supervisor.spawn("web", web_command(port, workers=args.web_workers, worker_class=args.worker_class,
-                                                       threads=args.web_threads, connections=args.web_connections,
-                                                       control_socket=False), env)
-        with WorkerGroup("workers", "workers", worker_env(bench_url, redis_url, queue, 0), log_dir) as group:
-            wait_http_ready(base_url, supervisor)
+        with web_stack(supervisor, port, bench_url, redis_url, queue, args, args.web_connections) as (web_proc, _group):
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
                 quick = http.post("/v1/workflows", json={"name": "latency", "definition": WORKFLOW}).json()["workflow_id"]
@@ -267,13 +230,13 @@ def main(argv: list[str] | None = None) -> int:
                         raise BenchError("the waiting runs did not reach their question")
                     time.sleep(0.2)
             print(f"baseline: {args.clients} clients for {args.duration_s:.0f} s, no streams", flush=True)
-            res["without_streams"] = load(base_url, token, quick, args)
+            res["without_streams"] = drive(base_url, token, quick, args, join_grace_s=70.0)
             res["footprint_without_streams"] = web_footprint(web_proc.process.pid)
             print(f"opening {args.streams} streams from {args.tokens} tokens", flush=True)
             res["streams_opened"] = streams.open(waiting, readers, args.streams, status_timeout_s=60)
             res["idle_cpu_with_streams"] = idle_cpu(web_proc.process.pid, args.idle_s)
             print(f"load: {args.clients} clients for {args.duration_s:.0f} s, {args.streams} streams open", flush=True)
-            res["with_streams"] = load(base_url, token, quick, args)
+            res["with_streams"] = drive(base_url, token, quick, args, join_grace_s=70.0)
             res["footprint_with_streams"] = web_footprint(web_proc.process.pid)
             res["streams_still_open"] = streams.still_open()
             try:
@@ -288,14 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             streams.close()
             time.sleep(2.0)
             print(f"control: {args.clients} clients for {args.duration_s:.0f} s, streams closed", flush=True)
-            res["after_closing_streams"] = load(base_url, token, quick, args)
-            group.check()
-        if supervisor.dead() is not None:
-            raise BenchError("the web server died during the load")
-        res["machine"]["loadavg_at_end"] = os.getloadavg()
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"streams_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-        path.write_text(json.dumps(res, indent=2) + "\n")
+            res["after_closing_streams"] = drive(base_url, token, quick, args, join_grace_s=70.0)
+        path = save_result(res, "streams")
         print(json.dumps(res, indent=2))
         for phase in ("without_streams", "with_streams", "after_closing_streams"):
             r = res[phase]
@@ -304,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {path.relative_to(ROOT)}")
         return 0
     except BenchError as exc:
-        print(f"benchmark failed: {exc} (logs in {log_dir})", file=sys.stderr)
-        return 1
+        return failed(exc, log_dir)
     finally:
         streams.close()
         supervisor.stop(timeout_s=15.0)

@@ -40,7 +40,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt `attempt` (1-based); `rand` in [0, 1)."""
         exponent = min(max(attempt - 1, 0), 64)  # past 2**64 the cap has long applied
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** exponent)
-        return delay * (0.5 + rand / 2) if self.jitter else delay
+        return float(delay * (0.5 + rand / 2) if self.jitter else delay)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class CompiledNode:
 
     id: str
     type_name: str
-    node_type: type[NodeType]
+    node_type: type[NodeType[Any]]
     title: str | None
     config: NodeConfig
     preds: tuple[str, ...]
@@ -137,11 +137,12 @@ class CompiledWorkflow:
         context: dict[str, Any] = {"inputs": run_inputs or {}}
         for dep in self.output_deps:
             context[dep] = dep_outputs.get(dep)
-        return self.outputs_template.render(context)
+        rendered: dict[str, Any] = self.outputs_template.render(context)
+        return rendered
 
 
 def compile_workflow(source: str | bytes | dict[str, Any],
-                     node_types: Mapping[str, type[NodeType]] | None = None, *,
+                     node_types: Mapping[str, type[NodeType[Any]]] | None = None, *,
                      name: str | None = None) -> CompiledWorkflow:
     """Validate a definition (YAML, JSON or dict) and compile it; raises DefinitionError with every problem."""
     if node_types is None:
@@ -160,7 +161,7 @@ class _Draft:
     """A node that passed the shape checks, while the graph is being checked."""
 
     spec: NodeSpec
-    node_type: type[NodeType]
+    node_type: type[NodeType[Any]]
     config: NodeConfig | None
     templated: frozenset[str]  # config fields the engine renders
     edges: set[Edge] = field(default_factory=set)
@@ -171,7 +172,7 @@ class _Draft:
 class _Compiler:
     """One compilation: walks the document once, appending every problem to `errors`."""
 
-    def __init__(self, doc: dict[str, Any], node_types: Mapping[str, type[NodeType]]) -> None:
+    def __init__(self, doc: dict[str, Any], node_types: Mapping[str, type[NodeType[Any]]]) -> None:
         self.doc = doc
         self.node_types = node_types
         self.errors: list[dict[str, Any]] = []
@@ -231,7 +232,7 @@ class _Compiler:
                 continue
             self.drafts[spec.id] = self._draft(spec, node_type)
 
-    def _draft(self, spec: NodeSpec, node_type: type[NodeType]) -> _Draft:
+    def _draft(self, spec: NodeSpec, node_type: type[NodeType[Any]]) -> _Draft:
         templated = {k for k, v in spec.config.items()
                      if k not in node_type.opaque_fields and any(template_strings(v))}
         config, errors = validate_config(node_type.Config, spec.config, templated, node_id=spec.id)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 
+from engine import oplog
 from engine.errors import ServiceUnavailable
-from engine.settings import Settings
+from engine.settings import Settings, package_data
 
-_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _engines: dict[tuple[int, str, bool], Engine] = {}
 _lock = threading.Lock()
 
@@ -30,16 +30,24 @@ def get_engine(settings: Settings, *, pre_ping: bool = True) -> Engine:
         if engine is None:
             engine = create_engine(url, pool_pre_ping=pre_ping, pool_size=settings.db_pool_size,
                                    max_overflow=settings.db_max_overflow, pool_recycle=1800)
+            event.listen(engine, "handle_error", _log_lost_connection)
             _engines[key] = engine
     return engine
+
+
+def _log_lost_connection(context: ExceptionContext) -> None:
+    # SQLAlchemy tells a dropped connection from a failed statement; the pool discards it
+    if context.is_disconnect and not context.is_pre_ping:
+        oplog.connection_lost("postgres", context.original_exception, "the pool opens a new connection")
 
 
 def alembic_config(database_url: str):  # -> alembic.config.Config (imported lazily: CLI start-up cost)
     """An Alembic config pointing at our migrations, whatever the working directory."""
     from alembic.config import Config
 
-    cfg = Config(str(_MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    migrations = package_data("migrations")
+    cfg = Config(str(migrations / "alembic.ini"))
+    cfg.set_main_option("script_location", str(migrations))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 

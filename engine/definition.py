@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+RetryOn = Literal["error", "timeout"]
+RETRY_ON_ALL: tuple[RetryOn, ...] = ("error", "timeout")
 ValueType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
 VALUE_TYPES: tuple[str, ...] = get_args(ValueType)
 
@@ -78,7 +80,7 @@ class RetrySpec(_Spec):
     backoff_s: float = Field(default=1.0, ge=0)
     max_backoff_s: float = Field(default=60.0, ge=0)
     jitter: bool = True
-    retry_on: list[Literal["error", "timeout"]] = Field(default_factory=lambda: ["error", "timeout"])
+    retry_on: list[RetryOn] = Field(default_factory=lambda: list(RETRY_ON_ALL))
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> "RetrySpec":
@@ -163,7 +165,7 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         """Refuse an alias before PyYAML expands it."""
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             line = event.start_mark.line + 1 if event.start_mark else "?"
             raise DefinitionError(f"YAML aliases are not allowed in definitions (*{event.anchor} on line {line}); "
                                   "write the value out", field="definition")
@@ -262,7 +264,7 @@ def load_definition(source: str | bytes | dict[str, Any], limits: DefinitionLimi
         _check_limits(doc, limits)
     problems: list[dict[str, Any]] = []
     try:
-        plain = _plain_json(doc, "", problems)
+        plain: dict[str, Any] = _plain_json(doc, "", problems)  # a mapping in, a mapping out
     except RecursionError:
         raise _depth_error(limits.max_depth if limits else None) from None
     if problems:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, assert_never
 
+from engine import oplog
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
 from engine.errors import (NodeCrashed, NodeError, NodeTimeout, PermanentNodeError,
@@ -103,6 +104,7 @@ class Executor:
         deadline_left = _seconds_until(claim.deadline_at)
         if deadline_left is not None and deadline_left <= 0:
             self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id))
+            oplog.run_deadline(rid, node_id)
             return
         timeout_s = node.timeout_s or self.settings.default_node_timeout_s
         deadline_bound = deadline_left is not None and deadline_left < timeout_s
@@ -131,7 +133,8 @@ class Executor:
                                           f"({workflow.deadline_s:g}s after the run was submitted).")
             return Failed(exc, report)
         except Exception as exc:  # a bug in a node type: record it like any failure
-            log.exception("node %s of run %s raised", node.id, run_id)
+            log.exception("node type raised", extra={"run_id": str(run_id), "node_id": node.id,
+                                                     "attempt": claim.attempt, "space_id": claim.space_id})
             # what a node that broke its contract reported is not recorded
             return Failed(NodeError(f"{type(exc).__name__}: {exc}", retryable=True), {})
         return Succeeded(outputs, port, report)
@@ -153,12 +156,12 @@ class Executor:
                    done: Succeeded) -> None:
         """Commit the outputs, queue the successors that became ready, and send them."""
         report, port = done.report, done.port
+        entry = {"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
             event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt},
-            log=[{"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}] if report else None,
-            report=report)
+            log=[entry] if report else None, report=report)
         if decision.wake:
             self.wake(claim.space_id)
         self._after(run_id, workflow, decision)
@@ -248,16 +251,21 @@ class Executor:
                log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
         """Mark the node `retrying` and send its next attempt after the policy's backoff."""
         delay_s = node.retry.delay_s(claim.attempt, random.random())
-        if self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
-                                               log=log_entry, report=report):
+        scheduled = self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
+                                                        log=log_entry, report=report)
+        _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",
+                     delay_s=round(delay_s, 3), max_attempts=node.retry.max_attempts)
+        if scheduled:
             self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
             self.wake(claim.space_id)
 
     def _fail_run(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
                   log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
         """`on_error: fail`: the node and its run fail (unreached nodes end cancelled)."""
-        if self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                 error=error, log=log_entry, report=report):
+        failed = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
+                                                       error=error, log=log_entry, report=report)
+        _log_failure(run_id, node.id, claim, error, "run_failed" if failed else "superseded")
+        if failed:
             self.wake(claim.space_id)
 
     def _continue_after_error(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
@@ -273,24 +281,31 @@ class Executor:
             run_id, node.id, claim, status="failed", output=output, error=error, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.failed",
             event_data={"error": error, "on_error": node.on_error}, log=log_entry, report=report)
+        _log_failure(run_id, node.id, claim, error, "continued" if decision.committed else "superseded",
+                     on_error=node.on_error)
         if decision.wake:
             self.wake(claim.space_id)
         self._after(run_id, workflow, decision)
 
-    def handle_crash(self, row: Any) -> None:
-        """A node's lease expired (its worker died): re-queue it, or fail it after too many crashes."""
+    def handle_crash(self, row: Any) -> str:
+        """A node's lease expired (its worker died): re-queue it, or fail it after too many crashes.
+
+        Returns what was done: `requeued`, `failed` (as crashed), or `superseded` (another
+        process changed the node first)."""
         entry = {"attempt": row.attempts, "at": datetime.now(timezone.utc).isoformat(),
                  "error": {"code": NodeCrashed.code, "kind": "crashed",
                            "message": "The worker running this attempt stopped before finishing it."}}
         if row.crashes + 1 < self.settings.max_crashes:
             if self.store.lifecycle.requeue_crashed(row, [entry]):
                 self.dispatcher.send(str(row.run_id), row.node_id)
-            return
+                return "requeued"
+            return "superseded"
         workflow = self.versions.get(row.version_id)
         claim = Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
                       deadline_at=None, run_inputs=None, dep_outputs={}, space_id=row.space_id)
         self.handle_failure(row.run_id, workflow, workflow.nodes[row.node_id], claim, NodeCrashed(
             f"Node {row.node_id} was lost {row.crashes + 1} times (worker crashed or stalled); giving up."))
+        return "failed"
 
     # -- fair share ----------------------------------------------------------------------------
     def wake(self, space_id: str | None, limit: int = 1) -> int:
@@ -362,6 +377,11 @@ class Executor:
         """Node rows this process is executing now (their leases need renewing)."""
         with self._inflight_lock:
             return list(self._inflight)
+
+
+def _log_failure(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
+                 **details: Any) -> None:
+    oplog.node_failure(run_id, node_id, claim.attempt, claim.space_id, error, outcome, **details)
 
 
 def _merge(signals: Iterable[SuccessorSignal]) -> list[Signal]:

@@ -14,11 +14,9 @@ from typing import Any
 
 from engine.errors import RunNotFound
 from engine.notify import RunWatcher
+from engine.statuses import FINAL_STATUSES, SETTLED_STATUSES
 from engine.store import Store
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-# A sync caller also gets its answer when the run waits for a person: waiting longer is useless.
-SETTLED_STATUSES = FINAL_STATUSES | {"interrupted"}
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 _PAGE = 500
 # A quiet stream re-reads the database every this many keep-alives (a minute by default): with a

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import redis
 
+from engine import oplog
+
 log = logging.getLogger("relayflow.notify")
 
 
@@ -76,6 +78,8 @@ class RedisNotifier:
                 batch, self._pending = self._pending, set()
             try:
                 self.client.publish(self.channel, " ".join(sorted(batch)))
+            except redis.ConnectionError as exc:
+                oplog.connection_lost("redis", exc, f"wake-ups of {len(batch)} runs dropped; followers re-read on a timer")
             except redis.RedisError:
                 log.warning("could not publish wake-ups for %d runs", len(batch), exc_info=True)
 

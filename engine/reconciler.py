@@ -12,10 +12,12 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from engine import oplog
 from engine.dispatch import Dispatcher
 from engine.errors import RunDeadlineExceeded
 from engine.executor import Executor
 from engine.settings import Settings
+from engine.statuses import RunStatus
 
 log = logging.getLogger("relayflow.reconciler")
 
@@ -50,33 +52,34 @@ class Reconciler:
                 return SweepReport(leader=False)
             crashed = self.store.lifecycle.expired_leases()
             for row in crashed:
-                self.executor.handle_crash(row)
+                oplog.lease_expired(row, self.executor.handle_crash(row), self.settings.max_crashes)
                 self.executor.notifier.run_changed(str(row.run_id))
             stale = self.store.lifecycle.stale_queued(self.settings.resend_queued_after_s)
-            for run_id, node_id in stale:
+            for run_id, node_id, status in stale:
                 self.dispatcher.send(str(run_id), node_id)
+                oplog.message_resent(run_id, node_id, status)
             # Waiting nodes of spaces with free slots (a wake lost to a crash, a cancel from the
             # API, a crashed node's slot): after the re-sends, so a lost message is not sent twice.
             self.store.lifecycle.drop_dead_waiters()
             woken = self.store.lifecycle.wake_waiters(None, self.settings.space_max_running_nodes, WAKE_BATCH)
             for run_id, node_id in woken:
                 self.dispatcher.send(str(run_id), node_id)
+                oplog.waiter_woken(run_id, node_id)
             age = self.settings.resend_queued_after_s
             unsettled = self.store.lifecycle.unsettled_skips(age)
             for row in unsettled:
                 self.executor.settle_skip(row.run_id, row.version_id, row.node_id)
+                oplog.decision_completed(row.run_id, "skip_signalled", row.node_id)
             unfinished = self.store.lifecycle.unfinished_runs(age)
             for row in unfinished:
                 self.executor.finish(row.id, self.executor.versions.get(row.version_id))
+                oplog.decision_completed(row.id, "run_finished")
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
-                self.store.lifecycle.end_run(run_id, "failed", RunDeadlineExceeded.run_error(None))
+                self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None))
                 self.executor.notifier.run_changed(str(run_id))
+                oplog.run_deadline(run_id)
         repaired = len(unsettled) + len(unfinished)
-        if crashed or stale or overdue or repaired or woken:
-            log.info("reconciler: %d crashed nodes, %d messages re-sent, %d runs past deadline, "
-                     "%d interrupted decisions completed, %d waiting nodes woken", len(crashed), len(stale),
-                     len(overdue), repaired, len(woken))
         return SweepReport(True, len(crashed), len(stale), len(overdue), repaired)
 
     def run_forever(self, stop: threading.Event) -> None:

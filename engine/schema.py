@@ -3,13 +3,17 @@ and are the only thing that creates or changes the schema."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
-                        String, Text, UniqueConstraint, func, text)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Identity, Index, Integer,
+                        MetaData, String, Text, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from engine.statuses import LIVE_STATUSES, InterruptStatus, NodeStatus, RunStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -22,6 +26,11 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def _status_in(statuses: Iterable[StrEnum]) -> str:
+    """`status IN ('a','b')`, in the enum's order: a CHECK's or an index predicate's text."""
+    return "status IN (" + ",".join(f"'{s}'" for s in statuses) + ")"
 
 
 def _now() -> Any:
@@ -131,7 +140,10 @@ class Run(Base):
         Index("ix_runs_space_created", "space_id", "created_at", "id"),
         Index("ix_runs_workflow_created", "workflow_id", "created_at", "id"),
         Index("ix_runs_parent", "parent_run_id", postgresql_where=text("parent_run_id IS NOT NULL")),
-        Index("ix_runs_active", "deadline_at", postgresql_where=text("status IN ('queued','running','interrupted')")),
+        Index("ix_runs_active", "deadline_at",
+              postgresql_where=text(_status_in(s for s in RunStatus if s in LIVE_STATUSES))),
+        # Migration 0006 (its list written out; tests/unit/test_statuses.py compares them).
+        CheckConstraint(_status_in(RunStatus), name="status"),
     )
 
 
@@ -169,7 +181,8 @@ class NodeRun(Base):
     # Only (id) and (run_id, node_id) are indexed, and no index covers `status`: the two
     # updates a node gets per attempt can then be HOT (heap-only, no index writes; the
     # migration sets fillfactor 70 for room). The reconciler finds work through active runs.
-    __table_args__ = (UniqueConstraint("run_id", "node_id", name="uq_node_runs_run_node"),)
+    __table_args__ = (UniqueConstraint("run_id", "node_id", name="uq_node_runs_run_node"),
+                      CheckConstraint(_status_in(NodeStatus), name="status"))
 
 
 class RunInterrupt(Base):
@@ -181,11 +194,12 @@ class RunInterrupt(Base):
     node_id: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(16))  # question | input
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))  # pending | answered
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))  # InterruptStatus
     answer: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    __table_args__ = (Index("ix_run_interrupts_run", "run_id", "created_at"),)
+    __table_args__ = (Index("ix_run_interrupts_run", "run_id", "created_at"),
+                      CheckConstraint(_status_in(InterruptStatus), name="status"))
 
 
 class RunEvent(Base):

@@ -14,17 +14,15 @@ from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
 from engine.errors import (DefinitionError, IdempotencyKeyInUse, InvalidInputs, InvalidTransition, NotPublished,
                            RunNotFound)
-from engine.follow import FINAL_STATUSES
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import LlmConfig, unknown_model_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
+from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
 from engine.template_limits import Limits, configure
 from engine.store import NewRun, Store
 from engine.versions import VersionCache
-
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted", "cancelled")
 
 CANCEL_WAKE_LIMIT = 100  # waiting nodes a cancel may wake (never more than the space's free slots)
 
@@ -138,8 +136,8 @@ class Relayflow:
     def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
                   cursor: str | None = None, limit: int = 20) -> dict[str, Any]:
         """Runs of the space, newest first, cursor-paged."""
-        if status is not None and status not in RUN_STATUSES:
-            raise InvalidInputs(errors=[{"field": "status", "message": f"must be one of {', '.join(RUN_STATUSES)}"}])
+        if status is not None and status not in frozenset(RunStatus):
+            raise InvalidInputs(errors=[{"field": "status", "message": f"must be one of {', '.join(RunStatus)}"}])
         limit = max(1, min(limit, 200))
         rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1)
         page, more = rows[:limit], len(rows) > limit
@@ -152,8 +150,9 @@ class Relayflow:
         return {"runs": runs, "next_cursor": next_cursor}
 
     def cancel_run(self, space_id: str, run_id: str) -> dict[str, Any]:
-        """Cancel a queued, running or interrupted run."""
-        found, changed = self.store.lifecycle.end_run(_run_uuid(run_id), "cancelled", None, space_id=space_id)
+        """Cancel a live run (queued, running or interrupted)."""
+        found, changed = self.store.lifecycle.end_run(_run_uuid(run_id), RunStatus.CANCELLED, None,
+                                                       space_id=space_id)
         if not found:
             raise RunNotFound(f"Run {run_id} not found.")
         if changed:
@@ -165,8 +164,10 @@ class Relayflow:
                 self.dispatcher.send(str(woken_run), node_id)
         if not changed:
             status = self.store.views.run_status(_run_uuid(run_id))
-            raise InvalidTransition(f"Run {run_id} is already {status}; only queued, running or interrupted runs can be cancelled.")
-        return {"run_id": run_id, "status": "cancelled"}
+            *others, last = [s for s in RunStatus if s in LIVE_STATUSES]
+            raise InvalidTransition(f"Run {run_id} is already {status}; only {', '.join(others)} or {last} runs "
+                                    "can be cancelled.")
+        return {"run_id": run_id, "status": RunStatus.CANCELLED}
 
 
     def resume_run(self, space_id: str, run_id: str, event_id: str, data: Any) -> dict[str, Any]:
@@ -176,7 +177,7 @@ class Relayflow:
             raise RunNotFound(f"Run {run_id} not found.")
         run, _rows = found
         pending = run["interrupt"]
-        if run["status"] != "interrupted" or pending is None:
+        if run["status"] != RunStatus.INTERRUPTED or pending is None:
             raise InvalidTransition(f"Run {run_id} is {run['status']}; it is not waiting for input.",
                                     field="event_id")
         if pending["event_id"] != event_id:
@@ -233,7 +234,7 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
     by_id = {r["node_id"]: r for r in rows}
     # A node without a row was never reached. A run that ends stores a `cancelled` row for each
     # such node; runs ended before it did have none, and read the same.
-    unreached = "cancelled" if run["status"] in FINAL_STATUSES else "waiting"
+    unreached = NodeStatus.CANCELLED if run["status"] in FINAL_STATUSES else NodeStatus.WAITING
     nodes = []
     for node_id in compiled.order:
         node, row = compiled.nodes[node_id], by_id.get(node_id)

@@ -7,6 +7,7 @@ servers and sets them for its child processes.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -14,8 +15,6 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigurationError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
@@ -27,7 +26,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "RELAYFLOW_DATABASE_URL"))
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RELAYFLOW_REDIS_URL"))
     data_dir: Path = Path.home() / ".relayflow"
-    conf_dir: Path = PROJECT_ROOT / "conf"
+    # Configuration files; default: the `conf` package data shipped with Relayflow.
+    conf_dir: Path | None = None
     # The model files' folder (default `<conf_dir>/model`); see docs/models.md.
     model_dir: Path | None = None
 
@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     retry_grace_s: float = 2.0
     redis_heartbeat_timeout_ms: int = 60_000
     queue_poll_max_ms: int = 100
+    # Workers and web processes log logfmt lines at this level and above (docs/operations.md)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     sse_keepalive_s: float = 15.0
     sse_max_s: float = 1800.0
@@ -96,7 +98,14 @@ class Settings(BaseSettings):
     @property
     def model_path(self) -> Path:
         """The folder of the model files."""
-        return self.model_dir if self.model_dir is not None else self.conf_dir / "model"
+        if self.model_dir is not None:
+            return self.model_dir
+        return (self.conf_dir if self.conf_dir is not None else package_data("conf")) / "model"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -131,6 +140,18 @@ class Settings(BaseSettings):
             raise ConfigurationError("Settings contradict each other: " + "; ".join(f[2] for f in faults) + ".",
                                      settings=[_env(name) for a, b, _ in faults for name in (a, b)])
         return self
+
+
+def package_data(package: str) -> Path:
+    """The folder of a package shipped with its data (`conf`, `examples`, `migrations`), wherever installed."""
+    # importlib.resources, not a path computed from this file: installed from a wheel, `conf`
+    # and `examples` sit beside `engine` in site-packages, not two folders above it.
+    folder = resources.files(package)
+    if not isinstance(folder, Path):  # a zip import: alembic and the model loader need real files
+        raise ConfigurationError(f"the `{package}` package is not a folder on disk ({folder}); install "
+                                 "Relayflow unzipped (pip does), or name your folders with RELAYFLOW_CONF_DIR.",
+                                 settings=["RELAYFLOW_CONF_DIR"])
+    return folder.resolve()  # also tidies `migrations/../examples` (alembic.ini prepends `migrations/..`)
 
 
 def _env(name: str) -> str:

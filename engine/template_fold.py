@@ -62,7 +62,7 @@ def _fold(env: LimitedEnvironment, node: nodes.Node) -> Any:
         if func is None or getattr(func, "jinja_pass_arg", None) is not None:
             raise _NotConstant
         args = [_fold(env, node.node), *(_fold(env, a) for a in node.args)]
-        return func(*args, **{kw.key: _fold(env, kw.value) for kw in node.kwargs})
+        return func(*args, **{str(kw.key): _fold(env, kw.value) for kw in node.kwargs})
     if isinstance(node, nodes.Call) and not (node.dyn_args or node.dyn_kwargs or node.kwargs):
         args = [_fold(env, a) for a in node.args]
         if isinstance(node.node, nodes.Name) and node.node.name == "range":

@@ -11,11 +11,11 @@ config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().database_url
 if not url:
     raise SystemExit("DATABASE_URL is not set")
-url = Settings(database_url=url).database_url
+DATABASE_URL: str = Settings(database_url=url).database_url or url
 
 
 def run_migrations_online() -> None:
-    connectable = create_engine(url)
+    connectable = create_engine(DATABASE_URL)
     with connectable.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
         with context.begin_transaction():

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = f"relayflow_test_template_{os.getpid()}"  # per session: sessions may overlap
-REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13"))
+# One Redis database per pytest-xdist worker (gw0, gw1, …): tests flush theirs before and after.
+REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13")) + int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 pytest_plugins = ["tests.integration.llm_fixtures"]  # the fake LLM provider and model folders
 
 
@@ -55,7 +57,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     if not rd and _reachable("127.0.0.1", 6379):
         rd = "redis://127.0.0.1:6379/0"
     if not pg or not rd:
-        from engine.embedded import EmbeddedServers
+        from api.localstack.embedded import EmbeddedServers
 
         # Not under pytest's tmp dir: as root, the servers run as an unprivileged user, and
         # pytest resets its tmp root to 0700 at every session start.
@@ -224,32 +226,57 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def web_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """The real web process (gunicorn, as the Procfile runs it) on a free loopback port; yields its URL."""
-    from api.processes import web_command
+class WebProcess:
+    """The real web process (gunicorn, `api.cli.supervisor.web_command` as `relayflow up` runs it) on a
+    free loopback port, started and reachable."""
 
-    port = free_port()
-    log = open(tmp_path / "web.log", "ab")
-    proc = subprocess.Popen(web_command(port, control_socket=False), cwd=ROOT, env=settings_env(settings),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> None:
+        from api.cli.supervisor import web_command
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(web_command(self.port, control_socket=False), cwd=ROOT,
+                                         env=settings_env(settings) | (env or {}), stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
-        while not _reachable("127.0.0.1", port):
-            assert proc.poll() is None, (tmp_path / "web.log").read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
+        while not _reachable("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"gunicorn did not start: {log_path.read_text(errors='replace')}")
             time.sleep(0.1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=15)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_web(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WebProcess]]:
+    """Start web processes (`env`: extra settings, `name`: its log file); all are stopped at teardown."""
+    started: list[WebProcess] = []
+
+    def start(env: dict[str, str] | None = None, name: str = "web") -> WebProcess:
+        web = WebProcess(settings, tmp_path / f"{name}.log", env)
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
+
+
+@pytest.fixture
+def web_server(start_web: Callable[..., WebProcess]) -> str:
+    """The real web process on a free loopback port (its output in `web.log`); its URL."""
+    return start_web().url
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dramatiq
 
+from engine import logfmt
 from engine.dispatch import ACTOR_NAME, make_broker
 from engine.errors import ConfigurationError
 from engine.settings import get_settings
@@ -19,6 +20,9 @@ except ConfigurationError as exc:
     # The message alone (exit code 1), not a traceback: each worker process says it, then
     # dramatiq's main process sees its workers exit and stops.
     raise SystemExit(f"relayflow worker: {exc.message}") from None
+# The worker process's entry point: its logging is configured here, once (dramatiq's own
+# `basicConfig`, when not skipped, is replaced, so each record is one logfmt line).
+logfmt.configure(settings.log_level)
 broker = make_broker(settings)
 runtime = WorkerRuntime(settings)
 broker.add_middleware(runtime)

@@ -74,7 +74,7 @@ def _import_litellm() -> Any:
 
     litellm.suppress_debug_info = True
     if not any(isinstance(cb, CustomLogger) and getattr(cb, "relayflow", False) for cb in litellm.callbacks):
-        class Journal(CustomLogger):  # type: ignore[misc]
+        class Journal(CustomLogger):
             relayflow = True
 
             def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:

@@ -28,6 +28,11 @@ def mask(secret: str | None) -> str | None:
     return f"{secret[:4]}***{secret[-4:]}" if len(secret) >= 12 else "***"
 
 
+def mask_keys(text: str) -> str:
+    """The text with every key-shaped string (`sk-…`) masked as `mask` does."""
+    return _KEYISH.sub(lambda m: mask(m.group(0)) or "***", text)
+
+
 @dataclass(frozen=True)
 class Registry:
     """The models of one generation, validated with this process's environment."""
@@ -73,7 +78,7 @@ class Registry:
         secrets) replaced by `***`, and anything else key-shaped masked."""
         for secret in sorted(self.secrets, key=len, reverse=True):
             message = message.replace(secret, "***")
-        return _KEYISH.sub(lambda m: mask(m.group(0)) or "***", message)
+        return mask_keys(message)
 
     def describe(self, model_id: str, operator: bool = False) -> dict[str, Any]:
         """The view of one model: what an author needs; with `operator`, also where it is reached
@@ -151,4 +156,4 @@ def current_generation(store: ModelStore, folder: Path) -> Generation | None:
     return found
 
 
-__all__ = ["Registry", "RefreshResult", "current_generation", "diff", "mask", "refresh"]
+__all__ = ["Registry", "RefreshResult", "current_generation", "diff", "mask", "mask_keys", "refresh"]

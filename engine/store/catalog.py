@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from engine.errors import VersionNotFound, WorkflowNotFound
+from engine.store.sql import catalog as sql
 
 
 @dataclass(frozen=True)
@@ -70,22 +71,19 @@ class CatalogStore:
     def ensure_space(self, space_id: str, name: str) -> None:
         """Create the space unless it exists."""
         with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO spaces (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+            conn.execute(sql.INSERT_SPACE.clause,
                          {"id": space_id, "name": name})
 
     def set_space_cap(self, space_id: str, cap: int | None) -> bool:
         """Set the space's cap on running nodes (None: the deployment's default); False if no such space."""
         with self.engine.begin() as conn:
-            return conn.execute(text("UPDATE spaces SET max_running_nodes = :cap WHERE id = :id"),
+            return conn.execute(sql.SET_SPACE_CAP.clause,
                                 {"id": space_id, "cap": cap}).rowcount == 1
 
     def space_loads(self) -> list[SpaceLoad]:
         """Every space with its cap, its running nodes and its nodes waiting for a slot."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT s.id, s.max_running_nodes, s.running_nodes,
-                       (SELECT count(*) FROM space_waiters w WHERE w.space_id = s.id) AS waiting
-                  FROM spaces s ORDER BY s.id""")).all()
+            rows = conn.execute(sql.SPACE_LOADS.clause).all()
         return [SpaceLoad(r.id, r.max_running_nodes, r.running_nodes, r.waiting) for r in rows]
 
     def insert_token(self, space_id: str, name: str, token_hash: str, scopes: Sequence[str],
@@ -93,21 +91,16 @@ class CatalogStore:
         """Store a token's hash (creating its space first if asked); returns its id."""
         with self.engine.begin() as conn:
             if create_space:
-                conn.execute(text("INSERT INTO spaces (id, name) VALUES (:id, :id) ON CONFLICT (id) DO NOTHING"),
+                conn.execute(sql.INSERT_SPACE_NAMED_BY_ID.clause,
                              {"id": space_id})
-            return conn.execute(text("""
-                INSERT INTO api_tokens (space_id, name, token_hash, scopes, expires_at)
-                VALUES (:space, :name, :hash, :scopes, :expires) RETURNING id"""),
+            return conn.execute(sql.INSERT_TOKEN.clause,
                 {"space": space_id, "name": name, "hash": token_hash, "scopes": list(scopes),
                  "expires": expires_at}).scalar_one()
 
     def list_tokens(self, space_id: str | None) -> list[TokenInfo]:
         """Tokens of a space (None: of every space), oldest first; never their hashes."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT id, space_id, name, scopes, created_at, expires_at, revoked_at, last_used_at
-                  FROM api_tokens WHERE CAST(:space AS text) IS NULL OR space_id = :space
-                 ORDER BY id"""), {"space": space_id}).all()
+            rows = conn.execute(sql.LIST_TOKENS.clause, {"space": space_id}).all()
         return [TokenInfo(r.id, r.space_id, r.name, tuple(r.scopes), r.created_at, r.expires_at,
                           r.revoked_at, r.last_used_at) for r in rows]
 
@@ -117,32 +110,14 @@ class CatalogStore:
         Returns (found, revoked_at): revoked_at is when it was revoked now, or None if it was already.
         """
         with self.engine.begin() as conn:
-            row = conn.execute(text("""
-                WITH t AS (
-                    SELECT id FROM api_tokens
-                     WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)
-                ), u AS (
-                    UPDATE api_tokens SET revoked_at = now() FROM t
-                     WHERE api_tokens.id = t.id AND api_tokens.revoked_at IS NULL
-                    RETURNING api_tokens.revoked_at
-                )
-                SELECT (SELECT count(*) FROM t) AS found, (SELECT revoked_at FROM u) AS revoked_at"""),
+            row = conn.execute(sql.REVOKE_TOKEN.clause,
                 {"id": token_id, "space": space_id}).one()
         return bool(row.found), row.revoked_at
 
     def use_token(self, token_hash: str) -> TokenRecord | None:
         """Look a token up by hash and record its use (at most once a minute: not a write per request)."""
         with self.reads.connect() as conn:
-            row = conn.execute(text("""
-                WITH t AS (
-                    SELECT id, space_id, name, scopes, expires_at, revoked_at, last_used_at
-                      FROM api_tokens WHERE token_hash = :hash
-                ), used AS (
-                    UPDATE api_tokens SET last_used_at = now() FROM t
-                     WHERE api_tokens.id = t.id
-                       AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
-                )
-                SELECT id, space_id, name, scopes, expires_at, revoked_at FROM t"""), {"hash": token_hash}).first()
+            row = conn.execute(sql.USE_TOKEN.clause, {"hash": token_hash}).first()
         if row is None:
             return None
         return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at)
@@ -152,7 +127,7 @@ class CatalogStore:
         if not token_ids:
             return {}
         with self.reads.connect() as conn:
-            rows = conn.execute(text("SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = ANY(:ids)"),
+            rows = conn.execute(sql.TOKEN_STATES.clause,
                                 {"ids": list(token_ids)}).all()
         return {r.id: (r.revoked_at, r.expires_at) for r in rows}
 
@@ -161,9 +136,7 @@ class CatalogStore:
                         definition: dict[str, Any], nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
         """Create a workflow with its version 1."""
         with self.engine.begin() as conn:
-            conn.execute(text("""
-                INSERT INTO workflows (id, space_id, name, description, latest_version)
-                VALUES (:id, :space, :name, :description, 1)"""),
+            conn.execute(sql.INSERT_WORKFLOW.clause,
                 {"id": workflow_id, "space": space_id, "name": name, "description": description})
             return self._insert_version(conn, workflow_id, 1, definition, nodes)
 
@@ -172,10 +145,7 @@ class CatalogStore:
                     description: str | None = None) -> VersionRecord:
         """Store the next immutable version of a workflow."""
         with self.engine.begin() as conn:
-            version = conn.execute(text("""
-                UPDATE workflows SET latest_version = latest_version + 1, updated_at = now(),
-                       name = coalesce(:name, name), description = coalesce(:description, description)
-                 WHERE id = :id AND space_id = :space RETURNING latest_version"""),
+            version = conn.execute(sql.NEXT_WORKFLOW_VERSION.clause,
                 {"id": workflow_id, "space": space_id, "name": name, "description": description}).scalar()
             if version is None:
                 raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
@@ -184,42 +154,35 @@ class CatalogStore:
     @staticmethod
     def _insert_version(conn: Any, workflow_id: str, version: int, definition: dict[str, Any],
                         nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
-        vid = conn.execute(text("""
-            INSERT INTO workflow_versions (workflow_id, version, definition)
-            VALUES (:wf, :version, CAST(:definition AS jsonb)) RETURNING id"""),
+        vid = conn.execute(sql.INSERT_VERSION.clause,
             {"wf": workflow_id, "version": version,
              "definition": json.dumps(definition, ensure_ascii=False)}).scalar_one()
-        conn.execute(text("""
-            INSERT INTO workflow_nodes (version_id, node_id, deps, needs_inputs)
-            VALUES (:vid, :node, :deps, :needs)"""),
+        conn.execute(sql.INSERT_VERSION_NODE.clause,
             [{"vid": vid, "node": n, "deps": deps, "needs": needs} for n, deps, needs in nodes])
         return VersionRecord(vid, workflow_id, version, definition)
 
     def publish(self, workflow_id: str, space_id: str, version: int | None) -> int:
         """Mark a version (default: the latest) as published; returns it."""
         with self.engine.begin() as conn:
-            row = conn.execute(text("SELECT latest_version FROM workflows WHERE id = :id AND space_id = :space FOR UPDATE"),
+            row = conn.execute(sql.LOCK_WORKFLOW.clause,
                                {"id": workflow_id, "space": space_id}).first()
             if row is None:
                 raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
             target = version if version is not None else row.latest_version
             if not 1 <= target <= row.latest_version:
                 raise VersionNotFound(f"Workflow {workflow_id} has no version {target}.", field="version")
-            conn.execute(text("UPDATE workflows SET published_version = :v, updated_at = now() WHERE id = :id"),
+            conn.execute(sql.SET_PUBLISHED_VERSION.clause,
                          {"v": target, "id": workflow_id})
             return target
 
     def get_workflow(self, workflow_id: str, space_id: str) -> dict[str, Any]:
         """A workflow with its version list."""
         with self.reads.connect() as conn:
-            row = conn.execute(text("""
-                SELECT id, name, description, latest_version, published_version, created_at, updated_at
-                  FROM workflows WHERE id = :id AND space_id = :space"""),
+            row = conn.execute(sql.GET_WORKFLOW.clause,
                 {"id": workflow_id, "space": space_id}).mappings().first()
             if row is None:
                 raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
-            versions = conn.execute(text("""
-                SELECT version, created_at FROM workflow_versions WHERE workflow_id = :id ORDER BY version"""),
+            versions = conn.execute(sql.WORKFLOW_VERSIONS.clause,
                 {"id": workflow_id}).mappings().all()
         return {**_workflow_dict(row), "versions": [{"version": v["version"], "created_at": v["created_at"].isoformat()}
                                                    for v in versions]}
@@ -227,20 +190,14 @@ class CatalogStore:
     def list_workflows(self, space_id: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Workflows of a space, newest first."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT id, name, description, latest_version, published_version, created_at, updated_at
-                  FROM workflows WHERE space_id = :space ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"""),
+            rows = conn.execute(sql.LIST_WORKFLOWS.clause,
                 {"space": space_id, "limit": limit, "offset": offset}).mappings().all()
         return [_workflow_dict(r) for r in rows]
 
     def get_version(self, workflow_id: str, space_id: str, version: int | None) -> VersionRecord:
         """A version of a workflow of the space (default: the latest)."""
         with self.reads.connect() as conn:
-            row = conn.execute(text("""
-                SELECT v.id, v.workflow_id, v.version, v.definition FROM workflows w
-                  JOIN workflow_versions v ON v.workflow_id = w.id
-                   AND v.version = coalesce(CAST(:version AS int), w.latest_version)
-                 WHERE w.id = :id AND w.space_id = :space"""),
+            row = conn.execute(sql.GET_VERSION.clause,
                 {"id": workflow_id, "space": space_id, "version": version}).first()
         if row is None:
             if version is not None:
@@ -252,7 +209,7 @@ class CatalogStore:
     def get_version_by_id(self, version_id: int) -> VersionRecord:
         """A version by its row id (workers compile it once per process)."""
         with self.reads.connect() as conn:
-            row = conn.execute(text("SELECT id, workflow_id, version, definition FROM workflow_versions WHERE id = :id"),
+            row = conn.execute(sql.GET_VERSION_BY_ID.clause,
                                {"id": version_id}).first()
         if row is None:
             raise VersionNotFound(f"Workflow version row {version_id} not found.")

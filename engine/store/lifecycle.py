@@ -5,19 +5,20 @@ Every method is one atomic statement (one round trip) unless it says otherwise.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from engine.store import runsql
+from engine import oplog
+from engine.statuses import NodeStatus, RunStatus
+from engine.store.sql import Statement, repairs
+from engine.store.sql import runs as sql
 
 
 def dumps(value: Any) -> str | None:
@@ -97,7 +98,7 @@ class LifecycleStore:
         self.engine = engine
         self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def _one(self, sql: str, params: dict[str, Any]) -> Any:
+    def _one(self, statement: Statement, params: dict[str, Any]) -> Any:
         """Run one statement in its own transaction on the pooled psycopg connection.
 
         The hot path skips SQLAlchemy's per-execution machinery (it was a third of a worker's
@@ -111,12 +112,14 @@ class LifecycleStore:
                 conn.autocommit = True
                 try:
                     with conn.cursor(row_factory=namedtuple_row) as cur:
-                        cur.execute(_pyformat(sql), params)
+                        cur.execute(statement.pyformat, params)
                         return cur.fetchone() if cur.description else None
                 finally:
                     if not conn.closed:
                         conn.autocommit = False
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                if getattr(fairy.driver_connection, "broken", False) or getattr(fairy.driver_connection, "closed", False):
+                    oplog.connection_lost("postgres", exc, "retrying the statement" if attempt == 1 else "giving up")
                 fairy.invalidate()
                 if attempt == 2:
                     raise
@@ -131,14 +134,14 @@ class LifecycleStore:
         With an idempotency key already used in the space: the run holding it, not created
         (which may be a run of another workflow; the caller decides what that means).
         """
-        row = self._one(runsql.INSERT_RUN, {
+        row = self._one(sql.INSERT_RUN, {
             "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
             "version": run.version, "inputs": dumps(run.inputs), "key": run.idempotency_key,
             "remaining": run.node_count, "deadline_s": run.deadline_s, "run_mode": run.run_mode,
             "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots]})
         if row is not None:
-            return Submitted(row.id, "queued", True, run.workflow_id)
-        existing = self._one(runsql.RUN_BY_IDEMPOTENCY_KEY, {"space": run.space_id, "key": run.idempotency_key})
+            return Submitted(row.id, RunStatus.QUEUED, True, run.workflow_id)
+        existing = self._one(sql.RUN_BY_IDEMPOTENCY_KEY, {"space": run.space_id, "key": run.idempotency_key})
         return Submitted(existing.id, existing.status, False, existing.workflow_id)
 
     # -- execute ----------------------------------------------------------------------------
@@ -150,8 +153,8 @@ class LifecycleStore:
         own `max_running_nodes`): the node stays queued, on the space's waitlist, until
         `wake_waiters` sends it again.
         """
-        row = self._one(runsql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s,
-                                       "cap": space_cap})
+        row = self._one(sql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s,
+                                    "cap": space_cap})
         if row is None:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
@@ -162,13 +165,13 @@ class LifecycleStore:
         """Take up to `limit` waiting nodes off the waitlist of a space with free slots (None: of
         every space), oldest first; the caller sends their messages."""
         with self.auto.connect() as conn:
-            rows = conn.execute(text(runsql.WAKE_WAITERS), {"space": space_id, "cap": space_cap, "limit": limit})
+            rows = conn.execute(sql.WAKE_WAITERS.clause, {"space": space_id, "cap": space_cap, "limit": limit})
             return [(r.run_id, r.node_id) for r in rows]
 
     def drop_dead_waiters(self) -> int:
         """Remove waitlist rows whose node no longer waits (its run ended or it was claimed)."""
         with self.auto.connect() as conn:
-            return int(conn.execute(text(runsql.DROP_DEAD_WAITERS)).rowcount or 0)
+            return int(conn.execute(sql.DROP_DEAD_WAITERS.clause).rowcount or 0)
 
     def commit_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, status: str,
                     output: dict[str, Any] | None, error: dict[str, Any] | None, port: str | None,
@@ -183,31 +186,27 @@ class LifecycleStore:
                   "event_type": event_type, "event_data": dumps(event_data), "log": dumps(log),
                   "model": (report or {}).get("model"), "usage": dumps((report or {}).get("usage") or None),
                   **_token_params(report), **_signal_params(signals)}
-        return _decision(self._one(runsql.COMMIT_NODE, params))
+        return _decision(self._one(sql.COMMIT_NODE, params))
 
     def propagate_skip(self, run_id: uuid.UUID, source: str, signals: Sequence[Signal]) -> Decision:
         """Signal the successors of a skipped node (its edges are all inactive), at most once."""
-        return _decision(self._one(runsql.PROPAGATE_SKIP, {"run": run_id, "source": source,
-                                                           **_signal_params(signals)}))
+        return _decision(self._one(sql.PROPAGATE_SKIP, {"run": run_id, "source": source,
+                                                        **_signal_params(signals)}))
 
     def load_outputs(self, run_id: uuid.UUID, node_ids: Iterable[str], with_inputs: bool
                      ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """The run's inputs (if asked) and the outputs of the given nodes."""
-        row = self._one("""
-            SELECT CASE WHEN :with_inputs THEN r.inputs END AS inputs,
-                   (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
-                     WHERE d.run_id = r.id AND d.node_id = ANY(CAST(:ids AS text[]))) AS outputs
-              FROM runs r WHERE r.id = :run""", {"run": run_id, "ids": list(node_ids), "with_inputs": with_inputs})
+        row = self._one(sql.LOAD_OUTPUTS, {"run": run_id, "ids": list(node_ids), "with_inputs": with_inputs})
         return (row.inputs, row.outputs or {}) if row else (None, {})
 
     def finish_run(self, run_id: uuid.UUID, outputs: dict[str, Any]) -> bool:
         """Mark the run succeeded with its outputs, once all its nodes are decided."""
-        return self._one(runsql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs)}) is not None
+        return self._one(sql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs)}) is not None
 
     def schedule_retry(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, error: dict[str, Any],
                        delay_s: float, log: list[dict[str, Any]], report: dict[str, Any] | None = None) -> bool:
         """Record a failed attempt (its token usage counts) and make the node due again after `delay_s`."""
-        row = self._one(runsql.SCHEDULE_RETRY, {
+        row = self._one(sql.SCHEDULE_RETRY, {
             "run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
             "error": dumps(error), "delay_s": delay_s, "log": dumps(log), **_token_params(report),
             "event_data": dumps({"error": error, "attempt": claim.attempt, "delay_s": round(delay_s, 3)})})
@@ -215,10 +214,11 @@ class LifecycleStore:
 
     def fail_run_at_node(self, run_id: uuid.UUID, node_id: str, node_row_id: int, epoch: int, *,
                          error: dict[str, Any], log: list[dict[str, Any]],
-                         from_status: Sequence[str] = ("running",), report: dict[str, Any] | None = None) -> bool:
+                         from_status: Sequence[str] = (NodeStatus.RUNNING,),
+                         report: dict[str, Any] | None = None) -> bool:
         """Fail the node and its run; cancel everything else still pending in the run."""
         run_error = {"code": error.get("code"), "message": error.get("message"), "node_id": node_id}
-        row = self._one(runsql.FAIL_RUN_AT_NODE, {
+        row = self._one(sql.FAIL_RUN_AT_NODE, {
             "run": run_id, "node": node_id, "nid": node_row_id, "epoch": epoch, "error": dumps(error),
             "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status),
             **_token_params(report)})
@@ -227,105 +227,74 @@ class LifecycleStore:
     def end_run(self, run_id: uuid.UUID, status: str, error: dict[str, Any] | None = None,
                 space_id: str | None = None) -> tuple[bool, bool]:
         """Cancel (or fail) an unfinished run and its pending nodes: (found, changed)."""
-        row = self._one(runsql.END_RUN, {"run": run_id, "space": space_id, "status": status,
-                                         "run_error": dumps(error)})
+        row = self._one(sql.END_RUN, {"run": run_id, "space": space_id, "status": status,
+                                      "run_error": dumps(error)})
         return bool(row.found), bool(row.changed)
 
     # -- human in the loop ----------------------------------------------------------------
     def interrupt_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, event_id: str, kind: str,
                        data: dict[str, Any]) -> bool:
         """Park the node as `interrupted` with a pending interrupt (fenced by epoch); the run waits."""
-        row = self._one(runsql.INTERRUPT_NODE, {"run": run_id, "node": node_id, "nid": claim.node_row_id,
-                                                "epoch": claim.epoch, "event_id": event_id, "kind": kind,
-                                                "data": dumps(data)})
+        row = self._one(sql.INTERRUPT_NODE, {"run": run_id, "node": node_id, "nid": claim.node_row_id,
+                                             "epoch": claim.epoch, "event_id": event_id, "kind": kind,
+                                             "data": dumps(data)})
         return row is not None
 
     def resume_node(self, run_id: uuid.UUID, space_id: str, event_id: str, answer: Any,
                     outputs: dict[str, Any]) -> tuple[str, str] | None:
         """Answer the run's oldest pending interrupt once: (node_id, run status), or None if refused."""
-        row = self._one(runsql.RESUME_NODE, {"run": run_id, "space": space_id, "event_id": event_id,
-                                             "answer": dumps({"data": answer}), "outputs": dumps(outputs)})
+        row = self._one(sql.RESUME_NODE, {"run": run_id, "space": space_id, "event_id": event_id,
+                                          "answer": dumps({"data": answer}), "outputs": dumps(outputs)})
         return (row.node_id, row.run_status) if row is not None else None
 
     def append_event(self, run_id: uuid.UUID, node_id: str | None, event_type: str,
                      data: dict[str, Any] | None) -> bool:
         """Record an event of a live run (e.g. an LLM token chunk); False if the run has ended."""
-        return self._one(runsql.APPEND_EVENT, {"run": run_id, "node": node_id, "type": event_type,
-                                               "data": dumps(data)}) is not None
+        return self._one(sql.APPEND_EVENT, {"run": run_id, "node": node_id, "type": event_type,
+                                            "data": dumps(data)}) is not None
 
     # -- reconcile --------------------------------------------------------------------------
     def renew_leases(self, node_row_ids: Sequence[int], lease_s: float) -> None:
         """Extend the leases of nodes this process is still running."""
         if node_row_ids:
             with self.auto.connect() as conn:
-                conn.execute(text(runsql.RENEW_LEASES), {"ids": list(node_row_ids), "lease_s": lease_s})
+                conn.execute(repairs.RENEW_LEASES.clause, {"ids": list(node_row_ids), "lease_s": lease_s})
 
     def expired_leases(self, limit: int = 200) -> list[Any]:
         """Running nodes whose worker stopped renewing the lease."""
         with self.auto.connect() as conn:
-            return list(conn.execute(text("""
-                SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id, r.space_id
-                  FROM runs r JOIN node_runs n ON n.run_id = r.id
-                 WHERE r.status IN ('queued', 'running', 'interrupted')
-                   AND n.status = 'running' AND n.lease_expires_at < now()
-                 ORDER BY n.lease_expires_at LIMIT :limit"""), {"limit": limit}))
+            return list(conn.execute(repairs.EXPIRED_LEASES.clause, {"limit": limit}))
 
     def requeue_crashed(self, row: Any, log: list[dict[str, Any]]) -> bool:
         """Put a crashed node back in the queue (its next claim is a new attempt)."""
-        return self._one(runsql.REQUEUE_CRASHED, {"run": row.run_id, "node": row.node_id, "nid": row.id,
-                                                  "epoch": row.epoch, "log": dumps(log)}) is not None
+        return self._one(repairs.REQUEUE_CRASHED, {"run": row.run_id, "node": row.node_id, "nid": row.id,
+                                                   "epoch": row.epoch, "log": dumps(log)}) is not None
 
-    def stale_queued(self, older_than_s: float, limit: int = 1000) -> list[tuple[uuid.UUID, str]]:
-        """Queued nodes (and due retries) whose message looks lost; marks them as re-sent now."""
+    def stale_queued(self, older_than_s: float, limit: int = 1000) -> list[tuple[uuid.UUID, str, str]]:
+        """Queued nodes (and due retries) whose message looks lost, with their status; marks them as re-sent now."""
         with self.auto.connect() as conn:
-            rows = conn.execute(text("""
-                UPDATE node_runs SET queued_at = now()
-                 WHERE id IN (SELECT n.id FROM runs r JOIN node_runs n ON n.run_id = r.id
-                               WHERE r.status IN ('queued', 'running', 'interrupted')
-                                 AND n.status IN ('queued', 'retrying')
-                                 AND n.queued_at < now() - make_interval(secs => :age)
-                                 -- a node on its space's waitlist is not lost: a freed slot wakes it
-                                 AND NOT EXISTS (SELECT 1 FROM space_waiters w WHERE w.node_row_id = n.id)
-                               ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
-                RETURNING run_id, node_id"""), {"age": older_than_s, "limit": limit})
-            return [(r.run_id, r.node_id) for r in rows]
+            rows = conn.execute(repairs.STALE_QUEUED.clause, {"age": older_than_s, "limit": limit})
+            return [(r.run_id, r.node_id, r.status) for r in rows]
 
     def unsettled_skips(self, older_than_s: float, limit: int = 500) -> list[Any]:
         """Skipped nodes whose successors were never signalled (the deciding worker died)."""
         with self.auto.connect() as conn:
-            return list(conn.execute(text("""
-                SELECT n.run_id, n.node_id, r.version_id FROM runs r JOIN node_runs n ON n.run_id = r.id
-                 WHERE r.status IN ('running', 'interrupted') AND n.status = 'skipped' AND NOT n.settled
-                   AND n.queued_at < now() - make_interval(secs => :age)
-                 LIMIT :limit"""), {"age": older_than_s, "limit": limit}))
+            return list(conn.execute(repairs.UNSETTLED_SKIPS.clause, {"age": older_than_s, "limit": limit}))
 
     def unfinished_runs(self, older_than_s: float, limit: int = 200) -> list[Any]:
         """Runs whose nodes are all decided but that were never marked finished (the worker died)."""
         with self.auto.connect() as conn:
-            return list(conn.execute(text("""
-                SELECT id, version_id FROM runs
-                 WHERE status = 'running' AND remaining <= 0 AND updated_at < now() - make_interval(secs => :age)
-                 LIMIT :limit"""), {"age": older_than_s, "limit": limit}))
+            return list(conn.execute(repairs.UNFINISHED_RUNS.clause, {"age": older_than_s, "limit": limit}))
 
     def overdue_runs(self, limit: int = 200) -> list[uuid.UUID]:
         """Unfinished runs past their deadline."""
         with self.auto.connect() as conn:
-            return list(conn.execute(text("""
-                SELECT id FROM runs WHERE status IN ('queued', 'running', 'interrupted') AND deadline_at < now()
-                 LIMIT :limit"""), {"limit": limit}).scalars())
+            return list(conn.execute(repairs.OVERDUE_RUNS.clause, {"limit": limit}).scalars())
 
     def try_lead(self, conn: Connection, key: int) -> bool:
         """Take the reconciler's transaction-scoped advisory lock (one leader at a time)."""
-        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
+        return bool(conn.execute(repairs.TRY_LEAD.clause, {"k": key}).scalar())
 
-
-_NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
-
-
-@lru_cache(maxsize=64)
-def _pyformat(sql: str) -> str:
-    """`:name` (SQLAlchemy style) → `%(name)s` (psycopg style), once per statement text."""
-    return _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _token_params(report: dict[str, Any] | None) -> dict[str, int]:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from engine.store.sql import registry as sql
 
 
 @dataclass(frozen=True)
@@ -28,31 +30,27 @@ class ModelStore:
     def current_id(self) -> int | None:
         """The current generation's id (an index-only lookup), None before the first one."""
         with self.auto.connect() as conn:
-            return conn.execute(text("SELECT max(id) FROM model_generations")).scalar()
+            return conn.execute(sql.CURRENT_GENERATION_ID.clause).scalar()
 
     def current(self) -> Generation | None:
         """The current generation, None before the first one."""
         with self.auto.connect() as conn:
-            row = conn.execute(text("""SELECT id, models, problems, created_at FROM model_generations
-                                        ORDER BY id DESC LIMIT 1""")).first()
+            row = conn.execute(sql.CURRENT_GENERATION.clause).first()
         return Generation(row.id, row.models, row.problems, row.created_at) if row else None
 
     def insert(self, models: dict[str, dict[str, Any]], problems: list[dict[str, Any]],
                only_if_none: bool = False) -> Generation | None:
         """Store a new current generation; with `only_if_none`, only when there is none yet
         (the first worker to need models stores the files it read; concurrent ones store nothing)."""
-        guard = "WHERE NOT EXISTS (SELECT 1 FROM model_generations)" if only_if_none else ""
+        statement = sql.INSERT_FIRST_GENERATION if only_if_none else sql.INSERT_GENERATION
         with self.auto.connect() as conn:
             if only_if_none:
                 # serialises concurrent first loads so that at most one stores its reading
-                conn.execute(text("SELECT pg_advisory_lock(hashtext('relayflow.model_generations'))"))
+                conn.execute(sql.FIRST_GENERATION_LOCK.clause)
             try:
-                row = conn.execute(text(f"""
-                    INSERT INTO model_generations (models, problems)
-                    SELECT CAST(:models AS jsonb), CAST(:problems AS jsonb) {guard}
-                    RETURNING id, models, problems, created_at"""),
-                    {"models": json.dumps(models), "problems": json.dumps(problems)}).first()
+                row = conn.execute(statement.clause,
+                                   {"models": json.dumps(models), "problems": json.dumps(problems)}).first()
             finally:
                 if only_if_none:
-                    conn.execute(text("SELECT pg_advisory_unlock(hashtext('relayflow.model_generations'))"))
+                    conn.execute(sql.FIRST_GENERATION_UNLOCK.clause)
         return Generation(row.id, row.models, row.problems, row.created_at) if row else None

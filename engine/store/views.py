@@ -5,7 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from engine.statuses import RunStatus
+from engine.store.sql import reads as sql
 
 
 class ViewStore:
@@ -20,41 +23,24 @@ class ViewStore:
     def run_with_nodes(self, run_id: uuid.UUID, space_id: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """The run row and its node rows, or None if the space has no such run."""
         with self.reads.connect() as conn:
-            run = conn.execute(text("""
-                SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
-                       input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
-                       idempotency_key, run_mode
-                  FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)"""),
+            run = conn.execute(sql.GET_RUN.clause,
                 {"id": run_id, "space": space_id}).mappings().first()
             if run is None:
                 return None
             run = dict(run)
             run["interrupt"] = None
-            if run["status"] == "interrupted":
-                first = conn.execute(text("""
-                    SELECT event_id, node_id, type, data FROM run_interrupts
-                     WHERE run_id = :id AND status = 'pending' ORDER BY created_at, event_id LIMIT 1"""),
+            if run["status"] == RunStatus.INTERRUPTED:
+                first = conn.execute(sql.FIRST_PENDING_INTERRUPT.clause,
                     {"id": run_id}).mappings().first()
                 run["interrupt"] = dict(first) if first else None
-            nodes = conn.execute(text("""
-                SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
-                       started_at, finished_at, model, usage
-                  FROM node_runs WHERE run_id = :id ORDER BY id"""), {"id": run_id}).mappings().all()
+            nodes = conn.execute(sql.RUN_NODES.clause, {"id": run_id}).mappings().all()
         return run, [dict(n) for n in nodes]
 
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
                   before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[dict[str, Any]]:
         """Runs of a space, newest first, strictly older than the cursor `before`."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
-                       input_tokens, output_tokens, run_mode
-                  FROM runs
-                 WHERE space_id = :space
-                   AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
-                   AND (CAST(:status AS text) IS NULL OR status = :status)
-                   AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
-                 ORDER BY created_at DESC, id DESC LIMIT :limit"""),
+            rows = conn.execute(sql.LIST_RUNS.clause,
                 {"space": space_id, "wf": workflow_id, "status": status,
                  "b_at": before[0] if before else None, "b_id": before[1] if before else None,
                  "limit": limit}).mappings().all()
@@ -63,53 +49,42 @@ class ViewStore:
     def run_status(self, run_id: uuid.UUID, space_id: str | None = None) -> str | None:
         """Just the run's status (for waiters), or None if the space has no such run."""
         with self.reads.connect() as conn:
-            return conn.execute(text("""
-                SELECT status FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)"""),
+            return conn.execute(sql.RUN_STATUS.clause,
                 {"id": run_id, "space": space_id}).scalar()
 
     def events_after(self, run_id: uuid.UUID, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """The run's events with id > after_id, in order."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT id, type, node_id, data, created_at FROM run_events
-                 WHERE run_id = :run AND id > :after ORDER BY id LIMIT :limit"""),
+            rows = conn.execute(sql.EVENTS_AFTER.clause,
                 {"run": run_id, "after": after_id, "limit": limit}).mappings().all()
         return [dict(r) for r in rows]
 
     def pending_interrupts(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
         """The run's unanswered interrupts, oldest first (the order they are answered in)."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT event_id, node_id, type, data, created_at FROM run_interrupts
-                 WHERE run_id = :run AND status = 'pending' ORDER BY created_at, event_id"""),
+            rows = conn.execute(sql.PENDING_INTERRUPTS.clause,
                 {"run": run_id}).mappings().all()
         return [dict(r) for r in rows]
 
     def interrupt(self, run_id: uuid.UUID, event_id: str) -> dict[str, Any] | None:
         """One interrupt of the run, answered or not."""
         with self.reads.connect() as conn:
-            row = conn.execute(text("""
-                SELECT event_id, node_id, type, data, status, created_at FROM run_interrupts
-                 WHERE run_id = :run AND event_id = :event"""), {"run": run_id, "event": event_id}).mappings().first()
+            row = conn.execute(sql.GET_INTERRUPT.clause, {"run": run_id, "event": event_id}).mappings().first()
         return dict(row) if row else None
 
     def last_event_id(self, run_id: uuid.UUID) -> int:
         """The id of the run's newest event (0 if none)."""
         with self.reads.connect() as conn:
-            return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = :run"),
+            return int(conn.execute(sql.LAST_EVENT_ID.clause,
                                     {"run": run_id}).scalar() or 0)
 
     def ping(self) -> None:
         """One round trip to prove the database answers."""
         with self.reads.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.execute(sql.PING.clause)
 
     def pending_counts(self) -> dict[str, int]:
         """Nodes by non-final status, for health and progress."""
         with self.reads.connect() as conn:
-            rows = conn.execute(text("""
-                SELECT n.status, count(*) AS n FROM runs r JOIN node_runs n ON n.run_id = r.id
-                 WHERE r.status IN ('queued', 'running', 'interrupted')
-                   AND n.status IN ('queued', 'retrying', 'running')
-                 GROUP BY n.status""")).all()
+            rows = conn.execute(sql.PENDING_COUNTS.clause).all()
         return {r.status: r.n for r in rows}

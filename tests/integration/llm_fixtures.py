@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.fake_llm import FakeLLM
+from api.localstack.fake_llm import FakeLLM
 
 FAKE_KEY = "sk-fake-TESTKEY-1234567890abcdef"
 

@@ -1,5 +1,6 @@
 """The `relayflow` command end to end: `up` serves the API with workers on the configured
-servers, `run` registers a workflow, shows progress and exits by outcome, `status` reports."""
+servers, `run` registers a workflow, shows progress and exits by outcome, `status` reports;
+`up` restarts a worker group whose process was killed."""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,16 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import httpx
+import psutil
 import pytest
 
 from engine.settings import Settings
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +30,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Stack:
+    """A running `relayflow up`: its URL, the environment for client commands, its process and output."""
+
+    url: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
 @pytest.fixture
-def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`relayflow up` on this test's database and Redis; yields (url, env for client commands)."""
+def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    """`relayflow up` on this test's database and Redis (one worker process)."""
     port = _free_port()
     env = {**settings_env(settings), "RELAYFLOW_DATA_DIR": str(tmp_path / "data")}
     log = open(tmp_path / "up.log", "w+")
@@ -41,7 +55,9 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, dict[str, s
             assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             time.sleep(0.2)
         token = (tmp_path / "data" / "token").read_text().strip()
-        yield f"http://127.0.0.1:{port}", {**env, "RELAYFLOW_URL": f"http://127.0.0.1:{port}", "RELAYFLOW_TOKEN": token}
+        yield Stack(f"http://127.0.0.1:{port}",
+                    {**env, "RELAYFLOW_URL": f"http://127.0.0.1:{port}", "RELAYFLOW_TOKEN": token},
+                    proc, tmp_path / "up.log")
         # Then Ctrl-C stops it cleanly
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0, (tmp_path / "up.log").read_text()
@@ -57,8 +73,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-def test_run_command_succeeds_and_fails_with_the_run(stack: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    _url, env = stack
+def test_run_command_succeeds_and_fails_with_the_run(stack: Stack, tmp_path: Path) -> None:
+    env = stack.env
     ok = _cli(env, "run", "examples/ticket-triage.yaml", "-i", "ticket=the site is down 🔥", "-i", "priority=5")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PAGE on-call: the site is down 🔥" in ok.stdout
@@ -78,3 +94,45 @@ def test_run_command_succeeds_and_fails_with_the_run(stack: tuple[str, dict[str,
     refused = _cli(env, "run", str(invalid))
     assert refused.returncode == 1
     assert "teleport" in refused.stdout + refused.stderr
+
+
+def _worker_group(up: subprocess.Popen[bytes]) -> psutil.Process | None:
+    """The `dramatiq workers` main process `up` runs (None between a death and its restart)."""
+    for child in psutil.Process(up.pid).children():
+        try:
+            if "dramatiq" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+@pytest.mark.timeout(300)
+def test_up_restarts_a_worker_group_whose_process_was_killed(stack: Stack) -> None:
+    # Given `relayflow up` serving with its worker group, and a run in flight (a node sleeping 3 s)
+    group = wait_for(lambda: (g := _worker_group(stack.proc)) and g.children() and g, timeout_s=60)
+    headers = {"Authorization": f"Bearer {stack.env['RELAYFLOW_TOKEN']}"}
+    with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as http:
+        created = http.post("/v1/workflows", json={"name": "nap", "definition": {
+            "nodes": [{"id": "nap", "type": "sleep", "config": {"seconds": 3}}],
+            "outputs": {"slept": "{{ nap.slept_s }}"}}})
+        assert created.status_code == 201, created.text
+        in_flight = http.post(f"/v1/workflows/{created.json()['workflow_id']}/runs", json={"inputs": {}})
+        assert in_flight.status_code == 202, in_flight.text
+        run_id = in_flight.json()["run_id"]
+        wait_for(lambda: http.get(f"/v1/runs/{run_id}").json()["status"] == "running", timeout_s=30)
+
+        # When one of its worker processes is killed with SIGKILL
+        os.kill(group.children()[0].pid, signal.SIGKILL)
+
+        # Then `up` says so in one line naming how the group ended, and runs a new worker group
+        wait_for(lambda: re.search(r"worker exited \(exit status \d+\).*restarting it in 1 s",
+                                   stack.log.read_text()), timeout_s=60)
+        wait_for(lambda: (g := _worker_group(stack.proc)) and g.pid != group.pid and g.children(), timeout_s=60)
+        assert stack.proc.poll() is None
+        # And the run in flight ends well (its lease expires, the reconciler queues it again)
+        wait_for(lambda: http.get(f"/v1/runs/{run_id}").json()["status"] in ("succeeded", "failed"), timeout_s=90)
+        assert http.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
+    # And a run submitted afterwards succeeds
+    ok = _cli(stack.env, "run", "examples/ticket-triage.yaml", "-i", "ticket=after the restart", "-i", "priority=1")
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -109,7 +109,7 @@ def test_watch_follows_a_multi_node_run_from_its_event_stream(env: dict[str, str
 def test_watch_reconnects_when_the_server_closes_the_stream(settings: Settings, token: str, api: ApiHelper,
                                                              start_worker: Any, tmp_path: Path) -> None:
     # Given a web server that closes every event stream after 0.4 s (as a proxy or sse_max_s would)
-    from api.processes import web_command
+    from api.cli.supervisor import web_command
 
     port = free_port()
     server_env = {**settings_env(settings), "RELAYFLOW_SSE_MAX_S": "0.4"}

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from engine.embedded import EmbeddedServers
+from api.localstack.embedded import EmbeddedServers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -105,7 +105,7 @@ def test_servers_stop_when_their_parent_is_killed(data_dir: Path) -> None:
     # Given a process that started the servers
     script = textwrap.dedent(f"""
         import json, sys, time
-        from engine.embedded import EmbeddedServers
+        from api.localstack.embedded import EmbeddedServers
         servers = EmbeddedServers({str(data_dir)!r})
         servers.start()
         print(json.dumps(servers.pids), flush=True)

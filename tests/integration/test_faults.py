@@ -49,7 +49,7 @@ def test_worker_killed_with_sigkill_mid_node_still_completes_the_run(api: Any, s
     wait_for(lambda: api.node(api.run(run_id), "slow")["status"] == "running")
     # When the whole worker process group is killed with SIGKILL and a new worker starts
     worker.kill(signal.SIGKILL)
-    start_worker()
+    second = start_worker()
     run = api.wait(run_id, timeout_s=60)
     # Then the run completes; the killed attempt counts; output committed once; downstream ran once
     assert run["status"] == "succeeded", run
@@ -61,6 +61,11 @@ def test_worker_killed_with_sigkill_mid_node_still_completes_the_run(api: Any, s
     assert _event_count(settings, run_id, "node.succeeded", "slow") == 1
     assert _event_count(settings, run_id, "node.succeeded", "after") == 1
     assert _event_count(settings, run_id, "run.succeeded") == 1
+    # And the new worker's reconciler logged the repair: one line, naming the run, node and attempt
+    repairs = [line for line in second.log_path.read_text().splitlines() if "event=repair.lease_expired" in line]
+    assert len(repairs) == 1, second.log_path.read_text()
+    for pair in (f"run_id={run_id}", "node_id=slow", "attempt=1", "space_id=default", "crashes=1", "outcome=requeued"):
+        assert pair in repairs[0], repairs[0]
 
 
 def test_reconciler_resends_a_message_lost_from_redis(api: Any, start_worker: Any, redis_url: str) -> None:
@@ -68,9 +73,11 @@ def test_reconciler_resends_a_message_lost_from_redis(api: Any, start_worker: An
     run_id = api.submit(api.create_workflow(CHAIN))
     redis_lib.Redis.from_url(redis_url).flushdb()
     # When a worker starts
-    start_worker()
-    # Then the reconciler re-sends the node from Postgres and the run completes
+    worker = start_worker()
+    # Then the reconciler re-sends the node from Postgres and the run completes, and says so once
     assert api.wait(run_id, timeout_s=60)["status"] == "succeeded"
+    resent = [line for line in worker.log_path.read_text().splitlines() if "event=repair.message_resent" in line]
+    assert len(resent) == 1 and f"run_id={run_id}" in resent[0] and "node_id=before" in resent[0], resent
 
 
 def test_run_survives_redis_flushed_mid_run(api: Any, start_worker: Any, redis_url: str) -> None:
@@ -155,7 +162,7 @@ def test_node_that_keeps_crashing_fails_as_crashed_after_the_bound(settings: Set
 
 def test_run_survives_its_database_connections_being_killed(api: Any, start_worker: Any, settings: Settings) -> None:
     # Given a run with a node in flight
-    start_worker()
+    worker = start_worker()
     run_id = api.submit(api.create_workflow(CHAIN))
     wait_for(lambda: api.node(api.run(run_id), "slow")["status"] == "running")
     # When every other connection to the database is terminated (as by a failover or restart)
@@ -167,6 +174,9 @@ def test_run_survives_its_database_connections_being_killed(api: Any, start_work
     run = api.wait(run_id, timeout_s=60)
     assert run["status"] == "succeeded", run
     assert [n["attempts"] for n in run["nodes"]] == [1, 1, 1]
+    # And the worker logged each connection it found dropped
+    lost = [line for line in worker.log_path.read_text().splitlines() if "event=postgres.connection_lost" in line]
+    assert 1 <= len(lost) <= killed and all("terminat" in line for line in lost), worker.log_path.read_text()
 
 
 def _started(settings: Settings, definition: dict[str, Any]) -> tuple[Store, Relayflow, Executor, Reconciler, Any, uuid.UUID]:

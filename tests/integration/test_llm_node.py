@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from engine.fake_llm import FakeLLM
+from api.localstack.fake_llm import FakeLLM
 
 pytestmark = [
     pytest.mark.integration,

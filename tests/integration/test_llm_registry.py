@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from engine.fake_llm import FakeLLM
+from api.localstack.fake_llm import FakeLLM
 from tests.integration.llm_fixtures import FAKE_KEY
 from tests.integration.test_llm_node import llm_workflow, refresh
 

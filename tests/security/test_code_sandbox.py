@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from engine.nodes.cgroup import hierarchies, sweep_stale
-from engine.settings import PROJECT_ROOT, Settings
-from tests.conftest import processes_with, wait_for
+from engine.settings import Settings, package_data
+from tests.conftest import ROOT, processes_with, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +97,9 @@ def test_code_cannot_read_the_data_folder_model_files_or_host_folders(
     data_dir.mkdir()
     for name in ("embedded.json", "token"):
         (data_dir / name).write_text(SECRET)
-    model_dir = PROJECT_ROOT / "conf" / "model"
+    model_dir = package_data("conf") / "model"
     targets = [str(data_dir / "embedded.json"), str(data_dir / "token"), str(model_dir / "demo-echo.yaml"),
-               str(model_dir), str(Path.home() / ".relayflow"), str(PROJECT_ROOT), "/work", "/root", "/home",
+               str(model_dir), str(Path.home() / ".relayflow"), str(ROOT), "/work", "/root", "/home",
                "/etc/passwd", "/etc/shadow", "/etc/hostname", "/sys/fs/cgroup", "/run", "/var"]
     code = (
         "import os\n"

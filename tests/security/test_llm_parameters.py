@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.fake_llm import FakeLLM
+from api.localstack.fake_llm import FakeLLM
 from tests.security.limits_http import post_workflow
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,12 @@ import psycopg
 import pytest
 import yaml
 
+from api.localstack.fake_llm import FakeLLM
 from engine.db import get_engine
-from engine.fake_llm import FakeLLM
 from engine.settings import Settings
 from engine.store import Store
 from engine.tokens import issue_token, revoke_token
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, WebProcess, settings_env
 from tests.integration.llm_fixtures import FAKE_KEY
 from tests.integration.test_llm_node import llm_workflow
 
@@ -128,6 +128,15 @@ def test_a_header_secret_echoed_by_a_failing_provider_leaks_nowhere(
     # ... while the node's error still gives the provider's message, the secrets masked in it
     message = run["error"]["message"]
     assert run["status"] == "failed" and "request headers" in message and "Bearer ***" in message, message
+    # ... and the worker logged the failure once per attempt, with the ids and the masked message
+    worker_log = (tmp_path / "worker0.log").read_text(errors="replace")
+    failed = [line for line in worker_log.splitlines() if "event=node.failed" in line]
+    attempts = run["nodes"][0]["attempts"]
+    assert len(failed) == 1 and len([line for line in worker_log.splitlines() if "logger=relayflow.node" in line]) \
+        == attempts, worker_log
+    for pair in (f"run_id={run['run_id']}", "node_id=ask", f"attempt={attempts}", "space_id=default",
+                 "outcome=run_failed", f"code={run['error']['code']}", "Bearer ***"):
+        assert pair in failed[0], failed[0]
 
 
 def test_a_space_token_sees_no_key_fragment_base_url_header_or_path_in_the_model_list(
@@ -187,25 +196,9 @@ def test_healthz_shows_no_cross_space_details_without_an_operator_token(served: 
 
 
 @pytest.fixture
-def limited_web(settings: Settings, tmp_path: Path) -> Iterator[str]:
+def limited_web(start_web: Callable[..., WebProcess]) -> str:
     """gunicorn (2 processes) with a failed-authentication limit of 6 per 30 s."""
-    from api.processes import web_command
-    from tests.conftest import _reachable, free_port
-
-    port = free_port()
-    env = {**settings_env(settings), "RELAYFLOW_AUTH_FAILURE_LIMIT": "6", "RELAYFLOW_AUTH_FAILURE_WINDOW_S": "30"}
-    with open(tmp_path / "web.log", "ab") as log:
-        proc = subprocess.Popen(web_command(port, control_socket=False), cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not _reachable("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    return start_web({"RELAYFLOW_AUTH_FAILURE_LIMIT": "6", "RELAYFLOW_AUTH_FAILURE_WINDOW_S": "30"}).url
 
 
 def test_repeated_bad_tokens_from_one_address_get_429_while_other_addresses_go_on(

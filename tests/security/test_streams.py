@@ -7,14 +7,10 @@ open against a real gunicorn (as `relayflow up` starts it) with a real worker be
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +23,7 @@ from engine.settings import Settings
 from engine.store import Store
 from engine.streams import LIMIT_SETTING, StreamRegistry
 from engine.tokens import issue_token
-from tests.conftest import ROOT, ApiHelper, _reachable, free_port, settings_env, wait_for
+from tests.conftest import ApiHelper, WebProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,30 +36,9 @@ QUICK = {"nodes": [{"id": "hi", "type": "template", "config": {"template": "hi"}
 
 
 @pytest.fixture
-def stream_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """A real gunicorn with a small per-token cap and a 1 s token re-check; yields its URL."""
-    from api.processes import web_command
-
-    port = free_port()
-    env = settings_env(settings) | {"RELAYFLOW_MAX_STREAMS_PER_TOKEN": str(CAP), "RELAYFLOW_STREAM_RECHECK_S": "1"}
-    log_path = tmp_path / "web.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(web_command(port, control_socket=False), cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not _reachable("127.0.0.1", port):
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def stream_server(start_web: Callable[..., WebProcess]) -> str:
+    """A real gunicorn with a small per-token cap and a 1 s token re-check; its URL."""
+    return start_web({"RELAYFLOW_MAX_STREAMS_PER_TOKEN": str(CAP), "RELAYFLOW_STREAM_RECHECK_S": "1"}).url
 
 
 class RawStream:

@@ -73,7 +73,7 @@ def test_up_as_root_runs_web_workers_and_fake_provider_unprivileged(settings: Se
     try:
         children = _started_by(proc)
         by_kind = {kind: [c for c in children if kind in " ".join(c.cmdline())]
-                   for kind in ("gunicorn", "dramatiq", "engine.fake_llm")}
+                   for kind in ("gunicorn", "dramatiq", "api.localstack.fake_llm")}
         # Then the web server, the workers (and their worker processes) and the fake provider run unprivileged
         assert all(by_kind.values()), {c.pid: c.cmdline() for c in children}
         for kind, found in by_kind.items():

@@ -8,7 +8,7 @@ import yaml
 from engine.models.calling import litellm_params, router_config
 from engine.models.files import ModelDoc, env_docs, interpolate, load_sources, parse_doc
 from engine.models.registry import Registry, diff, mask
-from engine.settings import PROJECT_ROOT
+from engine.settings import package_data
 
 GOOD = {"id": 1, "name": "One", "meta": {"protocol": "openai",
                                           "conn_config": {"model": "gpt-x", "api_key": "${KEY}", "timeout": "2m"}}}
@@ -51,7 +51,7 @@ def test_keys_are_masked_and_scrubbed_from_messages() -> None:
 
 
 def test_each_protocol_maps_to_its_litellm_provider() -> None:
-    docs, _ = load_sources(PROJECT_ROOT / "conf" / "model" / "templates", {"ARK_ENDPOINT_ID": "ep-2"})
+    docs, _ = load_sources(package_data("conf") / "model" / "templates", {"ARK_ENDPOINT_ID": "ep-2"})
     prefixes = {ModelDoc.model_validate(d).meta.protocol: litellm_params(ModelDoc.model_validate(d))["model"].split("/")[0]
                 for d in docs.values()}
     assert prefixes == {"openai": "openai", "claude": "anthropic", "ark": "volcengine", "deepseek": "deepseek",

@@ -1,20 +1,26 @@
 """What the `relayflow` client commands share: the console, --url/--token, and how runs and errors look."""
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from api.client import DEFAULT_URL, Client
+from api.cli.client import DEFAULT_URL, Client
+from api.localstack.embedded import EmbeddedServers
 from engine.errors import EngineError
 from engine.settings import get_settings
+from engine.statuses import FINAL_STATUSES, SETTLED_STATUSES, RunStatus
 
 console = Console(highlight=False)
+POLL_EVERY_S = 0.5
 _STATUS_STYLE = {
     "succeeded": "green", "failed": "bold red", "cancelled": "yellow", "interrupted": "yellow",
     "running": "cyan", "retrying": "magenta", "queued": "blue", "waiting": "dim", "skipped": "dim",
@@ -92,7 +98,7 @@ def print_outcome(run: dict[str, Any], title: str | None = None) -> int:
     """The run's outputs, or its error naming the node; returns the exit code."""
     name = f"{title} (run {run.get('run_id')})" if title else f"run {run.get('run_id')}"
     status = run.get("status")
-    if status == "succeeded":
+    if status == RunStatus.SUCCEEDED:
         console.print(f"[green]✔[/] {escape(name)} succeeded; outputs:")
         console.print_json(data=run.get("outputs") or {})
         return 0
@@ -115,9 +121,33 @@ def embedded_urls() -> tuple[str | None, str | None]:
     settings = get_settings()
     database_url, redis_url = settings.database_url, settings.redis_url
     if not (database_url and redis_url) and (settings.data_dir / "embedded.json").exists():
-        from engine.embedded import EmbeddedServers
-
         found = EmbeddedServers(settings.data_dir).running_urls()
         if found:
             database_url, redis_url = database_url or found[0], redis_url or found[1]
     return database_url, redis_url
+
+
+def follow(client: Client, runs: list[tuple[str, str | None]],
+           check: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Poll runs, showing their node tables live, until each has ended or waits for input."""
+    latest = {run_id: client.get_run(run_id) for run_id, _ in runs}
+
+    def view() -> Group:
+        return Group(*(run_table(latest[run_id], title) for run_id, title in runs))
+
+    # not a terminal (CI, a pipe): no animation, the final tables only
+    live = Live(view(), console=console, refresh_per_second=4, vertical_overflow="visible") \
+        if console.is_terminal else None
+    with live or contextlib.nullcontext():
+        while any(r.get("status") not in SETTLED_STATUSES for r in latest.values()):
+            time.sleep(POLL_EVERY_S)
+            if check is not None:
+                check()
+            for run_id in latest:
+                if latest[run_id].get("status") not in FINAL_STATUSES:
+                    latest[run_id] = client.get_run(run_id)
+            if live is not None:
+                live.update(view())
+    if live is None:
+        console.print(view())
+    return [latest[run_id] for run_id, _ in runs]

@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli_tokens import _store, console
+from api.cli.tokens import _store, console
 from engine import tokens as token_ops
 from engine.errors import SpaceNotFound
 from engine.settings import get_settings

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli_base import embedded_urls
+from api.cli.base import embedded_urls
 from engine import tokens as token_ops
 from engine.errors import EngineError
 from engine.settings import get_settings
@@ -30,6 +30,7 @@ console = Console(highlight=False)
 @contextmanager
 def _store() -> Iterator["Store"]:
     """The store at DATABASE_URL; engine and database errors become one clear CLI error."""
+    # Imported here: SQLAlchemy costs a second at start-up that the client commands do not need.
     from sqlalchemy.exc import SQLAlchemyError
 
     from engine.db import get_engine

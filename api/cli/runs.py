@@ -19,9 +19,17 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from api.cli_base import client_options, console, make_client, print_error, print_outcome, run_table
-from api.client import FINAL_STATUSES, Client, parse_input
+from api.cli.base import (
+    client_options,
+    console,
+    make_client,
+    print_error,
+    print_outcome,
+    run_table,
+)
+from api.cli.client import Client, parse_input
 from engine.errors import EngineError, InvalidTransition
+from engine.statuses import SETTLED_STATUSES, RunStatus
 
 # Events after which the node table is fetched again (token chunks change no status).
 _QUIET_EVENTS = frozenset({"node.chunk"})
@@ -83,7 +91,7 @@ def print_interrupt(run: dict[str, Any]) -> int:
 
 def report(run: dict[str, Any]) -> int:
     """The run's outcome, or what it waits for; returns the exit code (0, 1 or 2)."""
-    if run.get("status") == "interrupted" and run.get("interrupt"):
+    if run.get("status") == RunStatus.INTERRUPTED and run.get("interrupt"):
         return print_interrupt(run)
     return print_outcome(run)
 
@@ -130,9 +138,9 @@ def watch_run(client: Client, run_id: str) -> dict[str, Any]:
                 live.update(view())
             pending = run.get("interrupt") or {}
             # waiting for an answer we have seen asked (or the stream went idle while it waits): stop
-            if run.get("status") == "interrupted" and (event is None or pending.get("event_id") in asked):
+            if run.get("status") == RunStatus.INTERRUPTED and (event is None or pending.get("event_id") in asked):
                 break
-    if run.get("status") not in FINAL_STATUSES | {"interrupted"}:
+    if run.get("status") not in SETTLED_STATUSES:
         run = client.get_run(run_id)  # the stream ended: take the run as it is now
     if live is None:
         console.print(run_table(run))
@@ -178,7 +186,7 @@ def submit(workflow_id: str, inputs: tuple[str, ...], idempotency_key: str | Non
                           f"follow it with `relayflow watch {answer['run_id']}`", soft_wrap=True)
         sys.exit(2)
     if as_json:
-        sys.exit(0 if answer["status"] == "succeeded" else 2 if answer["status"] == "interrupted" else 1)
+        sys.exit(0 if answer["status"] == RunStatus.SUCCEEDED else 2 if answer["status"] == RunStatus.INTERRUPTED else 1)
     sys.exit(report(answer))
 
 

@@ -15,7 +15,12 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from engine.embedded_os import Account, as_account, grant_search, service_account
+from api.localstack.embedded_os import (
+    Account,
+    as_account,
+    grant_search,
+    service_account,
+)
 from engine.errors import ServiceUnavailable
 
 _PROBE = "import api, workers, engine.models.calling, gunicorn, dramatiq"

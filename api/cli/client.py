@@ -14,12 +14,18 @@ from typing import Any
 import httpx
 
 from engine.errors import (
-    DefinitionError, EngineError, Forbidden, InvalidInputs, InvalidTransition, NotFound,
-    ServiceUnavailable, Unauthorized,
+    DefinitionError,
+    EngineError,
+    Forbidden,
+    InvalidInputs,
+    InvalidTransition,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
 )
+from engine.statuses import FINAL_STATUSES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 # The server sends a keep-alive at least every 15 s: a longer silence means the connection is dead.
 STREAM_READ_TIMEOUT_S = 45.0
@@ -42,6 +48,8 @@ class WorkflowFile:
     @classmethod
     def read(cls, path: Path) -> WorkflowFile:
         """Parse a YAML or JSON workflow file; a top-level `demo_inputs` is not part of the definition."""
+        # Imported here: engine.definition loads every node type (LiteLLM too), seconds that
+        # the commands reading no workflow file (status, watch, cancel...) would pay.
         from engine.definition import load_definition
 
         try:

@@ -25,9 +25,11 @@ from typing import Any
 
 import psutil
 
-from engine.embedded_os import (Account, as_account, binary, checked, die_with_parent, free_port, grant_search,
-                                 private_dir, process, service_account, terminate, write_private)
+from api.localstack.embedded_os import (Account, as_account, binary, checked, die_with_parent, free_port,
+                                         grant_search, private_dir, process, service_account, terminate,
+                                         write_private)
 from engine.errors import ServiceUnavailable
+from engine.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ class EmbeddedServers:
     def __init__(self, data_dir: Path | str | None = None, *, stop_with_parent: bool = True,
                  timeout_s: float = 60.0) -> None:
         if data_dir is None:
-            from engine.settings import get_settings
-
             data_dir = get_settings().data_dir
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.stop_with_parent = stop_with_parent
@@ -294,6 +294,8 @@ class EmbeddedServers:
         checked(result, "resetting the embedded PostgreSQL password")
 
     def _create_database(self, port: int, password: str) -> bool:
+        # Imported here, as redis below: every `relayflow` command imports this module (to find
+        # a running `up`'s servers), and the drivers cost it a second that only starting needs.
         import psycopg
 
         with psycopg.connect(host="127.0.0.1", port=port, user=PG_USER, password=password, dbname="postgres",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -231,8 +232,6 @@ def _answer(prompt: str, wants_json: bool, bad_json: bool) -> str:
 
 def main() -> None:
     """Serve on a port given as the first argument (default 8089) until interrupted."""
-    import sys
-
     fake = FakeLLM(port=int(sys.argv[1]) if len(sys.argv) > 1 else 8089).start()
     print(f"fake LLM provider at {fake.base_url}", flush=True)
     try:

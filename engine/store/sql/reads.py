@@ -1,0 +1,55 @@
+"""SQL of the read side: runs and their nodes as clients see them, run lists, events, health."""
+from __future__ import annotations
+
+from engine.store.sql import Statement
+
+GET_RUN = Statement("A run of a space (NULL space: any), as the API shows it.", """
+SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
+       input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
+       idempotency_key, run_mode
+  FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
+
+FIRST_PENDING_INTERRUPT = Statement("The run's oldest unanswered interrupt (the one a resume answers).", """
+SELECT event_id, node_id, type, data FROM run_interrupts
+ WHERE run_id = :id AND run_interrupts.status = 'pending' ORDER BY created_at, event_id LIMIT 1""")
+
+RUN_NODES = Statement("The node rows of a run, in the order they were created.", """
+SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
+       started_at, finished_at, model, usage
+  FROM node_runs WHERE run_id = :id ORDER BY id""")
+
+LIST_RUNS = Statement("Runs of a space, newest first, optionally of one workflow and status, older than a cursor.", """
+SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
+       input_tokens, output_tokens, run_mode
+  FROM runs
+ WHERE space_id = :space
+   AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
+   AND (CAST(:status AS text) IS NULL OR runs.status = :status)
+   AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
+ ORDER BY created_at DESC, id DESC LIMIT :limit""")
+
+RUN_STATUS = Statement("Just a run's status (NULL space: any space).", """
+SELECT status FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
+
+EVENTS_AFTER = Statement("A run's events after an id, in order, paged.", """
+SELECT id, type, node_id, data, created_at FROM run_events
+ WHERE run_id = :run AND id > :after ORDER BY id LIMIT :limit""")
+
+PENDING_INTERRUPTS = Statement("A run's unanswered interrupts, oldest first.", """
+SELECT event_id, node_id, type, data, created_at FROM run_interrupts
+ WHERE run_id = :run AND run_interrupts.status = 'pending' ORDER BY created_at, event_id""")
+
+GET_INTERRUPT = Statement("One interrupt of a run, answered or not.", """
+SELECT event_id, node_id, type, data, status, created_at FROM run_interrupts
+ WHERE run_id = :run AND event_id = :event""")
+
+LAST_EVENT_ID = Statement("The id of a run's newest event (0 if none).",
+                          "SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = :run")
+
+PING = Statement("One round trip to prove the database answers.", "SELECT 1")
+
+PENDING_COUNTS = Statement("In-flight nodes of live runs, counted by status (health).", """
+SELECT n.status, count(*) AS n FROM runs r JOIN node_runs n ON n.run_id = r.id
+ WHERE r.status IN ('queued', 'running', 'interrupted')
+   AND n.status IN ('queued', 'retrying', 'running')
+ GROUP BY n.status""")

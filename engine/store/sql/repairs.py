@@ -1,0 +1,64 @@
+"""SQL of leases and of the reconciler's sweep: what repairs runs whose workers or messages were lost.
+
+Run by one leader at a time (TRY_LEAD); each statement is atomic on its own.
+"""
+from __future__ import annotations
+
+from engine.store.sql import Statement
+from engine.store.sql.runs import RUN_LOCK_UNDER_WAY
+
+TRY_LEAD = Statement("Take the reconciler's transaction-scoped advisory lock (one leader at a time).",
+                     "SELECT pg_try_advisory_xact_lock(:k)")
+
+RENEW_LEASES = Statement("Extend the leases of the running nodes this process still runs.", """
+UPDATE node_runs SET lease_expires_at = now() + make_interval(secs => :lease_s)
+ WHERE id = ANY(CAST(:ids AS bigint[])) AND node_runs.status = 'running'
+""")
+
+EXPIRED_LEASES = Statement("Running nodes of live runs whose worker stopped renewing the lease, oldest first.", """
+SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id, r.space_id
+  FROM runs r JOIN node_runs n ON n.run_id = r.id
+ WHERE r.status IN ('queued', 'running', 'interrupted')
+   AND n.status = 'running' AND n.lease_expires_at < now()
+ ORDER BY n.lease_expires_at LIMIT :limit""")
+
+REQUEUE_CRASHED = Statement(
+    "Put a crashed node (lease expired, epoch unchanged) back in the queue and record node.crashed.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, requeued_node AS (
+    UPDATE node_runs n
+       SET status = 'queued', crashes = n.crashes + 1, queued_at = now(), lease_expires_at = NULL,
+           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+      FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running' AND n.lease_expires_at < now()
+    RETURNING n.id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.crashed', :node, CAST(:log AS jsonb) -> 0 FROM requeued_node
+RETURNING id
+""")
+
+STALE_QUEUED = Statement(
+    "Claimable nodes of live runs whose message looks lost (not waitlisted); marks them re-sent now.", """
+UPDATE node_runs SET queued_at = now()
+ WHERE id IN (SELECT n.id FROM runs r JOIN node_runs n ON n.run_id = r.id
+               WHERE r.status IN ('queued', 'running', 'interrupted')
+                 AND n.status IN ('queued', 'retrying')
+                 AND n.queued_at < now() - make_interval(secs => :age)
+                 -- a node on its space's waitlist is not lost: a freed slot wakes it
+                 AND NOT EXISTS (SELECT 1 FROM space_waiters w WHERE w.node_row_id = n.id)
+               ORDER BY n.queued_at LIMIT :limit FOR UPDATE OF n SKIP LOCKED)
+RETURNING run_id, node_id, status""")
+
+UNSETTLED_SKIPS = Statement("Skipped nodes whose successors were never signalled (the deciding worker died).", """
+SELECT n.run_id, n.node_id, r.version_id FROM runs r JOIN node_runs n ON n.run_id = r.id
+ WHERE r.status IN ('running', 'interrupted') AND n.status = 'skipped' AND NOT n.settled
+   AND n.queued_at < now() - make_interval(secs => :age)
+ LIMIT :limit""")
+
+UNFINISHED_RUNS = Statement("Running runs whose nodes are all decided but that were never marked finished.", """
+SELECT id, version_id FROM runs
+ WHERE runs.status = 'running' AND remaining <= 0 AND updated_at < now() - make_interval(secs => :age)
+ LIMIT :limit""")
+
+OVERDUE_RUNS = Statement("Live runs past their deadline.", """
+SELECT id FROM runs WHERE runs.status IN ('queued', 'running', 'interrupted') AND deadline_at < now()
+ LIMIT :limit""")

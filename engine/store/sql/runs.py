@@ -1,0 +1,391 @@
+"""SQL of the run lifecycle's hot path. Each statement is one round trip and atomic on its own.
+
+Lock order, everywhere: the run's row first (`run_lock`, FOR UPDATE, materialised so it is taken
+before anything else), then node rows. Every statement that inserts run events holds the run's
+row lock, so event ids are monotonic per run in commit order (the SSE id).
+"""
+from __future__ import annotations
+
+from engine.store.sql import Statement
+
+# The run's row, locked, if the run is under way (statuses.UNDER_WAY_STATUSES). A run waiting for
+# a person (`interrupted`) is still live: its other branches go on.
+RUN_LOCK_UNDER_WAY = ("run_lock AS MATERIALIZED (SELECT id, space_id FROM runs WHERE id = :run "
+                       "AND runs.status IN ('running', 'interrupted') FOR UPDATE)")
+
+INSERT_RUN = Statement(
+    "Insert a run (unless its idempotency key is taken), its root nodes as queued, and run.queued.", """
+WITH new_run AS (
+    INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
+                      idempotency_key, remaining, deadline_at, run_mode)
+    VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
+            CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
+                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode)
+    ON CONFLICT (space_id, idempotency_key) DO NOTHING
+    RETURNING id
+), root_nodes AS (
+    INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
+    SELECT new_run.id, root.node_id, 'queued', 0, root.join_any, 0, 0, now()
+      FROM new_run, unnest(CAST(:roots AS text[]), CAST(:roots_any AS boolean[])) AS root(node_id, join_any)
+), queued_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data) SELECT new_run.id, 'run.queued', NULL, NULL FROM new_run
+)
+SELECT id FROM new_run
+""")
+
+RUN_BY_IDEMPOTENCY_KEY = Statement(
+    "The run already holding a submit's idempotency key (INSERT_RUN inserted nothing).",
+    "SELECT id, status, workflow_id FROM runs WHERE space_id = :space AND idempotency_key = :key")
+
+# The claim's own commit is asynchronous: a claim lost in a server crash leaves the node queued
+# with its old epoch, so the worker's commit is fenced out and the reconciler re-sends the node.
+# The node's commit (synchronous, and before any message is sent) flushes the claim's WAL too.
+#
+# Fair share: the space's row is locked after the run's (`space_slot`); a locking read returns the
+# latest committed `running_nodes` (kept exact by a trigger on node_runs, migration 0005), so two
+# claims of one space cannot both take its last slot. A node over the cap is not claimed: it stays
+# queued, costs no attempt, and joins the space's waitlist (`waitlisted`); a freed slot wakes it.
+# A refusal decided on the snapshot alone can miss a slot freed meanwhile; the releasing worker
+# wakes a waiter if it sees one, else the reconciler's next sweep does.
+CLAIM = Statement(
+    "Take a queued node (or a due retry) of a live run if its space has a free slot, else waitlist it.", """
+WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
+), run_lock AS MATERIALIZED (
+    SELECT id, status, version_id, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
+), space_slot AS MATERIALIZED (
+    -- a row only if the space has room: checked on the snapshot first (a full space is refused
+    -- without taking its lock, so refusals run in parallel), then again on the latest committed
+    -- row once locked (FOR ... re-checks the WHERE on a row updated since the snapshot)
+    SELECT s.id FROM spaces s, run_lock
+     WHERE s.id = run_lock.space_id
+       AND (coalesce(s.max_running_nodes, :cap) <= 0 OR s.running_nodes < coalesce(s.max_running_nodes, :cap))
+       FOR NO KEY UPDATE OF s
+), refused_node AS (  -- read only when the space is full (`waitlisted`)
+    SELECT n.id, n.queued_at FROM node_runs n, run_lock
+     WHERE n.run_id = run_lock.id AND n.node_id = :node AND run_lock.status IN ('queued', 'running', 'interrupted')
+       AND (n.status = 'queued'
+            OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
+), claimed_node AS (
+    UPDATE node_runs n
+       SET status = 'running', epoch = n.epoch + 1,
+           -- a resumed node finishing with its answer is the same attempt, not a new one
+           attempts = n.attempts + CASE WHEN n.resume IS NULL THEN 1 ELSE 0 END,
+           lease_expires_at = now() + make_interval(secs => :lease_s),
+           started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
+      FROM run_lock, space_slot
+     WHERE n.run_id = run_lock.id AND n.node_id = :node AND run_lock.status IN ('queued', 'running', 'interrupted')
+       AND (n.status = 'queued'
+            OR (n.status = 'retrying' AND n.next_attempt_at <= now() + make_interval(secs => :grace_s)))
+    RETURNING n.id, n.epoch, n.attempts, n.resume
+), waitlisted AS (
+    INSERT INTO space_waiters (node_row_id, space_id, run_id, node_id, queued_at)
+    SELECT refused_node.id, run_lock.space_id, :run, :node, coalesce(refused_node.queued_at, now())
+      FROM refused_node, run_lock
+     WHERE NOT EXISTS (SELECT 1 FROM space_slot)
+    ON CONFLICT (node_row_id) DO NOTHING
+), unwaitlisted AS (
+    DELETE FROM space_waiters w USING claimed_node WHERE w.node_row_id = claimed_node.id
+), started_run AS (
+    UPDATE runs SET status = 'running', started_at = now(), updated_at = now()
+      FROM claimed_node WHERE runs.id = :run AND runs.status = 'queued'
+    RETURNING runs.id
+), claim_events AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'run.started', NULL, NULL FROM started_run
+    UNION ALL
+    SELECT :run, CASE WHEN claimed_node.resume IS NULL THEN 'node.started' ELSE 'node.resumed' END, :node,
+           jsonb_build_object('attempt', claimed_node.attempts) FROM claimed_node
+)
+SELECT claimed_node.id, claimed_node.epoch, claimed_node.attempts, claimed_node.resume, run_lock.version_id,
+       run_lock.deadline_at, run_lock.space_id,
+       CASE WHEN wn.needs_inputs THEN run_lock.inputs END AS inputs,
+       (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
+         WHERE d.run_id = run_lock.id AND d.node_id = ANY(wn.deps)) AS deps
+  FROM claimed_node CROSS JOIN run_lock CROSS JOIN async_commit
+  LEFT JOIN workflow_nodes wn ON wn.version_id = run_lock.version_id AND wn.node_id = :node
+""")
+
+# Waiters whose node is no longer waiting (its run was cancelled) are skipped; `DROP_DEAD_WAITERS`
+# removes them.
+WAKE_WAITERS = Statement(
+    "Take up to `limit` waiting nodes, oldest first, off the waitlist of a space with free slots (NULL: any).", """
+WITH free_slots AS (
+    SELECT s.id, CASE WHEN coalesce(s.max_running_nodes, :cap) <= 0 THEN :limit
+                      ELSE least(:limit, coalesce(s.max_running_nodes, :cap) - s.running_nodes) END AS n
+      FROM spaces s
+     WHERE (CAST(:space AS text) IS NULL OR s.id = :space)
+       AND EXISTS (SELECT 1 FROM space_waiters w WHERE w.space_id = s.id)
+), woken_waiters AS (
+    SELECT p.node_row_id FROM free_slots CROSS JOIN LATERAL (
+        SELECT w.node_row_id FROM space_waiters w JOIN node_runs n ON n.id = w.node_row_id
+         WHERE w.space_id = free_slots.id AND n.status IN ('queued', 'retrying')
+         ORDER BY w.queued_at, w.node_row_id LIMIT greatest(free_slots.n, 0) FOR UPDATE OF w SKIP LOCKED) p
+)
+DELETE FROM space_waiters w USING woken_waiters WHERE w.node_row_id = woken_waiters.node_row_id
+RETURNING w.run_id, w.node_id
+""")
+
+DROP_DEAD_WAITERS = Statement(
+    "Remove waitlist rows whose node no longer waits (its run ended or it was claimed).", """
+DELETE FROM space_waiters w
+ WHERE NOT EXISTS (SELECT 1 FROM node_runs n JOIN runs r ON r.id = n.run_id
+                    WHERE n.id = w.node_row_id AND n.status IN ('queued', 'retrying')
+                      AND r.status IN ('queued', 'running', 'interrupted'))
+""")
+
+# Successor signals, aggregated per successor: `cnt` decided predecessors, `act` of them active.
+_SIGNALS = """
+signals AS (
+    SELECT * FROM unnest(CAST(:s_ids AS text[]), CAST(:s_deg AS int[]), CAST(:s_cnt AS int[]),
+                         CAST(:s_act AS int[]), CAST(:s_any AS boolean[]))
+           AS s(node_id, deg, cnt, act, join_any)
+)"""
+
+_RUNS_WHEN_DECIDED = "CASE WHEN {any} THEN {act} > 0 ELSE {act} = {deg} END"
+
+# Inserts each signalled successor (`waiting` while some predecessor is undecided, then `queued`
+# or `skipped`), or counts the signal into its `waiting` row.
+_UPSERT_SUCCESSORS = """
+signalled_successors AS (
+    INSERT INTO node_runs AS n (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
+    SELECT :run, signals.node_id,
+           CASE WHEN signals.deg > signals.cnt THEN 'waiting'
+                WHEN {decide_new} THEN 'queued' ELSE 'skipped' END,
+           signals.deg, signals.join_any, signals.deg - signals.cnt, signals.act, now()
+      FROM signals {gate}
+     ORDER BY signals.node_id
+    ON CONFLICT (run_id, node_id) DO UPDATE
+       SET pending_in = n.pending_in - EXCLUDED.in_degree + EXCLUDED.pending_in,
+           active_in = n.active_in + EXCLUDED.active_in,
+           queued_at = now(),
+           status = CASE WHEN n.pending_in - (EXCLUDED.in_degree - EXCLUDED.pending_in) > 0 THEN n.status
+                         WHEN {decide_old} THEN 'queued' ELSE 'skipped' END
+     WHERE n.status = 'waiting'
+    RETURNING n.node_id, n.status
+)""".format(
+    decide_new=_RUNS_WHEN_DECIDED.format(any="signals.join_any", act="signals.act", deg="signals.deg"),
+    decide_old=_RUNS_WHEN_DECIDED.format(any="n.join_any", act="(n.active_in + EXCLUDED.active_in)", deg="n.in_degree"),
+    gate="{gate}",
+)
+
+_DECISION = """
+SELECT (SELECT remaining FROM run_progress) AS remaining,
+       (SELECT coalesce(array_agg(node_id ORDER BY node_id), '{}') FROM signalled_successors
+         WHERE signalled_successors.status = 'queued') AS queued,
+       (SELECT coalesce(array_agg(node_id ORDER BY node_id), '{}') FROM signalled_successors
+         WHERE signalled_successors.status = 'skipped') AS skipped
+"""
+
+# A claimed node is decided (succeeded, or failed with on_error default/branch).
+COMMIT_NODE = Statement(
+    "Store a decided node's outcome if its epoch holds, signal its successors, count it, record events.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, decided_node AS (
+    UPDATE node_runs n
+       SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),
+           port = :port, finished_at = now(), lease_expires_at = NULL, settled = true,
+           model = coalesce(CAST(:model AS text), n.model), usage = coalesce(CAST(:usage AS jsonb), n.usage),
+           attempt_log = CASE WHEN CAST(:log AS jsonb) IS NULL THEN n.attempt_log
+                              ELSE n.attempt_log || CAST(:log AS jsonb) END
+      FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", decided_node")}, node_events AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, :event_type, :node, CAST(:event_data AS jsonb) FROM decided_node
+    UNION ALL
+    SELECT :run, 'node.skipped', signalled_successors.node_id, NULL FROM signalled_successors
+     WHERE signalled_successors.status = 'skipped'
+), run_progress AS (
+    UPDATE runs SET remaining = runs.remaining - 1
+                                - (SELECT count(*) FROM signalled_successors WHERE signalled_successors.status = 'skipped'),
+                    input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens,
+                    updated_at = now()
+      FROM decided_node WHERE runs.id = :run
+    RETURNING runs.remaining
+){_DECISION},
+       -- the node's slot is free now: does a node of its space wait for one?
+       EXISTS (SELECT 1 FROM space_waiters w, run_lock WHERE w.space_id = run_lock.space_id) AS wake
+""")
+
+# All a skipped node's edges are inactive.
+PROPAGATE_SKIP = Statement("Signal a skipped node's successors, once (it becomes settled).", f"""
+WITH {RUN_LOCK_UNDER_WAY}, settled_skip AS (
+    UPDATE node_runs n SET settled = true
+      FROM run_lock WHERE n.run_id = :run AND n.node_id = :source AND n.status = 'skipped' AND NOT n.settled
+    RETURNING n.node_id
+), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", settled_skip")}, node_events AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'node.skipped', signalled_successors.node_id, NULL FROM signalled_successors
+     WHERE signalled_successors.status = 'skipped'
+), run_progress AS (
+    UPDATE runs SET remaining = runs.remaining
+                                - (SELECT count(*) FROM signalled_successors WHERE signalled_successors.status = 'skipped'),
+                    updated_at = now()
+      FROM settled_skip WHERE runs.id = :run
+    RETURNING runs.remaining
+){_DECISION}
+""")
+
+LOAD_OUTPUTS = Statement("The run's inputs (if asked) and the outputs of the given nodes.", """
+SELECT CASE WHEN :with_inputs THEN r.inputs END AS inputs,
+       (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
+         WHERE d.run_id = r.id AND d.node_id = ANY(CAST(:ids AS text[]))) AS outputs
+  FROM runs r WHERE r.id = :run""")
+
+FINISH_RUN = Statement("Mark a running run whose nodes are all decided succeeded, with its outputs.", """
+WITH succeeded_run AS (
+    UPDATE runs SET status = 'succeeded', outputs = CAST(:outputs AS jsonb), finished_at = now(), updated_at = now()
+     WHERE id = :run AND runs.status = 'running' AND remaining <= 0
+    RETURNING id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT succeeded_run.id, 'run.succeeded', NULL, NULL FROM succeeded_run
+RETURNING id
+""")
+
+SCHEDULE_RETRY = Statement(
+    "Record a failed attempt (fenced by epoch) and make the node due again after :delay_s.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, retried_node AS (
+    UPDATE node_runs n
+       SET status = 'retrying', error = CAST(:error AS jsonb), lease_expires_at = NULL,
+           next_attempt_at = now() + make_interval(secs => :delay_s),
+           queued_at = now() + make_interval(secs => :delay_s),
+           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+      FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+), spent_tokens AS (
+    -- a failed attempt's tokens were spent too (an LLM answer that broke its JSON format)
+    UPDATE runs SET input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
+      FROM retried_node WHERE runs.id = :run AND (:in_tokens > 0 OR :out_tokens > 0)
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.retrying', :node, CAST(:event_data AS jsonb) FROM retried_node
+RETURNING id
+""")
+
+# A run that ends failed or cancelled gives a final row to every node that never got one (a
+# successor's row is created only when a predecessor signals it), so no node of a final run
+# reads `waiting`. `cancelled`, like the pending rows the same statement cancels: the run stopped
+# before the node ran (`skipped` stays the graph's own choice, dead-path elimination). Paid only
+# when a run fails or is cancelled; the counters are moot in a final run.
+_CANCEL_UNREACHED = """
+unreached_nodes AS (
+    INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, finished_at)
+    SELECT {ended}.id, wn.node_id, 'cancelled', 0, false, 0, 0, now()
+      FROM {ended} JOIN workflow_nodes wn ON wn.version_id = {ended}.version_id
+     WHERE NOT EXISTS (SELECT 1 FROM node_runs nr WHERE nr.run_id = {ended}.id AND nr.node_id = wn.node_id)
+     ORDER BY wn.node_id
+    ON CONFLICT (run_id, node_id) DO NOTHING
+)"""
+
+# Everything still pending in the run is cancelled (statuses.NODE_LIVE_STATUSES).
+FAIL_RUN_AT_NODE = Statement(
+    "Fail a node for good (fenced by epoch) and its run; cancel the run's other live nodes.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, failed_node AS (
+    UPDATE node_runs n
+       SET status = 'failed', error = CAST(:error AS jsonb), finished_at = now(), lease_expires_at = NULL,
+           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+      FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = ANY(CAST(:from_status AS text[]))
+    RETURNING n.id
+), cancelled_nodes AS (
+    UPDATE node_runs n SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+      FROM failed_node WHERE n.run_id = :run AND n.id <> failed_node.id
+       AND n.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
+    RETURNING n.id
+), failed_run AS (
+    UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now(),
+                    input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
+      FROM failed_node WHERE runs.id = :run
+    RETURNING runs.id, runs.version_id
+), {_CANCEL_UNREACHED.format(ended="failed_run")}
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM failed_node
+UNION ALL
+SELECT :run, 'run.failed', NULL, CAST(:run_error AS jsonb) FROM failed_run
+RETURNING id
+""")
+
+END_RUN = Statement(
+    "End a live run as :status (cancel by a user, fail on its deadline) and cancel its live nodes.", f"""
+WITH run_lock AS MATERIALIZED (
+    SELECT id, status FROM runs WHERE id = :run AND (CAST(:space AS text) IS NULL OR space_id = :space) FOR UPDATE
+), ended_run AS (
+    UPDATE runs SET status = :status, error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
+      FROM run_lock WHERE runs.id = run_lock.id AND run_lock.status IN ('queued', 'running', 'interrupted')
+    RETURNING runs.id, runs.version_id
+), cancelled_nodes AS (
+    UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+      FROM ended_run WHERE node_runs.run_id = ended_run.id
+       AND node_runs.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
+    RETURNING 1
+), {_CANCEL_UNREACHED.format(ended="ended_run")}, run_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT ended_run.id, 'run.' || :status, NULL, CAST(:run_error AS jsonb) FROM ended_run
+)
+SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run) AS changed
+""")
+
+# The run is `interrupted` while any of its interrupts is pending.
+INTERRUPT_NODE = Statement(
+    "Park a running node (fenced by epoch) as interrupted with a pending question or form.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, interrupted_node AS (
+    UPDATE node_runs n SET status = 'interrupted', lease_expires_at = NULL, resume = NULL
+      FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+), new_interrupt AS (
+    INSERT INTO run_interrupts (event_id, run_id, node_id, type, data)
+    SELECT :event_id, :run, :node, :kind, CAST(:data AS jsonb) FROM interrupted_node
+    RETURNING event_id
+), interrupted_run AS (
+    UPDATE runs SET status = 'interrupted', updated_at = now()
+      FROM new_interrupt WHERE runs.id = :run AND runs.status = 'running'
+    RETURNING runs.id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.interrupted', :node,
+       jsonb_build_object('event_id', :event_id, 'type', :kind, 'data', CAST(:data AS jsonb)) FROM new_interrupt
+UNION ALL
+SELECT :run, 'run.interrupted', NULL, jsonb_build_object('event_id', :event_id, 'node_id', :node) FROM interrupted_run
+RETURNING id
+""")
+
+# The interrupt row moves pending → answered under the run's lock, and its node goes back to the
+# queue carrying the outputs the answer gives. No row back: not interrupted, not that event, or
+# already answered.
+RESUME_NODE = Statement("Answer the run's oldest pending interrupt exactly once and queue its node again.", """
+WITH run_lock AS MATERIALIZED (
+    SELECT id FROM runs WHERE id = :run AND space_id = :space AND runs.status = 'interrupted' FOR UPDATE
+), oldest_interrupt AS (
+    SELECT i.event_id, i.node_id FROM run_interrupts i, run_lock
+     WHERE i.run_id = run_lock.id AND i.status = 'pending' ORDER BY i.created_at, i.event_id LIMIT 1
+), answered_interrupt AS (
+    UPDATE run_interrupts i SET status = 'answered', answer = CAST(:answer AS jsonb), answered_at = now()
+      FROM oldest_interrupt
+     WHERE i.event_id = oldest_interrupt.event_id AND i.event_id = :event_id AND i.status = 'pending'
+    RETURNING i.node_id
+), resumed_node AS (
+    UPDATE node_runs n SET status = 'queued', resume = CAST(:outputs AS jsonb), queued_at = now()
+      FROM answered_interrupt
+     WHERE n.run_id = :run AND n.node_id = answered_interrupt.node_id AND n.status = 'interrupted'
+    RETURNING n.node_id
+), still_pending AS (
+    SELECT count(*) AS pending FROM run_interrupts i, resumed_node
+     WHERE i.run_id = :run AND i.status = 'pending' AND i.event_id <> :event_id
+), resumed_run AS (
+    UPDATE runs SET status = CASE WHEN still_pending.pending = 0 THEN 'running' ELSE 'interrupted' END,
+                    updated_at = now()
+      FROM still_pending, resumed_node WHERE runs.id = :run
+    RETURNING runs.status
+), resume_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'run.resumed', resumed_node.node_id, jsonb_build_object('event_id', :event_id) FROM resumed_node
+)
+SELECT resumed_node.node_id, (SELECT status FROM resumed_run) AS run_status FROM resumed_node
+""")
+
+# Under the run's lock, like every event, so ids stay monotonic per run.
+APPEND_EVENT = Statement("Record an event of a run under way (an LLM token chunk); no row if the run has ended.", f"""
+WITH {RUN_LOCK_UNDER_WAY}
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT run_lock.id, :type, :node, CAST(:data AS jsonb) FROM run_lock
+RETURNING id
+""")

@@ -1,0 +1,38 @@
+"""Log lines are one line of key=value pairs each, whatever they carry, with key-shaped secrets masked."""
+from __future__ import annotations
+
+import logging
+import shlex
+
+from engine.logfmt import LogfmtFormatter
+
+
+def _record(msg: str, exc: bool = False, **extra: object) -> logging.LogRecord:
+    record = logging.makeLogRecord({"name": "relayflow.node", "levelno": logging.ERROR, "levelname": "ERROR",
+                                    "msg": msg, **extra})
+    if exc:
+        try:
+            raise RuntimeError("boom\nsecond line")
+        except RuntimeError:
+            import sys
+
+            record.exc_info = sys.exc_info()
+    return record
+
+
+def test_a_record_is_one_line_of_pairs_that_a_logfmt_reader_splits_back() -> None:
+    line = LogfmtFormatter().format(_record("node attempt failed", exc=True, run_id="r-1", attempt=2,
+                                            error='a "quoted"\nmulti-line = text'))
+    assert "\n" not in line
+    pairs = dict(token.split("=", 1) for token in shlex.split(line))
+    assert pairs["level"] == "error" and pairs["logger"] == "relayflow.node" and pairs["msg"] == "node attempt failed"
+    assert pairs["run_id"] == "r-1" and pairs["attempt"] == "2"
+    assert pairs["error"] == 'a "quoted"\\nmulti-line = text'  # newlines stay escaped: the record stays one line
+    assert "RuntimeError: boom" in pairs["exc"]
+
+
+def test_a_key_shaped_secret_is_masked_whoever_logged_it() -> None:
+    line = LogfmtFormatter().format(_record("provider said Incorrect API key sk-live-ABCDEFGHIJKLMNOP1234",
+                                            detail="Bearer sk-other-0123456789abcdef"))
+    assert "ABCDEFGHIJKLMNOP" not in line and "0123456789ab" not in line
+    assert "sk-l***1234" in line
