@@ -39,10 +39,11 @@ def wal_pass(inproc: InProcess, runs: int, nodes: int) -> dict[str, int]:
     inproc._submit(wf, runs)()
     totals: dict[str, int] = {}
     executed = 0
-    while inproc.sent:  # small windows, read at once: a busy server recycles WAL segments quickly
+    while len(inproc.worker.messages):  # small windows, read at once: a busy server recycles WAL segments quickly
         start = wal_lsn(inproc.meta)
-        for _ in range(min(10, len(inproc.sent))):
-            inproc.executor.run_node(*inproc.sent.pop(0))
+        for _ in range(10):
+            if not inproc.worker.run_next():
+                break
             executed += 1
         end = wal_lsn(inproc.meta)
         while int(inproc.meta.execute("SELECT pg_current_wal_flush_lsn() - '0/0'").fetchone()[0]) < end:  # type: ignore[index]

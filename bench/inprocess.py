@@ -3,8 +3,9 @@
 The node side uses what a worker process builds (`workers/runtime.py`): `get_engine(settings,
 pre_ping=False)`, `Store.from_engine`, `Executor`, a `DramatiqDispatcher` on `make_broker`. The
 submit side uses what the API builds (`api/runtime.py`): `get_engine(settings)` and the
-`Relayflow` service. Messages are really sent to Redis (on a queue nobody consumes), recorded,
-and executed here in order, so nothing else runs on the bench database meanwhile.
+`Relayflow` service. Messages are really sent to Redis (on a queue nobody consumes), held by
+the tests' in-process dispatcher (`engine/testing.py`) and executed here in order by its
+`InlineWorker`, so nothing else runs on the bench database meanwhile.
 
 Passes, each after a warm-up: one traced with libpq's PQtrace (round trips, statements, bytes,
 Redis commands); one untraced (this thread's CPU, the Postgres backends' CPU, WAL, wall); one
@@ -35,6 +36,7 @@ class InProcess:
         from engine.service import Relayflow
         from engine.settings import Settings
         from engine.store import Store
+        from engine.testing import InlineWorker, MemoryDispatcher
 
         self.bench_url, self.redis_url = bench_url, redis_url
         self.meta = psycopg.connect(bench_url, autocommit=True)
@@ -46,17 +48,11 @@ class InProcess:
         self.tracer.watch(self.api_engine)
         broker = make_broker(settings)
         self.redis_calls = count_redis_calls(broker.client)
-        self.sent: list[tuple[str, str]] = []
-        sent = self.sent
-
-        class RecordingDispatcher(DramatiqDispatcher):
-            def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None:
-                sent.append((run_id, node_id))
-                super().send(run_id, node_id, delay_s)
-
-        dispatcher = RecordingDispatcher(broker, queue)
-        self.service = Relayflow(Store.from_engine(self.api_engine), dispatcher, settings)
-        self.executor = Executor(Store.from_engine(self.worker_engine), dispatcher, settings)
+        self.queue = queue
+        messages = MemoryDispatcher(forward=DramatiqDispatcher(broker, queue))
+        self.service = Relayflow(Store.from_engine(self.api_engine), messages, settings)
+        self.executor = Executor(Store.from_engine(self.worker_engine), messages, settings)
+        self.worker = InlineWorker(self.executor, messages)
         self.broker = broker
 
     def close(self) -> None:
@@ -80,9 +76,7 @@ class InProcess:
         return work
 
     def _drain(self) -> None:
-        while self.sent:
-            run_id, node_id = self.sent.pop(0)
-            self.executor.run_node(run_id, node_id)
+        self.worker.drain()
 
     def _traced(self, work: Callable[[], None], units: int) -> dict[str, Any]:
         self.redis_calls.clear()
@@ -147,9 +141,10 @@ class InProcess:
             times: list[float] = []
 
             def timed() -> None:
-                while self.sent:
+                while True:
                     started = time.perf_counter()
-                    self.executor.run_node(*self.sent.pop(0))
+                    if not self.worker.run_next():
+                        return
                     times.append(time.perf_counter() - started)
 
             cost = self._cost(timed, runs * nodes)
@@ -182,7 +177,7 @@ class InProcess:
         broker = RedisBroker(url=self.redis_url)
         calls = count_redis_calls(broker.client)
         insert = text(INSERT_STEP_SQL)
-        queue = self.executor.dispatcher.queue_name  # type: ignore[attr-defined]
+        queue = self.queue
 
         def work(n: int) -> Callable[[], None]:
             def run() -> None:

@@ -1,7 +1,8 @@
 """Runs one node attempt: claim, execute outside any transaction, commit, send successors.
 
 This is the body of the `run_node` actor. Decisions about the graph come from the compiled
-workflow (pure); every state change is one fenced statement in the store.
+workflow (pure); every state change is one fenced statement in the store. An attempt ends in
+one `Outcome`, and each outcome has one small handler (`_settle` dispatches them).
 """
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, assert_never
 
 from engine import oplog
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
 from engine.errors import (NodeCrashed, NodeError, NodeTimeout, PermanentNodeError,
                            RunDeadlineExceeded)
+from engine.models.calling import Hub
 from engine.nodes.base import Interrupt, NodeContext
 from engine.notify import Notifier, NullNotifier
 from engine.outputs import check_outputs
@@ -33,6 +36,38 @@ log = logging.getLogger("relayflow.executor")
 OUTPUTS_RENDER_S = 60.0  # the most time rendering a run's `outputs` may take
 
 
+@dataclass(frozen=True)
+class Succeeded:
+    """The node returned its outputs (and, for a branching type, the port it chose)."""
+
+    outputs: dict[str, Any]
+    port: str | None
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The node asked a person (a question, a form): the run waits, holding no worker."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The attempt failed: it is retried, or the node's `on_error` decides what follows."""
+
+    error: NodeError
+    report: dict[str, Any]
+
+
+# How an attempt ended. Composite nodes (sub-workflow, batch, loop) will add a fourth outcome,
+# "waiting for children": child runs started, the node holds no worker and no lease (as
+# `Interrupted`), and the last child's final statement commits it. That is a new type here and
+# its handler in `_settle`, which `assert_never` makes a type error to forget.
+Outcome = Succeeded | Interrupted | Failed
+
+
 class Executor:
     """Executes node messages against the store; one per worker process."""
 
@@ -43,6 +78,7 @@ class Executor:
         self.settings = settings
         self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
+        self.models = Hub(store, settings)  # handed to nodes as `NodeContext.models`
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
         self.watchdog = Watchdog(settings.node_timeout_grace_s)
@@ -63,7 +99,6 @@ class Executor:
             self.notifier.run_changed(run_id)
 
     def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
-        run_id = str(rid)
         workflow = self.versions.get(claim.version_id)
         node = workflow.nodes[node_id]
         deadline_left = _seconds_until(claim.deadline_at)
@@ -77,39 +112,65 @@ class Executor:
             timeout_s = deadline_left
         with self._inflight_lock:
             self._inflight.add(claim.node_row_id)
-        report: dict[str, Any] = {}  # what the node tells about its attempt (LLM: model, usage)
         try:
-            outputs, port = self._execute(rid, node, claim, timeout_s, report)
-        except Interrupt as asked:
-            event_id = uuid.uuid4().hex
-            if self.store.lifecycle.interrupt_node(rid, node_id, claim, event_id=event_id, kind=asked.kind,
-                                                   data=asked.data):
-                self.wake(claim.space_id)
-            return
-        except NodeError as exc:
-            if deadline_bound and isinstance(exc, NodeTimeout):
-                exc = RunDeadlineExceeded(f"Node {node_id} was stopped at the run's deadline "
-                                          f"({workflow.deadline_s:g}s after the run was submitted).")
-            self.handle_failure(rid, workflow, node, claim, exc, report)
-            return
-        except Exception as exc:  # a bug in a node type: record it like any failure
-            log.exception("node type raised", extra={"run_id": run_id, "node_id": node_id, "attempt": claim.attempt,
-                                                     "space_id": claim.space_id})
-            self.handle_failure(rid, workflow, node, claim,
-                                NodeError(f"{type(exc).__name__}: {exc}", retryable=True))
-            return
+            outcome = self._attempt(rid, workflow, node, claim, timeout_s, deadline_bound)
         finally:
             with self._inflight_lock:
                 self._inflight.discard(claim.node_row_id)
+        self._settle(rid, workflow, node, claim, outcome)
+
+    def _attempt(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, claim: Claim,
+                 timeout_s: float, deadline_bound: bool) -> Outcome:
+        """Execute the claimed node and say how the attempt ended (no state change here)."""
+        report: dict[str, Any] = {}  # what the node tells about its attempt (LLM: model, usage)
+        try:
+            outputs, port = self._execute(run_id, node, claim, timeout_s, report)
+        except Interrupt as asked:
+            return Interrupted(asked.kind, asked.data)
+        except NodeError as exc:
+            if deadline_bound and isinstance(exc, NodeTimeout):
+                exc = RunDeadlineExceeded(f"Node {node.id} was stopped at the run's deadline "
+                                          f"({workflow.deadline_s:g}s after the run was submitted).")
+            return Failed(exc, report)
+        except Exception as exc:  # a bug in a node type: record it like any failure
+            log.exception("node type raised", extra={"run_id": str(run_id), "node_id": node.id,
+                                                     "attempt": claim.attempt, "space_id": claim.space_id})
+            # what a node that broke its contract reported is not recorded
+            return Failed(NodeError(f"{type(exc).__name__}: {exc}", retryable=True), {})
+        return Succeeded(outputs, port, report)
+
+    # -- one handler per outcome ------------------------------------------------------------
+    def _settle(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, claim: Claim,
+                outcome: Outcome) -> None:
+        """Record the outcome of an attempt with its handler."""
+        if isinstance(outcome, Succeeded):
+            self._succeeded(run_id, workflow, node, claim, outcome)
+        elif isinstance(outcome, Interrupted):
+            self._interrupted(run_id, node, claim, outcome)
+        elif isinstance(outcome, Failed):
+            self.handle_failure(run_id, workflow, node, claim, outcome.error, outcome.report)
+        else:
+            assert_never(outcome)
+
+    def _succeeded(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, claim: Claim,
+                   done: Succeeded) -> None:
+        """Commit the outputs, queue the successors that became ready, and send them."""
+        report, port = done.report, done.port
+        entry = {"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}
         decision = self.store.lifecycle.commit_node(
-            rid, node_id, claim, status="succeeded", output=outputs, error=None, port=port,
-            signals=_merge(workflow.signals(node_id, port)), event_type="node.succeeded",
+            run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
+            signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
             event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt},
-            log=[{"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}] if report else None,
-            report=report)
+            log=[entry] if report else None, report=report)
         if decision.wake:
             self.wake(claim.space_id)
-        self._after(rid, workflow, decision)
+        self._after(run_id, workflow, decision)
+
+    def _interrupted(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, asked: Interrupted) -> None:
+        """Park the node on its question; its slot is freed for the space's next waiting node."""
+        if self.store.lifecycle.interrupt_node(run_id, node.id, claim, event_id=uuid.uuid4().hex, kind=asked.kind,
+                                               data=asked.data):
+            self.wake(claim.space_id)
 
     def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim,
                  timeout_s: float, report: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -148,7 +209,7 @@ class Executor:
                           render_text=lambda source, extra: render_text(source, {**context, **extra}),
                           resume=claim.resume,
                           emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data),
-                          report=report, declared_outputs=node.declared_outputs)
+                          report=report, declared_outputs=node.declared_outputs, models=self.models)
         return node.node_type(config).run(ctx, inputs)
 
     @staticmethod
@@ -180,22 +241,37 @@ class Executor:
                       "at": datetime.now(timezone.utc).isoformat()}]
         policy = node.retry
         if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
-            delay_s = policy.delay_s(claim.attempt, random.random())
-            scheduled = self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
-                                                            log=log_entry, report=report)
-            _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",
-                         delay_s=round(delay_s, 3), max_attempts=policy.max_attempts)
-            if scheduled:
-                self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
-                self.wake(claim.space_id)
-            return
-        if node.on_error == "fail":
-            failed = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                           error=error, log=log_entry, report=report)
-            _log_failure(run_id, node.id, claim, error, "run_failed" if failed else "superseded")
-            if failed:
-                self.wake(claim.space_id)
-            return
+            self._retry(run_id, node, claim, error, log_entry, report)
+        elif node.on_error == "fail":
+            self._fail_run(run_id, node, claim, error, log_entry, report)
+        else:
+            self._continue_after_error(run_id, workflow, node, claim, exc, error, log_entry, report)
+
+    def _retry(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
+               log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
+        """Mark the node `retrying` and send its next attempt after the policy's backoff."""
+        delay_s = node.retry.delay_s(claim.attempt, random.random())
+        scheduled = self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
+                                                        log=log_entry, report=report)
+        _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",
+                     delay_s=round(delay_s, 3), max_attempts=node.retry.max_attempts)
+        if scheduled:
+            self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
+            self.wake(claim.space_id)
+
+    def _fail_run(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
+                  log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
+        """`on_error: fail`: the node and its run fail (unreached nodes end cancelled)."""
+        failed = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
+                                                       error=error, log=log_entry, report=report)
+        _log_failure(run_id, node.id, claim, error, "run_failed" if failed else "superseded")
+        if failed:
+            self.wake(claim.space_id)
+
+    def _continue_after_error(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
+                              claim: Claim, exc: NodeError, error: dict[str, Any],
+                              log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
+        """`on_error: default` (the declared default output) or `branch` (the `error` port): the run goes on."""
         failure = {"code": exc.code, "message": exc.message}
         if node.on_error == "default":
             output, port = {**(node.default_output or {}), "is_success": False, "error": failure}, None

@@ -94,7 +94,10 @@ def _import_litellm() -> Any:
 
 @dataclass
 class Hub:
-    """This process's registry and Router, rebuilt when the stored generation moves on."""
+    """A registry and its Router, rebuilt when the stored generation moves on.
+
+    One per executor (so per worker process); nodes reach it as `NodeContext.models`.
+    """
 
     store: Store
     settings: Settings
@@ -121,21 +124,6 @@ class Hub:
                 router = litellm.Router(**config) if config["model_list"] else None
                 self.registry, self._router = registry, router
             return self.registry, self._router
-
-
-_hubs: dict[tuple[int, str], Hub] = {}
-_hubs_lock = threading.Lock()
-
-
-def hub_for(settings: Settings) -> Hub:
-    """The hub of this process for these settings' database."""
-    from engine.db import get_engine
-
-    key = (os.getpid(), settings.database_url or "")
-    with _hubs_lock:
-        if key not in _hubs:
-            _hubs[key] = Hub(Store.from_engine(get_engine(settings, pre_ping=False)), settings)
-        return _hubs[key]
 
 
 @dataclass

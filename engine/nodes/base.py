@@ -2,17 +2,22 @@
 
 No I/O here. A node type is instantiated once per attempt with its validated config and is
 given the node's rendered `inputs`; it returns its outputs as a JSON-serialisable dict.
+
+Services a node may use come from its `NodeContext`, filled by the executor (as procrastinate
+hands a job its `JobContext.app`): a node type never looks one up process-wide. The next one
+to come is a narrow port to start child runs, for composite nodes.
 """
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from engine.models.registry import Registry
     from engine.settings import Settings
 
 
@@ -23,6 +28,14 @@ class NodeConfig(BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=NodeConfig)
+
+
+class ModelSource(Protocol):
+    """The model registry as a node sees it (engine/models/calling.py `Hub` is the real one)."""
+
+    def current(self) -> tuple[Registry, Any]:
+        """(registry, LiteLLM router) of the current registry generation."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class NodeContext:
     report: dict[str, Any] = field(default_factory=dict)
     # The node's declared `outputs` (name -> type), for node types that check their own answer.
     declared_outputs: dict[str, str] | None = None
+    # The model registry of this process (llm nodes); None where no model may be called.
+    models: ModelSource | None = None
 
     def remaining_s(self) -> float:
         """Seconds left before this attempt's timeout (never negative)."""

@@ -123,10 +123,13 @@ class LlmNode(NodeType[LlmConfig]):
 
     def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the model and its fallbacks, as LiteLLM's Router tries them."""
-        from engine.models.calling import DEFAULT_TIMEOUT_S, call, elapsed_ms, hub_for
+        from engine.models.calling import DEFAULT_TIMEOUT_S, call, elapsed_ms
 
         cfg = self.config
-        registry, router = hub_for(ctx.settings).current()
+        if ctx.models is None:
+            raise PermanentNodeError(f"Node {ctx.node_id}: no model registry is available where it runs.",
+                                     node_id=ctx.node_id)
+        registry, router = ctx.models.current()
         chain = list(dict.fromkeys([cfg.model, *cfg.fallback_models]))
         for model_id in chain:
             if model_id not in registry.models:

@@ -1,5 +1,8 @@
 """The event stream (Server-Sent Events) and sync runs: events are numbered in Postgres, replayed
-after Last-Event-ID, followed live (woken by Redis pub/sub), and the stream ends with the run."""
+after Last-Event-ID, followed live (woken by Redis pub/sub), and the stream ends with the run.
+
+Runs go through the in-process worker where the test reads a stream around them; a real worker
+process runs them where the reader must race a run in progress (reconnects, sync waits, load)."""
 from __future__ import annotations
 
 import json
@@ -54,7 +57,7 @@ def _stream(url: str, token: str, run_id: str, last_event_id: int | None = None,
 
 
 def test_stream_follows_a_run_live_and_ends_after_its_final_event(web_server: str, token: str, api: ApiHelper,
-                                                                   start_worker: Any) -> None:
+                                                                   inline_worker: Any) -> None:
     # Given a stream opened before any worker runs the run
     run_id = api.submit(api.create_workflow(STEPS))
     result: dict[str, Any] = {}
@@ -62,7 +65,7 @@ def test_stream_follows_a_run_live_and_ends_after_its_final_event(web_server: st
     reader.start()
     time.sleep(0.5)
     # When a worker runs it
-    start_worker()
+    inline_worker.drain()
     reader.join(timeout=40)
     # Then the stream carried every transition, in order, and closed after run.succeeded
     assert not reader.is_alive(), "the stream did not end with the run"
@@ -94,8 +97,7 @@ def test_reconnecting_with_last_event_id_gets_every_event_exactly_once_in_order(
 
 
 def test_an_ended_run_replays_and_closes_and_a_caught_up_client_is_closed_at_once(
-        web_server: str, token: str, api: ApiHelper, start_worker: Any) -> None:
-    start_worker()
+        web_server: str, token: str, api: ApiHelper, inline_worker: Any) -> None:
     run_id = api.submit(api.create_workflow(STEPS))
     api.wait(run_id)
     frames, _ = _stream(web_server, token, run_id)
@@ -123,12 +125,12 @@ def test_event_ids_are_global_and_ordered_per_run(api: ApiHelper) -> None:
     assert a[0] < b[0] < a[1] < b[1]
 
 
-def test_an_idle_stream_sends_keep_alive_comments(api: ApiHelper, start_worker: Any) -> None:
+def test_an_idle_stream_sends_keep_alive_comments(api: ApiHelper, inline_worker: Any) -> None:
     # Given a run parked on a question (nothing happens until someone answers)
-    start_worker()
     wf = api.create_workflow({"nodes": [{"id": "q", "type": "question", "config": {"question": "?"}}],
                               "outputs": {"a": "{{ q.answer }}"}})
     run_id = api.submit(wf)
+    inline_worker.drain()
     wait_for(lambda: api.run(run_id)["status"] == "interrupted")
     # When a client follows it
     response = api.client.get(f"/v1/runs/{run_id}/events", buffered=False)

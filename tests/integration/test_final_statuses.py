@@ -1,5 +1,8 @@
 """Nodes that never ran end `cancelled` when their run fails or is cancelled, in the run object
-and in Postgres (the statement that ends the run writes them), and their late messages are no-ops."""
+and in Postgres (the statement that ends the run writes them), and their late messages are no-ops.
+
+Graph semantics run on the in-process worker; the cancel racing a sleeping node runs on a real
+worker process."""
 from __future__ import annotations
 
 import time
@@ -7,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis as redis_lib
 
 from engine.settings import Settings
 from tests.conftest import wait_for
@@ -45,17 +47,9 @@ def _events(settings: Settings, run_id: str, node_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _drain(settings: Settings, redis_url: str) -> None:
-    """Wait until the worker has taken every message of the queue, then a moment for it to act."""
-    client = redis_lib.Redis.from_url(redis_url)
-    wait_for(lambda: client.llen(f"dramatiq:{settings.queue_name}") == 0)
-    time.sleep(1.0)
-
-
-def test_downstream_nodes_of_a_node_that_fails_the_run_end_cancelled(api: Any, start_worker: Any,
+def test_downstream_nodes_of_a_node_that_fails_the_run_end_cancelled(api: Any, inline_worker: Any,
                                                                      settings: Settings) -> None:
     # Given a chain and a join behind a first node that fails the run (on_error fail)
-    start_worker()
     workflow_id = api.create_workflow({"nodes": [
         {"id": "first", "type": "code", "retry": NO_RETRY, "config": {"code": RAISE}},
         {"id": "second", "type": "template", "config": {"template": "{{ first.x }}"}},
@@ -99,10 +93,10 @@ def test_cancelling_a_run_while_a_node_sleeps_ends_its_unstarted_nodes_cancelled
     assert _started(settings, run_id) == {"nap"}
 
 
-def test_a_failing_branch_cancels_the_queued_node_of_the_other_branch(api: Any, start_worker: Any,
-                                                                      settings: Settings, redis_url: str) -> None:
-    # Given one worker thread, so one branch's node waits in the queue while the other runs
-    start_worker(processes=1, threads=1)
+def test_a_failing_branch_cancels_the_queued_node_of_the_other_branch(api: Any, inline_worker: Any,
+                                                                      settings: Settings) -> None:
+    # Given one worker running one message at a time, so one branch's node waits in the queue
+    # while the other runs
     workflow_id = api.create_workflow({"nodes": [
         {"id": "bad", "type": "code", "retry": NO_RETRY, "config": {"code": RAISE}},
         {"id": "other", "type": "sleep", "config": {"seconds": 0.5}},
@@ -112,7 +106,7 @@ def test_a_failing_branch_cancels_the_queued_node_of_the_other_branch(api: Any, 
     # When the failing branch fails the run (whichever branch the thread took first)
     run_id = api.submit(workflow_id)
     assert api.wait(run_id)["status"] == "failed"
-    _drain(settings, redis_url)  # the queued node's message arrives after the run ended
+    inline_worker.drain()  # the queued node's message arrives after the run ended
     # Then the other branch's node that was queued ends cancelled without ever starting,
     # its late message was a no-op, and no node of the run is left waiting
     run = api.run(run_id)
@@ -126,9 +120,8 @@ def test_a_failing_branch_cancels_the_queued_node_of_the_other_branch(api: Any, 
 
 
 def test_a_retrying_node_of_a_failed_run_ends_cancelled_and_its_due_retry_is_a_no_op(
-        api: Any, start_worker: Any, settings: Settings, redis_url: str) -> None:
+        api: Any, inline_worker: Any, settings: Settings) -> None:
     # Given a node waiting for its retry while another branch is about to fail the run
-    start_worker(processes=1, threads=2)
     workflow_id = api.create_workflow({"nodes": [
         {"id": "flaky", "type": "code", "retry": {"max_attempts": 3, "backoff_s": 4, "max_backoff_s": 4, "jitter": False},
          "config": {"code": RAISE}},
@@ -137,12 +130,13 @@ def test_a_retrying_node_of_a_failed_run_ends_cancelled_and_its_due_retry_is_a_n
         {"id": "bad", "type": "code", "retry": NO_RETRY, "after": ["nap"], "config": {"code": RAISE}},
     ]})
     run_id = api.submit(workflow_id)
-    wait_for(lambda: api.node(api.run(run_id), "flaky")["status"] in ("retrying", "cancelled"))
+    while api.node(api.run(run_id), "flaky")["status"] != "retrying":
+        assert inline_worker.run_next(), "flaky never failed its first attempt"
     # When `bad` fails the run, and the retry's delayed message comes due afterwards
+    # (draining waits for it: it is due 4 s after `flaky` failed, after the run failed)
     run = api.wait(run_id)
     assert run["status"] == "failed" and run["error"]["node_id"] == "bad", run
-    time.sleep(4.5)  # the retry came due 4 s after `flaky` failed, which was before the run failed
-    _drain(settings, redis_url)
+    assert len(inline_worker.messages) == 0
     # Then the retrying node stays cancelled after its one attempt, and nothing behind it ran
     run = api.run(run_id)
     assert {n["node_id"]: (n["status"], n["attempts"]) for n in run["nodes"]} == {

@@ -1,4 +1,8 @@
-"""Human-in-the-loop: question and input nodes interrupt the run, a resume continues it exactly once."""
+"""Human-in-the-loop: question and input nodes interrupt the run, a resume continues it exactly once.
+
+The in-process worker runs these (what is queued runs when a test waits); that a parked run
+holds no worker thread is shown with a real worker process.
+"""
 from __future__ import annotations
 
 import threading
@@ -29,14 +33,15 @@ APPROVAL = {
 
 
 def _interrupted(api: ApiHelper, run_id: str, node_id: str) -> dict[str, Any]:
+    if api.drive is not None:
+        api.drive()
     return api.wait(run_id, statuses=("interrupted",)) if node_id is None else wait_for(
         lambda: (r := api.run(run_id))["status"] == "interrupted" and r["interrupt"]
         and r["interrupt"]["node_id"] == node_id and r)
 
 
-def test_question_then_form_pause_the_run_and_resumes_continue_it(api: ApiHelper, start_worker: Any) -> None:
+def test_question_then_form_pause_the_run_and_resumes_continue_it(api: ApiHelper, inline_worker: Any) -> None:
     # Given a workflow that asks a question, then a form
-    start_worker()
     run_id = api.submit(api.create_workflow(APPROVAL), {"amount": 42})
     # When the run reaches the question
     run = _interrupted(api, run_id, "ask")
@@ -69,8 +74,7 @@ def test_question_then_form_pause_the_run_and_resumes_continue_it(api: ApiHelper
     assert api.node(final, "ask")["attempts"] == 1  # the resume finished the same attempt
 
 
-def test_a_second_resume_of_the_same_event_and_a_wrong_event_are_409(api: ApiHelper, start_worker: Any) -> None:
-    start_worker()
+def test_a_second_resume_of_the_same_event_and_a_wrong_event_are_409(api: ApiHelper, inline_worker: Any) -> None:
     run_id = api.submit(api.create_workflow(APPROVAL), {"amount": 1})
     event_id = _interrupted(api, run_id, "ask")["interrupt"]["event_id"]
     wrong = api.client.post(f"/v1/runs/{run_id}/resume", json={"event_id": "nope", "data": "yes"})
@@ -85,9 +89,8 @@ def test_a_second_resume_of_the_same_event_and_a_wrong_event_are_409(api: ApiHel
 
 
 def test_two_concurrent_resumes_of_one_event_continue_the_run_once(app: Any, api: ApiHelper, token: str,
-                                                                    start_worker: Any) -> None:
+                                                                    inline_worker: Any) -> None:
     # Given a run waiting on its question
-    start_worker()
     run_id = api.submit(api.create_workflow(APPROVAL), {"amount": 7})
     event_id = _interrupted(api, run_id, "ask")["interrupt"]["event_id"]
     # When two clients answer it at the same moment
@@ -113,14 +116,14 @@ def test_two_concurrent_resumes_of_one_event_continue_the_run_once(app: Any, api
     assert api.node(run, "ask")["status"] == "succeeded"
 
 
-def test_parallel_questions_are_answered_one_by_one_in_order(api: ApiHelper, start_worker: Any) -> None:
+def test_parallel_questions_are_answered_one_by_one_in_order(api: ApiHelper, inline_worker: Any) -> None:
     both = {"nodes": [
         {"id": "q1", "type": "question", "config": {"question": "first?"}},
         {"id": "q2", "type": "question", "config": {"question": "second?"}},
         {"id": "join", "type": "template", "config": {"template": "{{ q1.answer }}+{{ q2.answer }}"}},
     ], "outputs": {"text": "{{ join.text }}"}}
-    start_worker(threads=2)
     run_id = api.submit(api.create_workflow(both))
+    inline_worker.drain()
     wait_for(lambda: all(api.node(api.run(run_id), q)["status"] == "interrupted" for q in ("q1", "q2")))
     first = api.run(run_id)["interrupt"]
     # the run shows its oldest interrupt; answering the other one first is refused
@@ -136,8 +139,7 @@ def test_parallel_questions_are_answered_one_by_one_in_order(api: ApiHelper, sta
     assert final["outputs"]["text"] == f"{answers['q1']}+{answers['q2']}"
 
 
-def test_an_interrupted_run_can_be_cancelled_and_then_not_resumed(api: ApiHelper, start_worker: Any) -> None:
-    start_worker()
+def test_an_interrupted_run_can_be_cancelled_and_then_not_resumed(api: ApiHelper, inline_worker: Any) -> None:
     run_id = api.submit(api.create_workflow(APPROVAL), {"amount": 3})
     event_id = _interrupted(api, run_id, "ask")["interrupt"]["event_id"]
     assert api.client.post(f"/v1/runs/{run_id}/cancel").status_code == 202
@@ -184,14 +186,13 @@ def _events(api: ApiHelper, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
 
 
-def test_the_shipped_refund_approval_example_runs_with_two_answers(api: ApiHelper, start_worker: Any) -> None:
+def test_the_shipped_refund_approval_example_runs_with_two_answers(api: ApiHelper, inline_worker: Any) -> None:
     import yaml
 
     from tests.conftest import ROOT
 
     doc = yaml.safe_load((ROOT / "examples" / "human" / "refund-approval.yaml").read_text())
     inputs = doc.pop("demo_inputs")
-    start_worker()
     run_id = api.submit(api.create_workflow(doc), inputs)
     asked = _interrupted(api, run_id, "approve")["interrupt"]
     assert asked["data"]["question"] == "Refund 42 EUR to Ada?"

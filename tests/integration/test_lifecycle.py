@@ -1,4 +1,9 @@
-"""The durable run lifecycle end to end: API → Postgres → Redis → real worker processes."""
+"""The durable run lifecycle end to end: API → Postgres → worker.
+
+Graph semantics (branches, joins, skips, retries, on_error) run on the in-process worker;
+what needs a real process (parallel workers, timeouts, deadlines, a cancel racing a node)
+runs on real `dramatiq` worker processes.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -17,9 +22,8 @@ LINEAR = {
 }
 
 
-def test_linear_run_succeeds_with_outputs_and_node_history(api: Any, start_worker: Any) -> None:
-    # Given a worker and a two-node workflow
-    start_worker()
+def test_linear_run_succeeds_with_outputs_and_node_history(api: Any, inline_worker: Any) -> None:
+    # Given a two-node workflow
     workflow_id = api.create_workflow(LINEAR)
     # When a run is submitted
     run_id = api.submit(workflow_id, {"name": "Ada 🚀"})
@@ -50,10 +54,9 @@ BRANCHING = {
     (5, "paged and logged", {"page", "page_log"}, {"queue"}),
     (1, "queued", {"queue"}, {"page", "page_log"}),
 ])
-def test_branches_skip_the_path_not_taken_and_join(api: Any, start_worker: Any, priority: int, expected: str,
+def test_branches_skip_the_path_not_taken_and_join(api: Any, inline_worker: Any, priority: int, expected: str,
                                                    ran: set[str], skipped: set[str]) -> None:
     # Given a selector with two branches joined by an aggregator
-    start_worker()
     workflow_id = api.create_workflow(BRANCHING)
     # When a run takes one branch
     run = api.wait(api.submit(workflow_id, {"priority": priority}))
@@ -83,8 +86,7 @@ def test_independent_branches_run_in_parallel_on_different_workers(api: Any, sta
     assert run["outputs"] == {"total": "1.5+1.5"}
 
 
-def test_failing_node_exhausts_retries_and_fails_the_run_with_its_error(api: Any, start_worker: Any) -> None:
-    start_worker()
+def test_failing_node_exhausts_retries_and_fails_the_run_with_its_error(api: Any, inline_worker: Any) -> None:
     workflow_id = api.create_workflow({"nodes": [
         {"id": "flaky", "type": "code", "retry": {"max_attempts": 3, "backoff_s": 0.1, "max_backoff_s": 0.2},
          "config": {"code": "def main(inputs):\n    raise RuntimeError('upstream said no')\n"}},
@@ -100,8 +102,7 @@ def test_failing_node_exhausts_retries_and_fails_the_run_with_its_error(api: Any
     assert api.node(run, "after")["status"] == "cancelled"
 
 
-def test_on_error_default_continues_with_the_declared_default_output(api: Any, start_worker: Any) -> None:
-    start_worker()
+def test_on_error_default_continues_with_the_declared_default_output(api: Any, inline_worker: Any) -> None:
     workflow_id = api.create_workflow({"nodes": [
         {"id": "parse", "type": "json_parse", "inputs": {"text": "not json"},
          "on_error": "default", "default_output": {"value": {"fallback": True}}},
@@ -114,8 +115,7 @@ def test_on_error_default_continues_with_the_declared_default_output(api: Any, s
     assert parse["status"] == "failed" and parse["error"]["message"]
 
 
-def test_on_error_branch_takes_the_error_port_and_skips_the_success_path(api: Any, start_worker: Any) -> None:
-    start_worker()
+def test_on_error_branch_takes_the_error_port_and_skips_the_success_path(api: Any, inline_worker: Any) -> None:
     workflow_id = api.create_workflow({"nodes": [
         {"id": "parse", "type": "json_parse", "inputs": {"text": "{broken"}, "on_error": "branch"},
         {"id": "happy", "type": "json_serialize", "inputs": {"value": "{{ parse.value }}"}},
@@ -174,7 +174,7 @@ def test_cancel_stops_a_running_run_and_a_second_cancel_is_409(api: Any, start_w
     assert api.node(run, "next")["status"] == "cancelled"
 
 
-def test_idempotency_key_returns_the_same_run(api: Any, start_worker: Any) -> None:
+def test_idempotency_key_returns_the_same_run(api: Any) -> None:
     workflow_id = api.create_workflow(LINEAR)
     first = api.submit(workflow_id, {"name": "x"}, idempotency_key="order-42")
     second = api.submit(workflow_id, {"name": "x"}, idempotency_key="order-42")

@@ -105,11 +105,10 @@ def test_connection_settings_in_parameters_are_refused_at_save_naming_the_key(
 
 
 def test_parameters_rendered_from_run_inputs_cannot_redirect_the_call(
-        api: Any, client: Any, fake_llm: FakeLLM, write_model: Any, start_worker: Any, listener: Listener) -> None:
+        api: Any, client: Any, fake_llm: FakeLLM, write_model: Any, inline_worker: Any, listener: Listener) -> None:
     # Given a registry model served by the fake provider, and parameters that are one template
     write_model("m", "echo")
     assert client.post("/v1/models/refresh").status_code == 200
-    start_worker(threads=2)
     workflow_id = api.create_workflow(llm_node("{{ inputs.p }}"))
     # When a run's inputs render them into a connection setting
     run = api.wait(api.submit(workflow_id, {"p": {"api_base": listener.url, "temperature": 0.1}}), timeout_s=60)
@@ -121,11 +120,10 @@ def test_parameters_rendered_from_run_inputs_cannot_redirect_the_call(
 
 
 def test_max_tokens_is_clamped_to_the_models_output_limit(
-        api: Any, client: Any, fake_llm: FakeLLM, write_model: Any, start_worker: Any) -> None:
+        api: Any, client: Any, fake_llm: FakeLLM, write_model: Any, inline_worker: Any) -> None:
     # Given a model whose registry entry allows 100 output tokens
     write_model("m", "echo", capability={"json_mode": True, "output_tokens": 100})
     assert client.post("/v1/models/refresh").status_code == 200
-    start_worker(threads=2)
     # When a node asks for 50,000 with sampling settings of its own
     run = api.wait(api.submit(api.create_workflow(llm_node({"max_tokens": 50000, "temperature": 0.3, "seed": 7}))),
                    timeout_s=60)

@@ -24,10 +24,9 @@ INPUTS = {"s": {"type": "string", "default": "x"}, "n": {"type": "integer", "def
 
 
 def test_a_node_output_over_its_cap_fails_the_node_and_nothing_is_half_written(
-        api: Any, client: Any, settings: Any, start_worker: Any) -> None:
+        api: Any, client: Any, settings: Any, inline_worker: Any) -> None:
     # Given a 100 kB cap on node outputs, and a node whose output size the run chooses
     settings.node_output_max_bytes = 100_000
-    start_worker(threads=2)
     definition = {"inputs": INPUTS, "nodes": [text_node("big", "{{ inputs.s * inputs.n }}"),
                                               text_node("after", "{{ big.text|length }}")],
                   "outputs": {"n": "{{ after.text }}"}}
@@ -51,10 +50,9 @@ def test_a_node_output_over_its_cap_fails_the_node_and_nothing_is_half_written(
 
 
 def test_rendered_inputs_over_their_cap_fail_the_node_before_it_runs(
-        api: Any, settings: Any, start_worker: Any) -> None:
+        api: Any, settings: Any, inline_worker: Any) -> None:
     # Given a 100 kB cap on a node's rendered inputs, and a node repeating a 60 kB upstream text
     settings.node_input_max_bytes = 100_000
-    start_worker(threads=2)
     definition = {"inputs": INPUTS, "nodes": [
         text_node("up", "{{ inputs.s * inputs.n }}"),
         text_node("fan", "{{ a|length + b|length }}", inputs={"a": "{{ up.text }}", "b": "{{ up.text }}"})]}
@@ -67,10 +65,9 @@ def test_rendered_inputs_over_their_cap_fail_the_node_before_it_runs(
 
 
 def test_run_outputs_over_their_cap_fail_the_run_and_are_not_stored(
-        api: Any, client: Any, settings: Any, start_worker: Any) -> None:
+        api: Any, client: Any, settings: Any, inline_worker: Any) -> None:
     # Given a 300 kB cap on run outputs, and outputs repeating a 150 kB node text four times
     settings.run_output_max_bytes = 300_000
-    start_worker(threads=2)
     definition = {"inputs": INPUTS, "nodes": [text_node("big", "{{ inputs.s * inputs.n }}")],
                   "outputs": {k: "{{ big.text }}" for k in ("a", "b", "c", "d")}}
     run_id = api.submit(api.create_workflow(definition), {"n": 150_000})

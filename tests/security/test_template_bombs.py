@@ -72,9 +72,8 @@ def test_template_bombs_posted_in_parallel_are_refused_promptly_while_the_api_ke
     assert max(seconds for _, seconds in polls) < 5, polls
 
 
-def test_a_bomb_built_from_run_inputs_fails_its_node_with_the_limit_named(api: Any, start_worker: Any) -> None:
+def test_a_bomb_built_from_run_inputs_fails_its_node_with_the_limit_named(api: Any, inline_worker: Any) -> None:
     # Given a template whose size depends on the run's inputs, saved (nothing is known at save)
-    start_worker(threads=2)
     workflow_id = api.create_workflow(template_workflow("{{ inputs.s * inputs.n }}"))
     # When a run asks for 10**8 repetitions
     run = api.wait(api.submit(workflow_id, {"s": "x", "n": 10**8}), timeout_s=60)
@@ -88,9 +87,8 @@ def test_a_bomb_built_from_run_inputs_fails_its_node_with_the_limit_named(api: A
 
 
 def test_a_doubling_loop_over_shared_lists_fails_its_node_instead_of_exhausting_memory(
-        api: Any, start_worker: Any) -> None:
+        api: Any, inline_worker: Any) -> None:
     # Given a loop doubling a list made of shared parts (tiny in memory, 2**60 items as JSON)
-    start_worker(threads=2)
     template = ("{% set ns = namespace(v=[inputs.s]) %}{% for i in range(60) %}{% set ns.v = [ns.v, ns.v] %}"
                 "{% endfor %}{{ ns.v }}")
     run = api.wait(api.submit(api.create_workflow(template_workflow(template))), timeout_s=60)
@@ -99,9 +97,8 @@ def test_a_doubling_loop_over_shared_lists_fails_its_node_instead_of_exhausting_
     assert "RELAYFLOW_TEMPLATE_MAX_CHARS" in run["error"]["message"], run["error"]
 
 
-def test_ordinary_templates_still_render(api: Any, start_worker: Any) -> None:
+def test_ordinary_templates_still_render(api: Any, inline_worker: Any) -> None:
     # Given arithmetic, repetition, formatting and loops of ordinary sizes
-    start_worker(threads=2)
     template = ("{{ 2**10 }} {{ '%05d' % 42 }} {{ '{:>4}'.format('a') }} {{ 'ab' * 3 }} {{ 'x' ~ inputs.s }} "
                 "{% for i in range(3) %}{{ i }}{% endfor %} {{ [1, 2]|join('-') }} {{ 'hi'|center(6) }}")
     run = api.wait(api.submit(api.create_workflow(template_workflow(template))), timeout_s=60)
