@@ -14,7 +14,7 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-def create_app(settings: Settings | None = None) -> "OpenAPI":
+def create_app(settings: Settings | None = None) -> OpenAPI:
     """Build the app; settings default to the environment."""
     # Imported here so the CLI (which lives in this package) starts fast.
     from flask import request

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

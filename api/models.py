@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.statuses import RunStatusName
 from engine.tokens import DEFAULT_EXPIRY, MAX_EXPIRY, NAME_MAX_CHARS, SCOPES
 
-
 # Versions and offsets are PostgreSQL integers: a larger number is refused, not a driver error.
 PgInt = Annotated[int, Field(le=2**31 - 1)]
 

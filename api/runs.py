@@ -8,8 +8,19 @@ from typing import Any
 from flask import request
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.models import (ErrorBody, EventsQuery, ResumeAccepted, ResumeBody, RunAccepted, RunCreate, RunList,
-                        RunListQuery, RunOut, RunPath, WorkflowPath)
+from api.models import (
+    ErrorBody,
+    EventsQuery,
+    ResumeAccepted,
+    ResumeBody,
+    RunAccepted,
+    RunCreate,
+    RunList,
+    RunListQuery,
+    RunOut,
+    RunPath,
+    WorkflowPath,
+)
 from api.runtime import principal, runtime
 from api.sse import KEEPALIVE, STREAM_RESPONSE, frame, stream
 from engine.errors import InvalidInputs

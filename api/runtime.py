@@ -11,12 +11,12 @@ from flask import current_app, g, request
 from engine.auth_limit import FailedAuthLimiter
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher, make_broker
+from engine.errors import Unauthorized
 from engine.follow import RunFollower
 from engine.notify import RedisNotifier, RunWatcher
 from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
-from engine.errors import Unauthorized
 from engine.streams import StreamRegistry
 from engine.tokens import Principal, authenticate
 

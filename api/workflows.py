@@ -5,8 +5,18 @@ from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.models import (ErrorBody, ListQuery, WorkflowCreate, WorkflowList, WorkflowOut, WorkflowPath,
-                        WorkflowPublish, WorkflowPublished, WorkflowUpdate, WorkflowVersionOut)
+from api.models import (
+    ErrorBody,
+    ListQuery,
+    WorkflowCreate,
+    WorkflowList,
+    WorkflowOut,
+    WorkflowPath,
+    WorkflowPublish,
+    WorkflowPublished,
+    WorkflowUpdate,
+    WorkflowVersionOut,
+)
 from api.runtime import principal, runtime
 
 tag = Tag(name="workflows", description="Workflow definitions and their immutable versions")

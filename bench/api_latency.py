@@ -29,10 +29,17 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 
 from api.cli.supervisor import Supervisor  # noqa: E402
-from bench.harness import (DB_NAME, REDIS_DB, BenchError, drop_database, flush_redis, fresh_database,  # noqa: E402
-                           server_facts, server_urls)
-from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402
-                             save_result, web_stack)
+from bench.harness import (  # noqa: E402
+    DB_NAME,
+    REDIS_DB,
+    BenchError,
+    drop_database,
+    flush_redis,
+    fresh_database,
+    server_facts,
+    server_urls,
+)
+from bench.web_stack import WORKFLOW, add_web_args, drive, failed, free_port, result_header, save_result, web_stack  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

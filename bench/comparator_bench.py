@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dramatiq
 import redis as redis_lib
 from dramatiq.brokers.redis import RedisBroker
 
 from bench.counting import CpuMeter
-from bench.monitors import RedisMonitor, WaitSampler
 from bench.harness import POLL_S, BenchError, Plan, WorkerGroup, summary_ms, worker_env
+from bench.monitors import RedisMonitor, WaitSampler
 
 COMPARATORS = {  # name → (worker module, actor)
     "bare_chain": ("bench.comparators.bare_chain", "bench_bare_step"),

@@ -13,8 +13,9 @@ import pstats
 import re
 import sysconfig
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psycopg
 
@@ -241,7 +242,7 @@ _STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 def _package(filename: str, root: Path) -> str | None:
     """The package a code file belongs to; None for built-ins (C functions)."""
-    if filename.startswith("~") or filename.startswith("<"):
+    if filename.startswith(("~", "<")):
         return None
     path = Path(filename)
     parts = path.parts

@@ -70,10 +70,10 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     args = parser.parse_args()
+    import os
+
     from engine.db import migrate
     from engine.tokens import ensure_local_token
-
-    import os
     pg = libpq_url(os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres")
     admin, url = _with_path(pg, "postgres"), _with_path(pg, DB)
     redis_url = _with_path(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", str(args.redis_db))

@@ -62,7 +62,7 @@ class RedisMonitor:
                     name = _command_name(parts)
                     self.counts[name] = self.counts.get(name, 0) + 1
 
-    def __enter__(self) -> "RedisMonitor":
+    def __enter__(self) -> RedisMonitor:
         self._thread.start()
         if not self._ready.wait(10):
             raise BenchError("Redis MONITOR did not start")
@@ -107,7 +107,7 @@ class WaitSampler:
                 self.samples += 1
                 time.sleep(0.005)
 
-    def __enter__(self) -> "WaitSampler":
+    def __enter__(self) -> WaitSampler:
         self._thread.start()
         return self
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 
 from bench.counting import CpuMeter
-from bench.monitors import RedisMonitor, WaitSampler
 from bench.harness import POLL_S, BenchError, Plan, WorkerGroup, linear, summary_ms, worker_env
+from bench.monitors import RedisMonitor, WaitSampler
 
 
 class RelayflowDriver:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ def write_results(res: dict[str, Any], quick: bool) -> Path:
     """`latest.json` (`latest-quick.json` with --quick) and a copy named by the time."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if quick else ""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     body = json.dumps(res, indent=2, default=str) + "\n"
     latest = RESULTS / f"latest{suffix}.json"
     tmp = latest.with_suffix(".json.tmp")

@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.comparator_bench import run_comparator  # noqa: E402
-from bench.harness import (DB_NAME, FULL, PROCESSES, QUICK, REDIS_DB, THREADS, BenchError,  # noqa: E402
-                           drop_database, flush_redis, fresh_database, server_facts,
-                           server_process_groups, server_urls)
+from bench.harness import (  # noqa: E402
+    DB_NAME,
+    FULL,
+    PROCESSES,
+    QUICK,
+    REDIS_DB,
+    THREADS,
+    BenchError,
+    drop_database,
+    flush_redis,
+    fresh_database,
+    server_facts,
+    server_process_groups,
+    server_urls,
+)
 from bench.inprocess import InProcess  # noqa: E402
 from bench.relayflow_bench import run_relayflow  # noqa: E402
 from bench.report import print_report, write_results  # noqa: E402
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     res: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_sha256": code_fingerprint(),
         "command": " ".join(["python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     alone = time_bwrap_alone(args.runs)
     result: dict[str, Any] = {
         "bench": "sandbox_startup",
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": args.runs,
         "machine": {"python": platform.python_version(), "kernel": platform.release(),
                     "bwrap": resolve_bwrap(Settings().code_bwrap),
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                         "cost_median_ms": round(statistics.median(alone["bwrap"])
                                                 - statistics.median(alone["bare"]), 2)},
     }
-    out = args.out or RESULTS / f"sandbox_startup_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out = args.out or RESULTS / f"sandbox_startup_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'mode':<12}{'median ms':>12}{'p95 ms':>10}{'max ms':>10}")

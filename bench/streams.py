@@ -44,8 +44,7 @@ import redis as redis_lib  # noqa: E402
 
 from api.cli.supervisor import Supervisor  # noqa: E402
 from bench.harness import BenchError, libpq_url, server_facts  # noqa: E402
-from bench.web_stack import (WORKFLOW, add_web_args, drive, failed, free_port, result_header,  # noqa: E402
-                             save_result, web_stack)
+from bench.web_stack import WORKFLOW, add_web_args, drive, failed, free_port, result_header, save_result, web_stack  # noqa: E402
 
 DB_NAME = "relayflow_bench_streams"
 REDIS_DB = 14
@@ -90,7 +89,7 @@ class Streams:
             self.buffers.append(b"")
         statuses: Counter[str] = Counter()
         deadline = time.monotonic() + status_timeout_s
-        for i, sock in enumerate(self.socks):
+        for i in range(len(self.socks)):
             ok = self._read_until(i, b"run.interrupted", deadline)
             head = self.buffers[i].split(b"\r\n", 1)[0]
             statuses[head.split(b" ", 2)[1].decode() if ok and head else "no answer"] += 1

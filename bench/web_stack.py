@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ def add_web_args(parser: argparse.ArgumentParser, worker_class_help: str) -> Non
 def result_header(script: str, argv: list[str] | None, setup: dict[str, Any]) -> dict[str, Any]:
     """The opening of a result: when, the command, the machine, and the setup measured."""
     return {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_at_start": os.getloadavg()},
@@ -61,7 +61,7 @@ def save_result(res: dict[str, Any], prefix: str) -> Path:
     """Write the result under bench/results/ (the load average at the end added); its path."""
     res["machine"]["loadavg_at_end"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{prefix}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = RESULTS / f"{prefix}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     return path
 

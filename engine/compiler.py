@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import difflib
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
 from engine.definition import (
-    InputSpec, NodeSpec, WorkflowHeader, apply_inputs, load_definition, pydantic_errors, validate_config,
+    InputSpec,
+    NodeSpec,
+    WorkflowHeader,
+    apply_inputs,
+    load_definition,
+    pydantic_errors,
+    validate_config,
 )
 from engine.errors import DefinitionError, PermanentNodeError
 from engine.nodes.base import NodeConfig, NodeType

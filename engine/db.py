@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
@@ -10,6 +11,9 @@ from sqlalchemy.engine import ExceptionContext
 from engine import oplog
 from engine.errors import ServiceUnavailable
 from engine.settings import Settings, package_data
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _engines: dict[tuple[int, str, bool], Engine] = {}
 _lock = threading.Lock()
@@ -41,7 +45,7 @@ def _log_lost_connection(context: ExceptionContext) -> None:
         oplog.connection_lost("postgres", context.original_exception, "the pool opens a new connection")
 
 
-def alembic_config(database_url: str):  # -> alembic.config.Config (imported lazily: CLI start-up cost)
+def alembic_config(database_url: str) -> Config:  # Alembic is imported lazily: CLI start-up cost
     """An Alembic config pointing at our migrations, whatever the working directory."""
     from alembic.config import Config
 

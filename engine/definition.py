@@ -9,8 +9,9 @@ import copy
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -67,7 +68,7 @@ class InputSpec(_Spec):
         return "default" in self.model_fields_set
 
     @model_validator(mode="after")
-    def _default_has_type(self) -> "InputSpec":
+    def _default_has_type(self) -> InputSpec:
         if self.has_default and self.default is not None and not value_matches(self.type, self.default):
             raise ValueError(f"default {self.default!r} is not of type {self.type}")
         return self
@@ -83,7 +84,7 @@ class RetrySpec(_Spec):
     retry_on: list[RetryOn] = Field(default_factory=lambda: list(RETRY_ON_ALL))
 
     @model_validator(mode="after")
-    def _cap_not_below_base(self) -> "RetrySpec":
+    def _cap_not_below_base(self) -> RetrySpec:
         if self.max_backoff_s < self.backoff_s:
             raise ValueError("max_backoff_s must be at least backoff_s")
         return self
@@ -122,7 +123,7 @@ class NodeSpec(_Spec):
         return value
 
     @model_validator(mode="after")
-    def _default_output_matches_on_error(self) -> "NodeSpec":
+    def _default_output_matches_on_error(self) -> NodeSpec:
         if self.on_error == "default" and self.default_output is None:
             raise ValueError("on_error: default needs a default_output")
         if self.on_error != "default" and self.default_output is not None:
@@ -187,7 +188,7 @@ class DefinitionLimits:
     max_nodes: int = 500
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "DefinitionLimits":
+    def from_settings(cls, settings: Any) -> DefinitionLimits:
         """The limits an engine.settings.Settings sets."""
         return cls(settings.definition_max_bytes, settings.definition_max_depth, settings.definition_max_nodes)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.models.registry import mask_keys
@@ -48,7 +48,7 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one logfmt line."""
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         pairs = [("ts", stamp.replace("+00:00", "Z")), ("level", record.levelname.lower()), ("logger", record.name)]
         message = record.getMessage()
         tail = message if self.message_is_pairs else ""

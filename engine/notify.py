@@ -155,7 +155,7 @@ class RunWatcher:
     def _listen(self) -> None:
         backoff_s = 0.1
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
                 self._connected.set()

@@ -12,16 +12,22 @@ from typing import Any
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
-from engine.errors import (DefinitionError, IdempotencyKeyInUse, InvalidInputs, InvalidTransition, NotPublished,
-                           RunNotFound)
+from engine.errors import (
+    DefinitionError,
+    IdempotencyKeyInUse,
+    InvalidInputs,
+    InvalidTransition,
+    NotPublished,
+    RunNotFound,
+)
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import LlmConfig, unknown_model_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
-from engine.template_limits import Limits, configure
 from engine.store import NewRun, Store
+from engine.template_limits import Limits, configure
 from engine.versions import VersionCache
 
 CANCEL_WAKE_LIMIT = 100  # waiting nodes a cancel may wake (never more than the space's free slots)

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         return url
 
     @model_validator(mode="after")
-    def _no_contradictions(self) -> "Settings":
+    def _no_contradictions(self) -> Settings:
         """Refuse settings that contradict each other, naming both variables (ConfigurationError).
 
         Raised as our own error, not a ValueError, so pydantic passes it through unwrapped.

@@ -11,8 +11,15 @@ from typing import Any
 
 from jinja2 import nodes
 
-from engine.template_limits import (LimitedEnvironment, TemplateLimitExceeded, TemplateTimeout, bounded_concat,
-                                    bounded_range, check_str_method, deadline)
+from engine.template_limits import (
+    LimitedEnvironment,
+    TemplateLimitExceeded,
+    TemplateTimeout,
+    bounded_concat,
+    bounded_range,
+    check_str_method,
+    deadline,
+)
 
 __all__ = ["check_constants"]
 

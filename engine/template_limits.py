@@ -17,9 +17,10 @@ import re
 import string
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeGuard
+from typing import Any, TypeGuard
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -40,7 +41,7 @@ class Limits:
     max_range: int = 10_000
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Limits":
+    def from_settings(cls, settings: Any) -> Limits:
         """The limits an engine.settings.Settings sets."""
         return cls(settings.template_max_chars, settings.template_max_int_bits, settings.template_max_range)
 

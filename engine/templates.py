@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes
 
 from engine.errors import DefinitionError, NodeTimeout, PermanentNodeError
 from engine.template_fold import check_constants
-from engine.template_limits import (LimitedEnvironment, TemplateLimitExceeded, check_deadline, json_size,
-                                    limit_error, limits)
+from engine.template_limits import (
+    LimitedEnvironment,
+    TemplateLimitExceeded,
+    check_deadline,
+    json_size,
+    limit_error,
+    limits,
+)
 
 __all__ = [
     "RESERVED_NAMES", "CompiledValue", "TemplateError", "compile_value", "find_references",

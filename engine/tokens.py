@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,7 +126,7 @@ def issue_token(store: Store, space_id: str, name: str, scopes: Iterable[str] = 
     if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
         raise _refuse("expires_in", f"must be more than 0 and at most {MAX_EXPIRY.days} days (or never)")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = datetime.now(timezone.utc) + expires_in if expires_in is not None else None
+    expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
     token_id = store.catalog.insert_token(space_id, name, hash_token(token), clean, expires_at,
                                           create_space=create_space)
     return IssuedToken(token_id, token, space_id, name, clean, expires_at)
@@ -166,7 +166,7 @@ def authenticate(store: Store, header: str | None) -> Principal:
         raise Unauthorized("Unknown token; check that it was copied whole.")
     if record.revoked_at is not None:
         raise Unauthorized(f"This token was revoked at {record.revoked_at.isoformat(timespec='seconds')}.")
-    if record.expires_at is not None and record.expires_at <= datetime.now(timezone.utc):
+    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
         raise Unauthorized(f"This token expired at {record.expires_at.isoformat(timespec='seconds')}.")
     return Principal(record.space_id, record.id, frozenset(record.scopes))
 
@@ -203,7 +203,7 @@ def invalid_tokens(store: Store, token_ids: Iterable[int]) -> dict[int, str]:
     """
     ids = sorted(set(token_ids))
     states = store.catalog.token_states(ids)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     reasons: dict[int, str] = {}
     for token_id in ids:
         if token_id not in states:

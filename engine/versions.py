@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class VersionCache:
     """version row id → CompiledWorkflow."""
 
-    def __init__(self, catalog: "CatalogStore", max_entries: int = 512) -> None:
+    def __init__(self, catalog: CatalogStore, max_entries: int = 512) -> None:
         self.catalog = catalog
         self.max_entries = max_entries
         self._compiled: dict[int, CompiledWorkflow] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -28,7 +28,7 @@ console = Console(highlight=False)
 
 
 @contextmanager
-def _store() -> Iterator["Store"]:
+def _store() -> Iterator[Store]:
     """The store at DATABASE_URL; engine and database errors become one clear CLI error."""
     # Imported here: SQLAlchemy costs a second at start-up that the client commands do not need.
     from sqlalchemy.exc import SQLAlchemyError
@@ -48,7 +48,7 @@ def _store() -> Iterator["Store"]:
     except EngineError as exc:
         raise click.ClickException(exc.message) from None
     except SQLAlchemyError as exc:
-        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise click.ClickException(f"the database at DATABASE_URL refused: {first} "
                                    "(is it up, and migrated with `relayflow migrate`?)") from None
 
@@ -56,7 +56,7 @@ def _store() -> Iterator["Store"]:
 def _when(moment: datetime | None, empty: str = "-", zone: str = " UTC") -> str:
     if moment is None:
         return empty
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M") + zone
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") + zone
 
 
 @click.group()
@@ -110,7 +110,7 @@ def list_(space: str | None) -> None:
         table.add_column(column, overflow="fold", min_width=6)
     for column in ("created", "expires", "last used", "revoked"):
         table.add_column(column, min_width=10)  # a narrow terminal wraps the time under the date
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for info in found:
         expires = _when(info.expires_at, "never", zone="")
         if info.expires_at is not None and info.expires_at <= now:

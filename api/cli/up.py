@@ -134,7 +134,7 @@ def mask_url(url: str) -> str:
 def _child_account(data_dir: Path, env: dict[str, str]) -> Any:
     """As root, the service account `up`'s children run as (None otherwise); says what it changed."""
     account, changed = child_account(data_dir, env, IMPORT_ROOT)
-    if changed:
+    if changed and account is not None:
         console.print(f"[yellow]Added search permission (o+x, not read) to {escape(', '.join(changed))} so that "
                       f"user {account.name} can start this Python.[/]")
     return account

@@ -25,9 +25,20 @@ from typing import Any
 
 import psutil
 
-from api.localstack.embedded_os import (Account, as_account, binary, checked, die_with_parent, free_port,
-                                         grant_search, private_dir, process, service_account, terminate,
-                                         write_private)
+from api.localstack.embedded_os import (
+    Account,
+    as_account,
+    binary,
+    checked,
+    die_with_parent,
+    free_port,
+    grant_search,
+    private_dir,
+    process,
+    service_account,
+    terminate,
+    write_private,
+)
 from engine.errors import ServiceUnavailable
 from engine.settings import get_settings
 

@@ -44,7 +44,7 @@ class Faults:
     echo_headers: bool = False
 
     @classmethod
-    def parse(cls, *sources: str) -> "Faults":
+    def parse(cls, *sources: str) -> Faults:
         """Read `+`-separated directives from the given strings (unknown words are ignored)."""
         faults = cls()
         for source in sources:
@@ -81,7 +81,7 @@ class FakeLLM:
         """The OpenAI base URL (ends in /v1)."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> "FakeLLM":
+    def start(self) -> FakeLLM:
         """Listen (port 0 picks a free one) and serve in a daemon thread."""
         owner = self
 
@@ -165,12 +165,12 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._stream(model, answer, reasoning, usage if include_usage else None, faults.cut_stream)
             return
-        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        reply: dict[str, Any] = {"role": "assistant", "content": answer}
         if reasoning:
-            message["reasoning_content"] = reasoning
+            reply["reasoning_content"] = reasoning
         self._json(200, {"id": "chatcmpl-" + uuid.uuid4().hex[:12], "object": "chat.completion",
                          "created": int(time.time()), "model": model,
-                         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                         "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}],
                          "usage": usage})
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -209,7 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
             send({"content": piece})
         send({}, "stop")
         if usage is not None:
-            self.wfile.write(f"data: {json.dumps({'id': chunk_id, 'object': 'chat.completion.chunk', 'created': int(time.time()), 'model': model, 'choices': [], 'usage': usage})}\n\n".encode())
+            final = {"id": chunk_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                     "choices": [], "usage": usage}
+            self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True

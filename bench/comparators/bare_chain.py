@@ -6,7 +6,6 @@ environment described in `bench/comparators/__init__.py`.
 """
 from __future__ import annotations
 
-
 import dramatiq
 
 from bench.comparators import install_broker, queue_name, record_done, steps

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.models.registry import Registry, RefreshResult, current_generation, mask, refresh
+from engine.models.registry import RefreshResult, Registry, current_generation, mask, refresh
 from engine.store.models import ModelStore
 
 

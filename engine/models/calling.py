@@ -10,8 +10,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from engine.errors import NodeError, PermanentNodeError
 from engine.models.files import ModelDoc, load_sources

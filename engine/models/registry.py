@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engine.models import secrets as secret_fields
 from engine.models.files import ModelDoc, Problem, load_sources, parse_doc
@@ -46,7 +47,7 @@ class Registry:
 
     @classmethod
     def build(cls, generation: Generation | None, env: Mapping[str, str] | None = None,
-              local: Mapping[str, dict[str, Any]] | None = None) -> "Registry":
+              local: Mapping[str, dict[str, Any]] | None = None) -> Registry:
         """Resolve and validate a stored generation (a document now invalid becomes a problem).
 
         `local`: this process's own reading of the model sources, whose literal secrets fill

@@ -13,8 +13,9 @@ Pure functions; the caller does the reading.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from copy import deepcopy
-from typing import Any, Mapping
+from typing import Any
 
 LOCAL = "<secret: read from this machine's model file>"
 # keys under meta.conn_config (at any depth) whose values are secrets; custom.headers values always are

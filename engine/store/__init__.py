@@ -21,7 +21,7 @@ class Store:
     models: ModelStore
 
     @classmethod
-    def from_engine(cls, engine: Engine) -> "Store":
+    def from_engine(cls, engine: Engine) -> Store:
         """Build the store on a pooled engine."""
         return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine))
 

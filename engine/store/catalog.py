@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -93,9 +94,9 @@ class CatalogStore:
             if create_space:
                 conn.execute(sql.INSERT_SPACE_NAMED_BY_ID.clause,
                              {"id": space_id})
-            return conn.execute(sql.INSERT_TOKEN.clause,
+            return int(conn.execute(sql.INSERT_TOKEN.clause,
                 {"space": space_id, "name": name, "hash": token_hash, "scopes": list(scopes),
-                 "expires": expires_at}).scalar_one()
+                 "expires": expires_at}).scalar_one())
 
     def list_tokens(self, space_id: str | None) -> list[TokenInfo]:
         """Tokens of a space (None: of every space), oldest first; never their hashes."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
@@ -109,6 +110,7 @@ class LifecycleStore:
             fairy = self.engine.raw_connection()
             try:
                 conn = fairy.driver_connection
+                assert conn is not None  # a checked-out pool connection always has its driver connection
                 conn.autocommit = True
                 try:
                     with conn.cursor(row_factory=namedtuple_row) as cur:

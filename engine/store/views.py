@@ -23,11 +23,11 @@ class ViewStore:
     def run_with_nodes(self, run_id: uuid.UUID, space_id: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """The run row and its node rows, or None if the space has no such run."""
         with self.reads.connect() as conn:
-            run = conn.execute(sql.GET_RUN.clause,
+            row = conn.execute(sql.GET_RUN.clause,
                 {"id": run_id, "space": space_id}).mappings().first()
-            if run is None:
+            if row is None:
                 return None
-            run = dict(run)
+            run = dict(row)
             run["interrupt"] = None
             if run["status"] == RunStatus.INTERRUPTED:
                 first = conn.execute(sql.FIRST_PENDING_INTERRUPT.clause,
