@@ -3,7 +3,7 @@ so a lost or duplicate message costs a reconciler sweep or a no-op claim, never 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -25,7 +25,8 @@ def make_broker(settings: Settings) -> RedisBroker:
     """The Redis broker every process uses (workers also attach middleware to it)."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set; run `relayflow up` for embedded servers.")
-    broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=settings.redis_heartbeat_timeout_ms)
+    broker = RedisBroker(url=settings.redis_url,  # type: ignore[no-untyped-call]
+                         heartbeat_timeout=settings.redis_heartbeat_timeout_ms)
     broker.declare_queue(settings.queue_name)
     return broker
 
@@ -39,7 +40,7 @@ class DramatiqDispatcher:
 
     def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None:
         """Enqueue one node message (delayed for retries)."""
-        message = dramatiq.Message(queue_name=self.queue_name, actor_name=ACTOR_NAME,
+        message: dramatiq.Message[Any] = dramatiq.Message(queue_name=self.queue_name, actor_name=ACTOR_NAME,
                                    args=(str(run_id), node_id), kwargs={}, options={})
         try:
             self.broker.enqueue(message, delay=int(delay_s * 1000) if delay_s > 0 else None)

@@ -12,15 +12,15 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, assert_never
+from datetime import UTC, datetime
+from typing import Any, assert_never
 
 from engine import oplog
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
-from engine.errors import (NodeCrashed, NodeError, NodeTimeout, PermanentNodeError,
-                           RunDeadlineExceeded)
+from engine.errors import NodeCrashed, NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
 from engine.models.calling import Hub
 from engine.nodes.base import Interrupt, NodeContext
 from engine.notify import Notifier, NullNotifier
@@ -156,7 +156,7 @@ class Executor:
                    done: Succeeded) -> None:
         """Commit the outputs, queue the successors that became ready, and send them."""
         report, port = done.report, done.port
-        entry = {"attempt": claim.attempt, **report, "at": datetime.now(timezone.utc).isoformat()}
+        entry = {"attempt": claim.attempt, **report, "at": datetime.now(UTC).isoformat()}
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
@@ -238,7 +238,7 @@ class Executor:
         """Retry the node, or apply its on_error strategy once retries are spent."""
         error = {"code": exc.code, "kind": exc.kind, "message": exc.message, "attempt": claim.attempt}
         log_entry = [{"attempt": claim.attempt, "error": error, **(report or {}),
-                      "at": datetime.now(timezone.utc).isoformat()}]
+                      "at": datetime.now(UTC).isoformat()}]
         policy = node.retry
         if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
             self._retry(run_id, node, claim, error, log_entry, report)
@@ -292,7 +292,7 @@ class Executor:
 
         Returns what was done: `requeued`, `failed` (as crashed), or `superseded` (another
         process changed the node first)."""
-        entry = {"attempt": row.attempts, "at": datetime.now(timezone.utc).isoformat(),
+        entry = {"attempt": row.attempts, "at": datetime.now(UTC).isoformat(),
                  "error": {"code": NodeCrashed.code, "kind": "crashed",
                            "message": "The worker running this attempt stopped before finishing it."}}
         if row.crashes + 1 < self.settings.max_crashes:
@@ -397,4 +397,4 @@ def _merge(signals: Iterable[SuccessorSignal]) -> list[Signal]:
 def _seconds_until(moment: datetime | None) -> float | None:
     if moment is None:
         return None
-    return (moment - datetime.now(timezone.utc)).total_seconds()
+    return (moment - datetime.now(UTC)).total_seconds()

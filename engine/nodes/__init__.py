@@ -1,6 +1,8 @@
 """The built-in node types, listed explicitly (like dramatiq's `default_middleware`)."""
 from __future__ import annotations
 
+from typing import Any
+
 from engine.nodes.aggregator import AggregatorNode
 from engine.nodes.base import NodeType
 from engine.nodes.code import CodeNode
@@ -12,7 +14,7 @@ from engine.nodes.selector import SelectorNode
 from engine.nodes.sleep import SleepNode
 from engine.nodes.template import TemplateNode
 
-_BUILTINS: tuple[type[NodeType], ...] = (
+_BUILTINS: tuple[type[NodeType[Any]], ...] = (
     TemplateNode,
     CodeNode,
     HttpNode,
@@ -26,10 +28,10 @@ _BUILTINS: tuple[type[NodeType], ...] = (
     LlmNode,
 )
 
-BUILTIN_NODE_TYPES: dict[str, type[NodeType]] = {cls.type_name: cls for cls in _BUILTINS}
+BUILTIN_NODE_TYPES: dict[str, type[NodeType[Any]]] = {cls.type_name: cls for cls in _BUILTINS}
 
 
-def get_node_type(name: str) -> type[NodeType]:
+def get_node_type(name: str) -> type[NodeType[Any]]:
     """The node type registered under `name`; KeyError naming the known types otherwise."""
     try:
         return BUILTIN_NODE_TYPES[name]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,7 +47,7 @@ class NodeContext:
     node_id: str
     attempt: int
     timeout_s: float
-    settings: "Settings"
+    settings: Settings
     started_at: float = field(default_factory=time.monotonic)
     # Renders a text template against the run's context (run inputs, upstream outputs)
     # plus `extra` variables at top level; always returns a string.
@@ -106,7 +107,7 @@ class NodeType(ABC, Generic[ConfigT]):
         return frozenset()
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Output field names other nodes may reference; None means any (dynamic outputs)."""
         return frozenset(declared) if declared else None
 

@@ -31,8 +31,15 @@ from pydantic import Field
 from engine.errors import NodeError, NodeTimeout, PermanentNodeError, SandboxUnavailable
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.cgroup import NodeCgroup, open_node_cgroup
-from engine.nodes.sandbox import (SANDBOX_PACKAGES, SandboxSpec, bwrap_argv, probe_interpreter, resolve_bwrap,
-                                  warn_no_cgroup, warn_unsandboxed)
+from engine.nodes.sandbox import (
+    SANDBOX_PACKAGES,
+    SandboxSpec,
+    bwrap_argv,
+    probe_interpreter,
+    resolve_bwrap,
+    warn_no_cgroup,
+    warn_unsandboxed,
+)
 from engine.settings import Settings
 
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}

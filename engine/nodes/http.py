@@ -10,6 +10,7 @@ import ipaddress
 import json
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,7 +59,7 @@ class HttpNode(NodeType[HttpConfig]):
     Config = HttpConfig
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Always `status_code`, `headers`, `body`, `json`."""
         return frozenset({"status_code", "headers", "body", "json"})
 

@@ -9,6 +9,7 @@ with those outputs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from jsonschema import Draft202012Validator
@@ -31,7 +32,7 @@ class QuestionConfig(NodeConfig):
     allow_other: bool = False
 
     @model_validator(mode="after")
-    def _options_match_answer_type(self) -> "QuestionConfig":
+    def _options_match_answer_type(self) -> QuestionConfig:
         if self.answer_type == "option" and not self.options:
             raise ValueError("answer_type 'option' needs a non-empty 'options' list")
         if self.answer_type == "text" and self.options:
@@ -47,7 +48,7 @@ class QuestionNode(NodeType[QuestionConfig]):
     raw_fields: ClassVar[frozenset[str]] = frozenset({"question"})
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """`answer` and `option_index`."""
         return frozenset({"answer", "option_index"})
 
@@ -122,7 +123,7 @@ class InputNode(NodeType[InputConfig]):
     opaque_fields: ClassVar[frozenset[str]] = frozenset({"schema"})
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """The form's properties."""
         assert isinstance(config, InputConfig)
         return frozenset(config.form.get("properties") or {})

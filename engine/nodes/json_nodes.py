@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import PermanentNodeError
@@ -19,7 +20,7 @@ class JsonParseNode(NodeType[JsonParseConfig]):
     Config = JsonParseConfig
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Always `value`."""
         return frozenset({"value"})
 
@@ -50,7 +51,7 @@ class JsonSerializeNode(NodeType[JsonSerializeConfig]):
     Config = JsonSerializeConfig
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Always `text`."""
         return frozenset({"text"})
 

@@ -5,8 +5,8 @@ import difflib
 import json
 import re
 import time
-from collections.abc import Collection, Mapping
-from typing import Any, Callable, ClassVar, Literal
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -115,7 +115,7 @@ class LlmNode(NodeType[LlmConfig]):
     raw_fields: ClassVar[frozenset[str]] = frozenset({"system_prompt", "prompt"})
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """`text` and `reasoning_content`; a JSON answer's declared fields (any if undeclared)."""
         if isinstance(config, LlmConfig) and config.output_format == "json":
             return frozenset(declared) | {"reasoning_content"} if declared else None

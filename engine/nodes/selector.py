@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -74,7 +75,7 @@ class SelectorNode(NodeType[SelectorConfig]):
         return frozenset(b.name for b in config.branches) | {ELSE}
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Always `branch`."""
         return frozenset({"branch"})
 
@@ -153,7 +154,7 @@ def _order(op: str, left: Any, right: Any) -> bool:
         a, b = left, right
     else:
         return False
-    return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
+    return bool({">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op])
 
 
 def _contains(left: Any, right: Any) -> bool:

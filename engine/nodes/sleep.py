@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -25,7 +26,7 @@ class SleepNode(NodeType[SleepConfig]):
     Config = SleepConfig
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Always `slept_s`."""
         return frozenset({"slept_s"})
 

@@ -1,6 +1,7 @@
 """The `template` node: renders a text template against the run and the node's inputs."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
@@ -21,7 +22,7 @@ class TemplateNode(NodeType[TemplateConfig]):
     raw_fields: ClassVar[frozenset[str]] = frozenset({"template"})
 
     @classmethod
-    def output_fields(cls, config: NodeConfig, declared: dict[str, str] | None) -> frozenset[str] | None:
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Always `text`."""
         return frozenset({"text"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -65,7 +65,7 @@ def test_created_token_works_in_its_new_space_with_its_scopes(app: Any, env: dic
     stored = {t.name: t for t in Store.from_engine(get_engine(settings)).catalog.list_tokens("acme")}
     assert stored["bot"].expires_at is None
     assert stored["ci"].expires_at is not None
-    assert timedelta(days=29, hours=23) < stored["ci"].expires_at - datetime.now(timezone.utc) <= timedelta(days=30)
+    assert timedelta(days=29, hours=23) < stored["ci"].expires_at - datetime.now(UTC) <= timedelta(days=30)
 
 
 def test_quiet_create_prints_only_the_token(app: Any, env: dict[str, str]) -> None:

@@ -135,7 +135,8 @@ def test_worker_whose_lease_expired_cannot_commit_over_a_newer_attempt(settings:
     fresh = store.lifecycle.claim(run_id, "a", lease_s=30, grace_s=0)
     assert fresh is not None and fresh.epoch > stale.epoch
     # When the stale worker tries to commit, and then the fresh one does
-    common = dict(status="succeeded", error=None, port=None, signals=[], event_type="node.succeeded", event_data=None)
+    common = {"status": "succeeded", "error": None, "port": None, "signals": [],
+              "event_type": "node.succeeded", "event_data": None}
     lost = store.lifecycle.commit_node(run_id, "a", stale, output={"text": "stale"}, **common)
     won = store.lifecycle.commit_node(run_id, "a", fresh, output={"text": "fresh"}, **common)
     # Then only the newer attempt's output is stored

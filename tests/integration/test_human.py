@@ -81,7 +81,8 @@ def test_a_second_resume_of_the_same_event_and_a_wrong_event_are_409(api: ApiHel
     assert wrong.status_code == 409 and event_id in wrong.get_json()["msg"]
     not_an_option = api.client.post(f"/v1/runs/{run_id}/resume", json={"event_id": event_id, "data": "maybe"})
     assert not_an_option.status_code == 422 and "yes, no" in not_an_option.get_json()["msg"]
-    assert api.client.post(f"/v1/runs/{run_id}/resume", json={"event_id": event_id, "data": {"option_index": 1}}).status_code == 202
+    answer = {"event_id": event_id, "data": {"option_index": 1}}
+    assert api.client.post(f"/v1/runs/{run_id}/resume", json=answer).status_code == 202
     again = api.client.post(f"/v1/runs/{run_id}/resume", json={"event_id": event_id, "data": "yes"})
     assert again.status_code == 409
     run = _interrupted(api, run_id, "form")

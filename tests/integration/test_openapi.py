@@ -1,7 +1,8 @@
 """The served OpenAPI document describes every route a client can call, errors included."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -46,7 +46,7 @@ def test_each_authentication_failure_is_401_with_its_own_message(app: Any, store
     store.catalog.revoke_token(revoked.token_id, None)
     expired = "rf_expired-token-for-the-test"
     store.catalog.insert_token("acme", "expired", hash_token(expired), ["admin"],
-                               datetime.now(timezone.utc) - timedelta(seconds=1))
+                               datetime.now(UTC) - timedelta(seconds=1))
     plain = app.test_client()
     cases = {
         "missing": {},
@@ -215,7 +215,7 @@ def test_token_lifecycle_create_list_revoke(app: Any, store: Store) -> None:
     assert created["token"].startswith("rf_") and created["scopes"] == ["run", "manage"]
     assert created["space_id"] == "acme" and created["name"] == "ci"
     expires_at = datetime.fromisoformat(created["expires_at"])
-    assert timedelta(minutes=59) < expires_at - datetime.now(timezone.utc) <= timedelta(hours=1)
+    assert timedelta(minutes=59) < expires_at - datetime.now(UTC) <= timedelta(hours=1)
     # Then its plaintext works at once, in the admin's space
     ci = _client(app, created["token"])
     assert ci.post("/v1/workflows", json={"name": "wf", "definition": DEFINITION}).status_code == 201
@@ -246,7 +246,7 @@ def test_tokens_without_expiry_and_bad_expiries(app: Any, store: Store) -> None:
     forever = admin.post("/v1/tokens", json={"name": "forever", "scopes": ["run"], "expires_in_s": None})
     assert forever.status_code == 201 and forever.get_json()["expires_at"] is None
     default = admin.post("/v1/tokens", json={"name": "default", "scopes": ["run"]}).get_json()
-    assert datetime.fromisoformat(default["expires_at"]) > datetime.now(timezone.utc) + timedelta(days=89)
+    assert datetime.fromisoformat(default["expires_at"]) > datetime.now(UTC) + timedelta(days=89)
     for bad in (0, -5, 10**12):
         response = admin.post("/v1/tokens", json={"name": "bad", "scopes": ["run"], "expires_in_s": bad})
         assert response.status_code == 422 and "expires_in_s" in response.get_json()["msg"], bad
@@ -266,7 +266,7 @@ def test_last_used_at_is_recorded_at_most_once_a_minute(app: Any, store: Store) 
     assert ci.get("/v1/runs").status_code == 200
     first = last_used()
     assert first is not None
-    assert datetime.now(timezone.utc) - datetime.fromisoformat(first) < timedelta(seconds=30)
+    assert datetime.now(UTC) - datetime.fromisoformat(first) < timedelta(seconds=30)
     # and a request within the minute does not write it again
     assert ci.get("/v1/runs").status_code == 200
     assert last_used() == first

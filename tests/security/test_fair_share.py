@@ -232,7 +232,7 @@ def test_a_spaces_own_cap_overrides_the_default_and_every_run_still_finishes(
     workers()
     # Then every run succeeds; `small` never ran more than 1 node at once, `big` more than 1 but never above 3
     for space, run_id in runs:
-        run = wait_for(lambda: (r := space.run(run_id))["status"] in FINAL and r, timeout_s=120)
+        run = wait_for(lambda space=space, run_id=run_id: (r := space.run(run_id))["status"] in FINAL and r, timeout_s=120)
         assert run["status"] == "succeeded", run
         assert run["nodes"][0]["attempts"] == 1, run  # a refusal is not an attempt
     assert small_peak.stop() == 1
@@ -264,7 +264,7 @@ def test_a_worker_killed_while_holding_its_spaces_slots_does_not_leak_them(
     workers(processes=1)
     # Then the expired leases give the slots back, and all 9 runs finish, never above the cap
     for run_id in runs:
-        run = wait_for(lambda: (r := hog.run(run_id))["status"] in FINAL and r, timeout_s=120)
+        run = wait_for(lambda run_id=run_id: (r := hog.run(run_id))["status"] in FINAL and r, timeout_s=120)
         assert run["status"] == "succeeded", run
     assert peak.stop() <= CAP
     assert _space_row(db, "hog") == (0, 0)
@@ -289,7 +289,7 @@ def test_waiting_nodes_survive_redis_losing_every_message(
     client.close()
     # Then every run still finishes (waiters live in Postgres; a lost wake is re-sent by the reconciler)
     for run_id in runs:
-        run = wait_for(lambda: (r := hog.run(run_id))["status"] in FINAL and r, timeout_s=120)
+        run = wait_for(lambda run_id=run_id: (r := hog.run(run_id))["status"] in FINAL and r, timeout_s=120)
         assert run["status"] == "succeeded", run
         assert run["nodes"][0]["attempts"] == 1, run
     assert _space_row(db, "hog") == (0, 0)

@@ -69,7 +69,7 @@ def test_run_outputs_over_their_cap_fail_the_run_and_are_not_stored(
     # Given a 300 kB cap on run outputs, and outputs repeating a 150 kB node text four times
     settings.run_output_max_bytes = 300_000
     definition = {"inputs": INPUTS, "nodes": [text_node("big", "{{ inputs.s * inputs.n }}")],
-                  "outputs": {k: "{{ big.text }}" for k in ("a", "b", "c", "d")}}
+                  "outputs": dict.fromkeys(("a", "b", "c", "d"), "{{ big.text }}")}
     run_id = api.submit(api.create_workflow(definition), {"n": 150_000})
     run = api.wait(run_id, timeout_s=60)
     # Then the run fails naming the limit, with no outputs stored

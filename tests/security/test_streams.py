@@ -10,7 +10,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -242,7 +242,7 @@ def test_an_expired_tokens_open_stream_closes(stream_server: str, settings: Sett
     assert stream.read_status() == 200, stream.data
     # Then its stream ends soon after it expires
     assert stream.closed_within(60) is not None
-    assert datetime.now(timezone.utc) >= short.expires_at  # not before
+    assert datetime.now(UTC) >= short.expires_at  # not before
 
 
 def test_a_dead_web_process_slots_lapse(settings: Settings) -> None:
