@@ -253,12 +253,8 @@ def resume(run_id: str, answer: str | None, event_id: str | None, data_json: str
                 interrupt = None  # another event: its type is unknown here, the server judges the answer
             data = _answer(answer, data_json, data_file, interrupt)
             accepted = client.resume_run(run_id, event_id or str((interrupt or {}).get("event_id")), data)
-        except InvalidTransition as exc:
-            console.print(f"[bold red]error:[/] not answered (conflict): {escape(exc.message)}", soft_wrap=True)
-            sys.exit(1)
         except EngineError as exc:
-            print_error(exc, f"run {run_id}")
-            sys.exit(1)
+            _refused(exc, "answered", run_id)
         console.print(f"[green]✔[/] answered event {accepted.get('event_id')} of node "
                       f"[bold]{escape(str(accepted.get('node_id')))}[/]; run {run_id} is {accepted.get('status')}",
                       soft_wrap=True)
@@ -275,13 +271,18 @@ def cancel(run_id: str, url: str, token: str | None) -> None:
     with make_client(url, token) as client:
         try:
             client.cancel_run(run_id)
-        except InvalidTransition as exc:
-            console.print(f"[bold red]error:[/] not cancelled (conflict): {escape(exc.message)}", soft_wrap=True)
-            sys.exit(1)
         except EngineError as exc:
-            print_error(exc, f"run {run_id}")
-            sys.exit(1)
+            _refused(exc, "cancelled", run_id)
     console.print(f"[green]✔[/] run {run_id} cancelled", soft_wrap=True)
+
+
+def _refused(exc: EngineError, action: str, run_id: str) -> NoReturn:
+    """Say why the server refused to change the run (a conflict, or another error), and exit 1."""
+    if isinstance(exc, InvalidTransition):
+        console.print(f"[bold red]error:[/] not {action} (conflict): {escape(exc.message)}", soft_wrap=True)
+    else:
+        print_error(exc, f"run {run_id}")
+    sys.exit(1)
 
 
 COMMANDS = (submit, watch, resume, cancel)
