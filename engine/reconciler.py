@@ -76,7 +76,8 @@ class Reconciler:
                 oplog.decision_completed(row.id, "run_finished")
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
-                self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None))
+                self.executor.send_parent(
+                    self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None)))
                 self.executor.notifier.run_changed(str(run_id))
                 oplog.run_deadline(run_id)
         repaired = len(unsettled) + len(unfinished)
