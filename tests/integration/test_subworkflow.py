@@ -89,6 +89,7 @@ def test_duplicate_messages_of_a_child_or_its_parent_change_nothing(api: ApiHelp
 
 
 ASKING_LEAF = {
+    "inputs": {"text": {"type": "string"}},
     "nodes": [{"id": "ask", "type": "question", "config": {"question": "go on?", "answer_type": "text"}},
               {"id": "then", "type": "template", "after": ["ask"], "config": {"template": "{{ ask.answer }}"}}],
     "outputs": {"text": "{{ then.text }}"},
@@ -190,10 +191,12 @@ def flaky_url() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
+    server.server_close()
 
 
 def fetching(url: str) -> dict[str, Any]:
-    return {"nodes": [{"id": "fetch", "type": "http", "config": {"url": url}}],
+    return {"inputs": {"text": {"type": "string"}},
+            "nodes": [{"id": "fetch", "type": "http", "config": {"url": url}}],
             "outputs": {"status": "{{ fetch.status_code }}"}}
 
 
