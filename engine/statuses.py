@@ -142,7 +142,7 @@ NODE_TRANSITIONS: Mapping[NodeStatus | None, Mapping[NodeStatus, tuple[str, ...]
     },
     NodeStatus.DELEGATED: {
         # the statement that ends its (last) child run queues it again with the child's outcome
-        NodeStatus.QUEUED: ("FINISH_RUN", "FAIL_RUN_AT_NODE", "END_RUN"),
+        NodeStatus.QUEUED: ("FINISH_RUN", "FAIL_RUN_AT_NODE", "END_RUN", "WAKE_PARENT"),  # WAKE_PARENT: a repair
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),
     },
     NodeStatus.SUCCEEDED: {},

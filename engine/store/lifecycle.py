@@ -323,6 +323,20 @@ class LifecycleStore:
         with self.auto.connect() as conn:
             return list(conn.execute(repairs.OVERDUE_RUNS.clause, {"limit": limit}).scalars())
 
+    def unwoken_parents(self, limit: int = 200) -> list[Any]:
+        """Delegated nodes with no live child of their attempt left (a child ended before the park)."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(repairs.UNWOKEN_PARENTS.clause, {"limit": limit}))
+
+    def wake_parent(self, run_id: uuid.UUID, node_id: str) -> bool:
+        """Queue a delegated node whose children all ended, with the last one's outcome (once)."""
+        return self._one(repairs.WAKE_PARENT, {"run": run_id, "node": node_id}) is not None
+
+    def orphaned_children(self, older_than_s: float, limit: int = 200) -> list[uuid.UUID]:
+        """Live child runs whose parent node's attempt no longer waits for them."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(repairs.ORPHANED_CHILDREN.clause, {"age": older_than_s, "limit": limit}).scalars())
+
     def try_lead(self, conn: Connection, key: int) -> bool:
         """Take the reconciler's transaction-scoped advisory lock (one leader at a time)."""
         return bool(conn.execute(repairs.TRY_LEAD.clause, {"k": key}).scalar())

@@ -26,7 +26,7 @@ ENUM_OF_TABLE: dict[str, type[StrEnum]] = {"runs": RunStatus, "node_runs": NodeS
                                            "run_interrupts": InterruptStatus}
 # The names the statements give each table whose `status` they compare (a table alias or a CTE
 # that returns the table's rows).
-TABLE_OF_NAME = {"runs": "runs", "r": "runs", "run_lock": "runs",
+TABLE_OF_NAME = {"runs": "runs", "r": "runs", "run_lock": "runs", "c": "runs", "l": "runs",
                  "node_runs": "node_runs", "n": "node_runs", "nr": "node_runs", "d": "node_runs",
                  "signalled_successors": "node_runs", "woken_parent": "node_runs",
                  "run_interrupts": "run_interrupts", "i": "run_interrupts"}
@@ -41,7 +41,8 @@ TRANSITIONS: dict[str, Mapping[Any, Mapping[Any, tuple[str, ...]]]] = {
     "run_interrupts": statuses.INTERRUPT_TRANSITIONS}
 # Quoted literals of the SQL that are not statuses.
 OTHER_LITERALS = {"synchronous_commit", "off", "{}", "1 minute", "relayflow.model_generations",
-                  "attempt", "event_id", "type", "data", "node_id"}
+                  "attempt", "event_id", "type", "data", "node_id",
+                  "child_run_id", "status", "outputs", "error"}  # a child's outcome (WAKE_PARENT)
 # Where a statement writes the status a row already has (not a move, so not in the transitions):
 # a resume leaves its run interrupted while another of its interrupts is still pending.
 STAYS = {("RESUME_NODE", "runs", "interrupted")}
