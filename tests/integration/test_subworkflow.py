@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.conftest import ApiHelper
+from tests.conftest import ApiHelper, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +224,40 @@ def test_on_error_default_applies_to_a_failed_child(api: ApiHelper, inline_worke
     sub = api.node(run, "sub")
     assert sub["status"] == "failed" and sub["output"]["status"] == -1 and sub["output"]["is_success"] is False
     assert run["outputs"] == {"text": "[]"}
+
+
+SLOW_LEAF = {"inputs": {"text": {"type": "string"}},
+             "nodes": [{"id": "slow", "type": "sleep", "config": {"seconds": 3}}],
+             "outputs": {"slept": "{{ slow.slept_s }}"}}
+
+
+def test_kill_9_of_the_worker_while_a_child_runs_still_ends_the_parent_once(
+        api: ApiHelper, start_worker: Any, settings: Any) -> None:
+    # Given a real worker running a child's slow node while its parent node waits
+    api.create_workflow(SLOW_LEAF, name="slow-leaf")
+    worker = start_worker()
+    run_id = api.submit(api.create_workflow(caller("slow-leaf"), name="top"), {"text": "x"})
+
+    def child_running() -> bool:
+        kids = children(api, run_id)
+        return bool(kids) and api.node(api.run(kids[0]["run_id"]), "slow")["status"] == "running"
+
+    wait_for(child_running, timeout_s=60)
+    assert api.node(api.run(run_id), "sub")["status"] == "delegated"
+    # When the worker process group is killed with SIGKILL and a new one starts
+    worker.kill()
+    start_worker()
+    run = api.wait(run_id, timeout_s=90)
+    # Then the parent succeeded once, with the child's outputs, from its one child
+    assert run["status"] == "succeeded", run
+    assert api.node(run, "sub")["output"] == {"slept": 3.0} and api.node(run, "sub")["attempts"] == 1
+    [child] = children(api, run_id)
+    child_run = api.run(child["run_id"])
+    assert child_run["status"] == "succeeded"
+    assert [e["error"]["kind"] for e in api.node(child_run, "slow")["attempt_errors"]] == ["crashed"]
+    url = (settings.database_url or "").replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        counts = conn.execute("SELECT type, count(*) FROM run_events WHERE run_id = %s AND node_id = 'sub' "
+                              "GROUP BY type", (run_id,)).fetchall()
+    assert dict(counts) == {"node.started": 1, "node.delegated": 1, "node.woken": 1, "node.resumed": 1,
+                            "node.succeeded": 1}
