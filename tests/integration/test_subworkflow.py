@@ -261,3 +261,42 @@ def test_kill_9_of_the_worker_while_a_child_runs_still_ends_the_parent_once(
                               "GROUP BY type", (run_id,)).fetchall()
     assert dict(counts) == {"node.started": 1, "node.delegated": 1, "node.woken": 1, "node.resumed": 1,
                             "node.succeeded": 1}
+
+
+def _sql(settings: Any, query: str, *params: Any) -> None:
+    url = (settings.database_url or "").replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute(query, params)
+
+
+def test_the_reconciler_wakes_a_parent_whose_child_ended_without_waking_it(
+        api: ApiHelper, inline_worker: Any, settings: Any) -> None:
+    # Given a parent waiting on a child, and the child ended by a statement that did not wake it
+    # (what a child that ended before its parent was parked leaves)
+    api.create_workflow(ASKING_LEAF, name="asking")
+    run_id = api.submit(api.create_workflow(caller("asking"), name="top"), {"text": "x"})
+    inline_worker.drain()
+    [child] = children(api, run_id)
+    _sql(settings, "UPDATE runs SET status = 'succeeded', outputs = '{\"text\": \"late\"}', finished_at = now() "
+                   "WHERE id = %s", child["run_id"])
+    assert api.node(api.run(run_id), "sub")["status"] == "delegated"
+    # When the reconciler sweeps
+    inline_worker.sweep()
+    # Then the parent node finished with the child's outputs, and the run went on
+    run = api.wait(run_id)
+    assert run["status"] == "succeeded" and run["outputs"] == {"text": "[late]"}
+
+
+def test_the_reconciler_cancels_the_children_of_an_attempt_that_is_over(
+        api: ApiHelper, inline_worker: Any, settings: Any) -> None:
+    # Given a live child whose parent node's attempt is over (its epoch moved on: a crash re-queued it)
+    api.create_workflow(ASKING_LEAF, name="asking")
+    run_id = api.submit(api.create_workflow(caller("asking"), name="top"), {"text": "x"})
+    inline_worker.drain()
+    [child] = children(api, run_id)
+    _sql(settings, "UPDATE node_runs SET epoch = epoch + 1 WHERE run_id = %s AND node_id = 'sub'", run_id)
+    _sql(settings, "UPDATE runs SET created_at = now() - interval '1 hour' WHERE id = %s", child["run_id"])
+    # When the reconciler sweeps, the orphan is cancelled and decides nothing
+    inline_worker.sweep()
+    assert api.run(child["run_id"])["status"] == "cancelled"
+    assert api.node(api.run(run_id), "sub")["status"] == "delegated"
