@@ -133,6 +133,8 @@ class RunListQuery(BaseModel):
     status: RunStatusName | None = None
     cursor: str | None = Field(default=None, max_length=512)
     limit: int = Field(default=20, ge=1, le=200)
+    # The child runs of this run (composite nodes: sub-workflow, batch, loop).
+    parent: str | None = Field(default=None, max_length=64)
 
 
 class NodeOut(BaseModel):
@@ -171,6 +173,9 @@ class RunOut(BaseModel):
     run_mode: Literal["async", "sync", "stream"] | None = None
     nodes: list[NodeOut]
     interrupt: dict[str, Any] | None
+    # A child run (of a sub-workflow node): the run and node that started it.
+    parent_run_id: str | None = None
+    parent_node_id: str | None = None
 
 
 class RunSummary(BaseModel):
@@ -183,6 +188,8 @@ class RunSummary(BaseModel):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    parent_run_id: str | None = None
+    parent_node_id: str | None = None
 
 
 class RunList(BaseModel):

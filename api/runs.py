@@ -61,7 +61,8 @@ def get_run(path: RunPath) -> Any:
 def list_runs(query: RunListQuery) -> Any:
     """List runs, newest first, cursor-paged."""
     who = principal()
-    return runtime().service.list_runs(who.space_id, query.workflow_id, query.status, query.cursor, query.limit)
+    return runtime().service.list_runs(who.space_id, query.workflow_id, query.status, query.cursor, query.limit,
+                                       parent=query.parent)
 
 
 @bp.post("/runs/<run_id>/cancel", responses={202: RunAccepted, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,

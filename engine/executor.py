@@ -18,15 +18,16 @@ from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from engine import oplog
+from engine.children import ChildStarter
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
 from engine.errors import NodeCrashed, NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
 from engine.models.calling import Hub
-from engine.nodes.base import Interrupt, NodeContext
+from engine.nodes.base import Interrupt, NodeContext, WaitForChildren
 from engine.notify import Notifier, NullNotifier
 from engine.outputs import check_outputs
 from engine.settings import Settings
-from engine.store import Claim, Decision, Signal, Store
+from engine.store import Claim, Decision, Ended, Signal, Store
 from engine.template_limits import Limits, configure, deadline, json_size
 from engine.templates import render_text
 from engine.versions import VersionCache
@@ -61,11 +62,17 @@ class Failed:
     report: dict[str, Any]
 
 
-# How an attempt ended. Composite nodes (sub-workflow, batch, loop) will add a fourth outcome,
-# "waiting for children": child runs started, the node holds no worker and no lease (as
-# `Interrupted`), and the last child's final statement commits it. That is a new type here and
-# its handler in `_settle`, which `assert_never` makes a type error to forget.
-Outcome = Succeeded | Interrupted | Failed
+@dataclass(frozen=True)
+class Delegated:
+    """A composite node started child runs (inserted, not sent yet): the node waits for them
+    holding no worker, lease or slot, and the end of the last one queues it again."""
+
+    children: tuple[tuple[uuid.UUID, tuple[str, ...]], ...]  # (child run id, its root nodes)
+
+
+# How an attempt ended; `_settle` has one handler per type (`assert_never` makes a forgotten one
+# a type error).
+Outcome = Succeeded | Interrupted | Failed | Delegated
 
 
 class Executor:
@@ -103,7 +110,7 @@ class Executor:
         node = workflow.nodes[node_id]
         deadline_left = _seconds_until(claim.deadline_at)
         if deadline_left is not None and deadline_left <= 0:
-            self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id))
+            self.send_parent(self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id)))
             oplog.run_deadline(rid, node_id)
             return
         timeout_s = node.timeout_s or self.settings.default_node_timeout_s
@@ -123,10 +130,14 @@ class Executor:
                  timeout_s: float, deadline_bound: bool) -> Outcome:
         """Execute the claimed node and say how the attempt ended (no state change here)."""
         report: dict[str, Any] = {}  # what the node tells about its attempt (LLM: model, usage)
+        children = ChildStarter(self.store, self.versions, self.settings, run_id, node.id, claim.epoch,
+                                claim.space_id or "")
         try:
-            outputs, port = self._execute(run_id, node, claim, timeout_s, report)
+            outputs, port = self._execute(run_id, node, claim, timeout_s, report, children)
         except Interrupt as asked:
             return Interrupted(asked.kind, asked.data)
+        except WaitForChildren:
+            return Delegated(tuple(children.started))
         except NodeError as exc:
             if deadline_bound and isinstance(exc, NodeTimeout):
                 exc = RunDeadlineExceeded(f"Node {node.id} was stopped at the run's deadline "
@@ -149,6 +160,8 @@ class Executor:
             self._interrupted(run_id, node, claim, outcome)
         elif isinstance(outcome, Failed):
             self.handle_failure(run_id, workflow, node, claim, outcome.error, outcome.report)
+        elif isinstance(outcome, Delegated):
+            self._delegated(run_id, node, claim, outcome)
         else:
             assert_never(outcome)
 
@@ -172,15 +185,36 @@ class Executor:
                                                data=asked.data):
             self.wake(claim.space_id)
 
-    def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim,
-                 timeout_s: float, report: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    def _delegated(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, waiting: Delegated) -> None:
+        """Park the node on its child runs, then send their first nodes (never before: a child
+        that ended before its parent waited could not wake it)."""
+        parked, wake = self.store.lifecycle.delegate_node(run_id, node.id, claim, [c for c, _ in waiting.children])
+        for child_id, roots in waiting.children:
+            if not parked:  # superseded (the run ended, or a newer attempt): the children must not run
+                self.send_parent(self.store.lifecycle.end_run(child_id, "cancelled"))
+                continue
+            for root in roots:
+                self.dispatcher.send(str(child_id), root)
+        if wake:
+            self.wake(claim.space_id)
+
+    def send_parent(self, ended: Ended) -> None:
+        """A child run's end queued its parent node again: send that node's message (a lost one is re-sent
+        by the reconciler, as any queued node's)."""
+        if ended.parent is not None:
+            parent_run, parent_node = ended.parent
+            self.dispatcher.send(str(parent_run), parent_node)
+            self.notifier.run_changed(str(parent_run))
+
+    def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
+                 report: dict[str, Any], children: ChildStarter) -> tuple[dict[str, Any], str | None]:
         started = time.monotonic()
         # Every node type gets the same time limit: templates check the deadline in their
         # hooks, node types keep it cooperatively, and the watchdog stops what does neither.
         guard = None
         try:
             with deadline(started + timeout_s), self.watchdog.guard(started + timeout_s) as guard:
-                outputs = self._run_type(run_id, node, claim, timeout_s, report, started)
+                outputs = self._run_type(run_id, node, claim, timeout_s, report, started, children)
         except NodeError as exc:
             if guard is not None and guard.fired and not isinstance(exc, NodeTimeout):
                 raise self._overran(node.id, timeout_s) from exc
@@ -198,7 +232,7 @@ class Executor:
         return outputs, (str(outputs[port_key]) if port_key and outputs.get(port_key) is not None else None)
 
     def _run_type(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
-                  report: dict[str, Any], started: float) -> dict[str, Any]:
+                  report: dict[str, Any], started: float, children: ChildStarter) -> dict[str, Any]:
         context = node.make_context(claim.run_inputs, claim.dep_outputs)
         config, inputs = node.render(context)
         rendered_config = config.model_dump() if node.config_template is not None else None
@@ -209,7 +243,8 @@ class Executor:
                           render_text=lambda source, extra: render_text(source, {**context, **extra}),
                           resume=claim.resume,
                           emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data),
-                          report=report, declared_outputs=node.declared_outputs, models=self.models)
+                          report=report, declared_outputs=node.declared_outputs, models=self.models,
+                          children=children)
         return node.node_type(config).run(ctx, inputs)
 
     @staticmethod
@@ -262,10 +297,11 @@ class Executor:
     def _fail_run(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
                   log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
         """`on_error: fail`: the node and its run fail (unreached nodes end cancelled)."""
-        failed = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                       error=error, log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "run_failed" if failed else "superseded")
-        if failed:
+        ended = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
+                                                      error=error, log=log_entry, report=report)
+        _log_failure(run_id, node.id, claim, error, "run_failed" if ended.changed else "superseded")
+        if ended.changed:
+            self.send_parent(ended)
             self.wake(claim.space_id)
 
     def _continue_after_error(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
@@ -367,10 +403,11 @@ class Executor:
                 raise PermanentNodeError(f"the run outputs are {size:,} bytes or more as JSON, over the limit of "
                                          f"{limit:,} bytes (RELAYFLOW_RUN_OUTPUT_MAX_BYTES)")
         except Exception as exc:  # a template error in `outputs` fails the run, visibly
-            self.store.lifecycle.end_run(run_id, "failed", {"code": PermanentNodeError.code, "node_id": None,
-                                                            "message": f"Rendering the run outputs failed: {exc}"})
+            self.send_parent(self.store.lifecycle.end_run(
+                run_id, "failed", {"code": PermanentNodeError.code, "node_id": None,
+                                   "message": f"Rendering the run outputs failed: {exc}"}))
             return
-        self.store.lifecycle.finish_run(run_id, rendered)
+        self.send_parent(self.store.lifecycle.finish_run(run_id, rendered))
 
     # -- leases ---------------------------------------------------------------------------------
     def inflight_node_rows(self) -> list[int]:

@@ -74,12 +74,23 @@ class Reconciler:
             for row in unfinished:
                 self.executor.finish(row.id, self.executor.versions.get(row.version_id))
                 oplog.decision_completed(row.id, "run_finished")
+            unwoken = self.store.lifecycle.unwoken_parents()
+            for row in unwoken:
+                if self.store.lifecycle.wake_parent(row.run_id, row.node_id):
+                    self.dispatcher.send(str(row.run_id), row.node_id)
+                    oplog.decision_completed(row.run_id, "parent_woken", row.node_id)
+            orphans = self.store.lifecycle.orphaned_children(age)
+            for child_id in orphans:
+                self.store.lifecycle.end_run(child_id, RunStatus.CANCELLED)
+                self.executor.notifier.run_changed(str(child_id))
+                oplog.decision_completed(child_id, "orphan_cancelled")
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
-                self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None))
+                self.executor.send_parent(
+                    self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None)))
                 self.executor.notifier.run_changed(str(run_id))
                 oplog.run_deadline(run_id)
-        repaired = len(unsettled) + len(unfinished)
+        repaired = len(unsettled) + len(unfinished) + len(unwoken) + len(orphans)
         return SweepReport(True, len(crashed), len(stale), len(overdue), repaired)
 
     def run_forever(self, stop: threading.Event) -> None:

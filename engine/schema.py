@@ -139,6 +139,10 @@ class Run(Base):
     # Composite nodes (batch, loop, sub-workflow) run their body as child runs of a parent node.
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     parent_node_id: Mapped[str | None] = mapped_column(String(64))
+    # The epoch of the parent node's attempt that started this child (a child of an older attempt
+    # cannot decide a newer one), and how deep it is (0: submitted by a client). Migration 0007.
+    parent_epoch: Mapped[int | None] = mapped_column(Integer)
+    depth: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -184,6 +188,10 @@ class NodeRun(Base):
     # claim returns them and the node finishes with them instead of asking again.
     resume: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attempt_log: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # A composite node's children of its current attempt: how many it started, how many ended
+    # (O(1) per finished child). Migration 0007.
+    children_total: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    children_done: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # LLM nodes: the registry model that answered the deciding attempt, and its token usage.
     model: Mapped[str | None] = mapped_column(String(128))
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

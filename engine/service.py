@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from engine.children import check_no_recursion
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
 from engine.dispatch import Dispatcher
@@ -54,6 +55,7 @@ class Relayflow:
         doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         self._check_operator_caps(compiled)
+        check_no_recursion(self.store, space_id, None, name, doc)
         record = self.store.catalog.insert_workflow("wf_" + uuid.uuid4().hex[:20], space_id, name,
                                                     description, doc, _node_facts(compiled))
         self.versions.put(record.id, compiled)
@@ -65,6 +67,8 @@ class Relayflow:
         doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         self._check_operator_caps(compiled)
+        current = self.store.catalog.get_workflow(workflow_id, space_id)  # WorkflowNotFound first
+        check_no_recursion(self.store, space_id, workflow_id, name or current["name"], doc)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
         self.versions.put(record.id, compiled)
         return {"workflow_id": record.workflow_id, "version": record.version}
@@ -140,25 +144,32 @@ class Relayflow:
         return _run_object(run, rows, compiled)
 
     def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
-                  cursor: str | None = None, limit: int = 20) -> dict[str, Any]:
-        """Runs of the space, newest first, cursor-paged."""
+                  cursor: str | None = None, limit: int = 20, parent: str | None = None) -> dict[str, Any]:
+        """Runs of the space (the child runs of `parent`, if given), newest first, cursor-paged."""
         if status is not None and status not in frozenset(RunStatus):
             raise InvalidInputs(errors=[{"field": "status", "message": f"must be one of {', '.join(RunStatus)}"}])
         limit = max(1, min(limit, 200))
-        rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1)
+        parent_id = _run_uuid(parent) if parent is not None else None
+        rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1,
+                                          parent=parent_id)
         page, more = rows[:limit], len(rows) > limit
         runs = [{"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
                  "status": r["status"], "error": r["error"],
                  "usage": {"input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"]},
                  "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
-                 "finished_at": _iso(r["finished_at"])} for r in page]
+                 "finished_at": _iso(r["finished_at"]),
+                 "parent_run_id": str(r["parent_run_id"]) if r["parent_run_id"] else None,
+                 "parent_node_id": r["parent_node_id"]} for r in page]
         next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return {"runs": runs, "next_cursor": next_cursor}
 
     def cancel_run(self, space_id: str, run_id: str) -> dict[str, Any]:
         """Cancel a live run (queued, running or interrupted)."""
-        found, changed = self.store.lifecycle.end_run(_run_uuid(run_id), RunStatus.CANCELLED, None,
-                                                       space_id=space_id)
+        ended = self.store.lifecycle.end_run(_run_uuid(run_id), RunStatus.CANCELLED, None, space_id=space_id)
+        found, changed = ended.found, ended.changed
+        if ended.parent is not None:  # a child run cancelled by itself: its parent node fails (or retries)
+            self.dispatcher.send(str(ended.parent[0]), ended.parent[1])
+            self.notifier.run_changed(str(ended.parent[0]))
         if not found:
             raise RunNotFound(f"Run {run_id} not found.")
         if changed:
@@ -263,6 +274,8 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
         "created_at": _iso(run["created_at"]), "started_at": _iso(run["started_at"]),
         "finished_at": _iso(run["finished_at"]), "updated_at": _iso(run.get("updated_at")),
         "run_mode": run.get("run_mode"), "nodes": nodes,
+        "parent_run_id": str(run["parent_run_id"]) if run.get("parent_run_id") else None,
+        "parent_node_id": run.get("parent_node_id"),
         "interrupt": interrupt_object(run.get("interrupt")),
     }
 

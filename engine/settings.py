@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     lease_renew_every_s: float = 10.0
     default_node_timeout_s: float = 600.0
     max_crashes: int = 3
+    # How deep child runs may nest (a sub-workflow calling a sub-workflow…): a run submitted by a
+    # client is depth 0; a child past this depth fails its parent node, naming the chain.
+    max_run_depth: int = Field(default=5, ge=1)
     reconcile_every_s: float = 5.0
     resend_queued_after_s: float = 30.0
     retry_grace_s: float = 2.0

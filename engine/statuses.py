@@ -41,6 +41,9 @@ class NodeStatus(StrEnum):
     SKIPPED = "skipped"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
+    # Waiting for its child runs (sub-workflow, batch, loop): holds no worker, no lease and no
+    # space slot, like `interrupted`; the statement that ends its last child queues it again.
+    DELEGATED = "delegated"
 
 
 class InterruptStatus(StrEnum):
@@ -85,19 +88,19 @@ RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] 
     None: {RunStatus.QUEUED: ("INSERT_RUN",)},  # submit
     RunStatus.QUEUED: {
         RunStatus.RUNNING: ("CLAIM",),  # its first node is claimed
-        RunStatus.CANCELLED: ("END_RUN",),  # cancel by a user
+        RunStatus.CANCELLED: ("END_RUN", "FAIL_RUN_AT_NODE"),  # cancel by a user; an ancestor ended
         RunStatus.FAILED: ("END_RUN",),  # past its deadline, or its outputs failed to render
     },
     RunStatus.RUNNING: {
         RunStatus.SUCCEEDED: ("FINISH_RUN",),  # every node decided, outputs rendered
         RunStatus.FAILED: ("FAIL_RUN_AT_NODE", "END_RUN"),  # a node failed for good; deadline; outputs
-        RunStatus.CANCELLED: ("END_RUN",),
+        RunStatus.CANCELLED: ("END_RUN", "FAIL_RUN_AT_NODE"),  # FAIL_RUN_AT_NODE: of an ancestor
         RunStatus.INTERRUPTED: ("INTERRUPT_NODE",),  # a node asks a person
     },
     RunStatus.INTERRUPTED: {
         RunStatus.RUNNING: ("RESUME_NODE",),  # its last pending interrupt is answered
         RunStatus.FAILED: ("FAIL_RUN_AT_NODE", "END_RUN"),  # another branch failed; deadline
-        RunStatus.CANCELLED: ("END_RUN",),
+        RunStatus.CANCELLED: ("END_RUN", "FAIL_RUN_AT_NODE"),
     },
     RunStatus.SUCCEEDED: {},
     RunStatus.FAILED: {},
@@ -129,11 +132,17 @@ NODE_TRANSITIONS: Mapping[NodeStatus | None, Mapping[NodeStatus, tuple[str, ...]
         NodeStatus.FAILED: ("COMMIT_NODE", "FAIL_RUN_AT_NODE"),  # on_error default/branch; on_error fail
         NodeStatus.RETRYING: ("SCHEDULE_RETRY",),
         NodeStatus.INTERRUPTED: ("INTERRUPT_NODE",),
+        NodeStatus.DELEGATED: ("DELEGATE_NODE",),  # it started its child runs
         NodeStatus.QUEUED: ("REQUEUE_CRASHED",),  # its lease expired: its worker died
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),  # another node failed the run; cancel
     },
     NodeStatus.INTERRUPTED: {
         NodeStatus.QUEUED: ("RESUME_NODE",),  # answered: it runs again to finish with the answer
+        NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),
+    },
+    NodeStatus.DELEGATED: {
+        # the statement that ends its (last) child run queues it again with the child's outcome
+        NodeStatus.QUEUED: ("FINISH_RUN", "FAIL_RUN_AT_NODE", "END_RUN", "WAKE_PARENT"),  # WAKE_PARENT: a repair
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),
     },
     NodeStatus.SUCCEEDED: {},

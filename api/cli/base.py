@@ -24,6 +24,7 @@ POLL_EVERY_S = 0.5
 _STATUS_STYLE = {
     "succeeded": "green", "failed": "bold red", "cancelled": "yellow", "interrupted": "yellow",
     "running": "cyan", "retrying": "magenta", "queued": "blue", "waiting": "dim", "skipped": "dim",
+    "delegated": "cyan",
 }
 
 

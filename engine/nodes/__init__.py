@@ -12,6 +12,7 @@ from engine.nodes.json_nodes import JsonParseNode, JsonSerializeNode
 from engine.nodes.llm import LlmNode
 from engine.nodes.selector import SelectorNode
 from engine.nodes.sleep import SleepNode
+from engine.nodes.subworkflow import SubWorkflowNode
 from engine.nodes.template import TemplateNode
 
 _BUILTINS: tuple[type[NodeType[Any]], ...] = (
@@ -26,6 +27,7 @@ _BUILTINS: tuple[type[NodeType[Any]], ...] = (
     QuestionNode,
     InputNode,
     LlmNode,
+    SubWorkflowNode,
 )
 
 BUILTIN_NODE_TYPES: dict[str, type[NodeType[Any]]] = {cls.type_name: cls for cls in _BUILTINS}

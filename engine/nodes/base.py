@@ -4,8 +4,8 @@ No I/O here. A node type is instantiated once per attempt with its validated con
 given the node's rendered `inputs`; it returns its outputs as a JSON-serialisable dict.
 
 Services a node may use come from its `NodeContext`, filled by the executor (as procrastinate
-hands a job its `JobContext.app`): a node type never looks one up process-wide. The next one
-to come is a narrow port to start child runs, for composite nodes.
+hands a job its `JobContext.app`): a node type never looks one up process-wide. Composite nodes
+start child runs through `ctx.children` (a narrow port), then raise `WaitForChildren`.
 """
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ class ModelSource(Protocol):
         ...
 
 
+class ChildRuns(Protocol):
+    """The port a composite node starts its child runs through (engine/children.py is the real one)."""
+
+    def start(self, workflow: str, version: int | None, inputs: dict[str, Any]) -> str:
+        """Insert a child run of this attempt (not sent yet) of a workflow of the same space; its id.
+
+        `workflow` is an id or a name; without `version`, the version this node's first child
+        ran, else the published version, else the latest. NodeError if it cannot start.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class NodeContext:
     """What a running node may know about its attempt, and the template renderer of its run."""
@@ -64,6 +76,8 @@ class NodeContext:
     declared_outputs: dict[str, str] | None = None
     # The model registry of this process (llm nodes); None where no model may be called.
     models: ModelSource | None = None
+    # Starts child runs (composite nodes); None where none may be started.
+    children: ChildRuns | None = None
 
     def remaining_s(self) -> float:
         """Seconds left before this attempt's timeout (never negative)."""
@@ -81,6 +95,19 @@ class Interrupt(Exception):
         self.kind = kind
         self.data = data
         super().__init__(f"waiting for {kind}")
+
+
+class WaitForChildren(Exception):
+    """Raised by a composite node's `run` once it started its child runs with `ctx.children`.
+
+    The executor parks the node (`delegated`, holding no worker, lease or slot) and sends the
+    children; the end of the last child queues the node again with `ctx.resume` set to that
+    child's outcome (`child_run_id`, `status`, `outputs`, `error`).
+    """
+
+    def __init__(self, child_run_ids: list[str]) -> None:
+        self.child_run_ids = child_run_ids
+        super().__init__(f"waiting for {len(child_run_ids)} child run(s)")
 
 
 class NodeType(ABC, Generic[ConfigT]):

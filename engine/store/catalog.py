@@ -207,6 +207,16 @@ class CatalogStore:
             raise WorkflowNotFound(f"Workflow {workflow_id} not found.")
         return VersionRecord(row.id, row.workflow_id, row.version, row.definition)
 
+    def resolve_workflow(self, space_id: str, ref: str, version: int | None) -> VersionRecord:
+        """The version a reference means: `ref` is a workflow id or name of the space; without a
+        version, its published version, else its latest. WorkflowNotFound / VersionNotFound otherwise."""
+        with self.reads.connect() as conn:
+            row = conn.execute(sql.WORKFLOW_BY_REF.clause, {"space": space_id, "ref": ref}).first()
+        if row is None:
+            raise WorkflowNotFound(f"Workflow {ref} not found.")
+        chosen = version if version is not None else (row.published_version or row.latest_version)
+        return self.get_version(row.id, space_id, chosen)
+
     def get_version_by_id(self, version_id: int) -> VersionRecord:
         """A version by its row id (workers compile it once per process)."""
         with self.reads.connect() as conn:

@@ -80,6 +80,22 @@ class NewRun:
     idempotency_key: str | None
     deadline_s: float | None
     run_mode: str = "async"
+    # A child run of a composite node: its parent run, node, the epoch of the attempt that
+    # started it, and its depth (the parent's + 1).
+    parent_run_id: uuid.UUID | None = None
+    parent_node_id: str | None = None
+    parent_epoch: int | None = None
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What a statement that ends a run did: whether it changed the run, and the parent node it
+    queued again (a child run's end), whose message the caller sends."""
+
+    found: bool
+    changed: bool
+    parent: tuple[uuid.UUID, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +156,9 @@ class LifecycleStore:
             "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
             "version": run.version, "inputs": dumps(run.inputs), "key": run.idempotency_key,
             "remaining": run.node_count, "deadline_s": run.deadline_s, "run_mode": run.run_mode,
-            "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots]})
+            "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots],
+            "parent_run": run.parent_run_id, "parent_node": run.parent_node_id, "parent_epoch": run.parent_epoch,
+            "depth": run.depth})
         if row is not None:
             return Submitted(row.id, RunStatus.QUEUED, True, run.workflow_id)
         existing = self._one(sql.RUN_BY_IDEMPOTENCY_KEY, {"space": run.space_id, "key": run.idempotency_key})
@@ -201,9 +219,11 @@ class LifecycleStore:
         row = self._one(sql.LOAD_OUTPUTS, {"run": run_id, "ids": list(node_ids), "with_inputs": with_inputs})
         return (row.inputs, row.outputs or {}) if row else (None, {})
 
-    def finish_run(self, run_id: uuid.UUID, outputs: dict[str, Any]) -> bool:
-        """Mark the run succeeded with its outputs, once all its nodes are decided."""
-        return self._one(sql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs)}) is not None
+    def finish_run(self, run_id: uuid.UUID, outputs: dict[str, Any]) -> Ended:
+        """Mark the run succeeded with its outputs, once all its nodes are decided (a child: wake its parent)."""
+        row = self._one(sql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs),
+                                         **_child_outcome(run_id, "succeeded", outputs, None)})
+        return _ended(row is not None, row is not None, row)
 
     def schedule_retry(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, error: dict[str, Any],
                        delay_s: float, log: list[dict[str, Any]], report: dict[str, Any] | None = None) -> bool:
@@ -217,21 +237,31 @@ class LifecycleStore:
     def fail_run_at_node(self, run_id: uuid.UUID, node_id: str, node_row_id: int, epoch: int, *,
                          error: dict[str, Any], log: list[dict[str, Any]],
                          from_status: Sequence[str] = (NodeStatus.RUNNING,),
-                         report: dict[str, Any] | None = None) -> bool:
-        """Fail the node and its run; cancel everything else still pending in the run."""
+                         report: dict[str, Any] | None = None) -> Ended:
+        """Fail the node and its run; cancel everything else still pending in the run and its descendants."""
         run_error = {"code": error.get("code"), "message": error.get("message"), "node_id": node_id}
         row = self._one(sql.FAIL_RUN_AT_NODE, {
             "run": run_id, "node": node_id, "nid": node_row_id, "epoch": epoch, "error": dumps(error),
             "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status),
-            **_token_params(report)})
-        return row is not None
+            **_token_params(report), **_child_outcome(run_id, "failed", None, run_error)})
+        return _ended(row is not None, row is not None, row)
 
     def end_run(self, run_id: uuid.UUID, status: str, error: dict[str, Any] | None = None,
-                space_id: str | None = None) -> tuple[bool, bool]:
-        """Cancel (or fail) an unfinished run and its pending nodes: (found, changed)."""
+                space_id: str | None = None) -> Ended:
+        """Cancel (or fail) an unfinished run, its pending nodes and its live descendants."""
         row = self._one(sql.END_RUN, {"run": run_id, "space": space_id, "status": status,
-                                      "run_error": dumps(error)})
-        return bool(row.found), bool(row.changed)
+                                      "run_error": dumps(error), **_child_outcome(run_id, status, None, error)})
+        return _ended(bool(row.found), bool(row.changed), row)
+
+    # -- composite nodes ------------------------------------------------------------------
+    def delegate_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, child_run_ids: Sequence[uuid.UUID]
+                      ) -> tuple[bool, bool]:
+        """Park the node as `delegated` to the child runs it started (fenced by epoch): (parked, wake)."""
+        row = self._one(sql.DELEGATE_NODE, {
+            "run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
+            "children": len(child_run_ids),
+            "event_data": dumps({"attempt": claim.attempt, "child_run_ids": [str(c) for c in child_run_ids]})})
+        return (row is not None, bool(row.wake) if row is not None else False)
 
     # -- human in the loop ----------------------------------------------------------------
     def interrupt_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, event_id: str, kind: str,
@@ -293,10 +323,40 @@ class LifecycleStore:
         with self.auto.connect() as conn:
             return list(conn.execute(repairs.OVERDUE_RUNS.clause, {"limit": limit}).scalars())
 
+    def unwoken_parents(self, limit: int = 200) -> list[Any]:
+        """Delegated nodes with no live child of their attempt left (a child ended before the park)."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(repairs.UNWOKEN_PARENTS.clause, {"limit": limit}))
+
+    def wake_parent(self, run_id: uuid.UUID, node_id: str) -> bool:
+        """Queue a delegated node whose children all ended, with the last one's outcome (once)."""
+        return self._one(repairs.WAKE_PARENT, {"run": run_id, "node": node_id}) is not None
+
+    def orphaned_children(self, older_than_s: float, limit: int = 200) -> list[uuid.UUID]:
+        """Live child runs whose parent node's attempt no longer waits for them."""
+        with self.auto.connect() as conn:
+            return list(conn.execute(repairs.ORPHANED_CHILDREN.clause, {"age": older_than_s, "limit": limit}).scalars())
+
     def try_lead(self, conn: Connection, key: int) -> bool:
         """Take the reconciler's transaction-scoped advisory lock (one leader at a time)."""
         return bool(conn.execute(repairs.TRY_LEAD.clause, {"k": key}).scalar())
 
+
+
+def _child_outcome(run_id: uuid.UUID, status: str, outputs: dict[str, Any] | None,
+                   error: dict[str, Any] | None) -> dict[str, str | None]:
+    """What a run's end tells its parent node, if it is a child: `outcome` (the parent node's
+    `resume`) and the parent's `node.woken` event."""
+    event = {"child_run_id": str(run_id), "status": status}
+    return {"outcome": dumps({**event, "outputs": outputs, "error": error}),
+            "child_event": dumps(event if error is None else {**event, "error": error})}
+
+
+def _ended(found: bool, changed: bool, row: Any) -> Ended:
+    parent = None
+    if row is not None and row.parent_run_id is not None:
+        parent = (row.parent_run_id, row.parent_node_id)
+    return Ended(found, changed, parent)
 
 
 def _token_params(report: dict[str, Any] | None) -> dict[str, int]:

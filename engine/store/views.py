@@ -37,14 +37,25 @@ class ViewStore:
         return run, [dict(n) for n in nodes]
 
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
-                  before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[dict[str, Any]]:
-        """Runs of a space, newest first, strictly older than the cursor `before`."""
+                  before: tuple[datetime, uuid.UUID] | None, limit: int,
+                  parent: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """Runs of a space (the child runs of `parent`, if given), newest first, strictly older than the cursor `before`."""
         with self.reads.connect() as conn:
             rows = conn.execute(sql.LIST_RUNS.clause,
-                {"space": space_id, "wf": workflow_id, "status": status,
+                {"space": space_id, "wf": workflow_id, "status": status, "parent": parent,
                  "b_at": before[0] if before else None, "b_id": before[1] if before else None,
                  "limit": limit}).mappings().all()
         return [dict(r) for r in rows]
+
+    def run_ancestry(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The run's ancestors and the run itself, top run first: id, workflow_id, name, depth."""
+        with self.reads.connect() as conn:
+            return [dict(r) for r in conn.execute(sql.RUN_ANCESTRY.clause, {"run": run_id}).mappings()]
+
+    def first_child_version(self, run_id: uuid.UUID, node_id: str) -> int | None:
+        """The workflow version row of the node's first child run, if it started one."""
+        with self.reads.connect() as conn:
+            return conn.execute(sql.FIRST_CHILD_VERSION.clause, {"run": run_id, "node": node_id}).scalar()
 
     def run_status(self, run_id: uuid.UUID, space_id: str | None = None) -> str | None:
         """Just the run's status (for waiters), or None if the space has no such run."""

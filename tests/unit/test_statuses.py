@@ -1,7 +1,7 @@
 """The statuses in the SQL and in the schema are those of engine/statuses.py (no servers).
 
 Like procrastinate's `Status` mirroring its `CREATE TYPE … AS ENUM`: the CHECK lists of migration
-0006 equal the enums, every status literal a statement compares or writes is a member of the enum
+0006 (as 0007 replaced them) equal the enums, every status literal a statement compares or writes is a member of the enum
 of that column's table, every `IN (…)` list is one of the named sets, and every status a statement
 writes is a transition the tables of engine/statuses.py name for that statement.
 """
@@ -26,9 +26,9 @@ ENUM_OF_TABLE: dict[str, type[StrEnum]] = {"runs": RunStatus, "node_runs": NodeS
                                            "run_interrupts": InterruptStatus}
 # The names the statements give each table whose `status` they compare (a table alias or a CTE
 # that returns the table's rows).
-TABLE_OF_NAME = {"runs": "runs", "r": "runs", "run_lock": "runs",
+TABLE_OF_NAME = {"runs": "runs", "r": "runs", "run_lock": "runs", "c": "runs", "l": "runs",
                  "node_runs": "node_runs", "n": "node_runs", "nr": "node_runs", "d": "node_runs",
-                 "signalled_successors": "node_runs",
+                 "signalled_successors": "node_runs", "woken_parent": "node_runs",
                  "run_interrupts": "run_interrupts", "i": "run_interrupts"}
 NAMED_SETS: dict[str, list[frozenset[str]]] = {
     "runs": [statuses.LIVE_STATUSES, statuses.UNDER_WAY_STATUSES, statuses.FINAL_STATUSES,
@@ -41,7 +41,8 @@ TRANSITIONS: dict[str, Mapping[Any, Mapping[Any, tuple[str, ...]]]] = {
     "run_interrupts": statuses.INTERRUPT_TRANSITIONS}
 # Quoted literals of the SQL that are not statuses.
 OTHER_LITERALS = {"synchronous_commit", "off", "{}", "1 minute", "relayflow.model_generations",
-                  "attempt", "event_id", "type", "data", "node_id"}
+                  "attempt", "event_id", "type", "data", "node_id",
+                  "child_run_id", "status", "outputs", "error"}  # a child's outcome (WAKE_PARENT)
 # Where a statement writes the status a row already has (not a move, so not in the transitions):
 # a resume leaves its run interrupted while another of its interrupts is still pending.
 STAYS = {("RESUME_NODE", "runs", "interrupted")}
@@ -145,8 +146,10 @@ def _migration(name: str) -> ModuleType:
 
 
 def test_the_migration_check_lists_equal_the_enums() -> None:
-    # Given the CHECK constraints migration 0006 wrote out
-    checks = {table: _LITERAL.findall(condition) for table, _name, condition in _migration("0006_status_checks.py").CHECKS}
+    # Given the CHECK constraints migration 0006 wrote out, as later migrations replaced them
+    checks = {table: _LITERAL.findall(condition)
+              for module in ("0006_status_checks.py", "0007_child_runs.py")
+              for table, _name, condition in _migration(module).CHECKS}
     # Then each lists exactly its table's enum, in the enum's order
     assert checks == {table: [s.value for s in enum] for table, enum in ENUM_OF_TABLE.items()}
 

@@ -95,5 +95,11 @@ SELECT v.id, v.workflow_id, v.version, v.definition FROM workflows w
    AND v.version = coalesce(CAST(:version AS int), w.latest_version)
  WHERE w.id = :id AND w.space_id = :space""")
 
+WORKFLOW_BY_REF = Statement(
+    "A workflow of a space by id or by name (the newest of that name), with its published and latest versions.", """
+SELECT id, name, latest_version, published_version FROM workflows
+ WHERE space_id = :space AND (id = :ref OR name = :ref)
+ ORDER BY (id = :ref) DESC, created_at DESC LIMIT 1""")
+
 GET_VERSION_BY_ID = Statement("A workflow version by its row id.",
                               "SELECT id, workflow_id, version, definition FROM workflow_versions WHERE id = :id")

@@ -6,7 +6,7 @@ from engine.store.sql import Statement
 GET_RUN = Statement("A run of a space (NULL space: any), as the API shows it.", """
 SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
        input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
-       idempotency_key, run_mode
+       idempotency_key, run_mode, parent_run_id, parent_node_id, depth
   FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
 
 FIRST_PENDING_INTERRUPT = Statement("The run's oldest unanswered interrupt (the one a resume answers).", """
@@ -18,15 +18,31 @@ SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
        started_at, finished_at, model, usage
   FROM node_runs WHERE run_id = :id ORDER BY id""")
 
-LIST_RUNS = Statement("Runs of a space, newest first, optionally of one workflow and status, older than a cursor.", """
+LIST_RUNS = Statement(
+    "Runs of a space, newest first, optionally of one workflow, status or parent run, older than a cursor.", """
 SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
-       input_tokens, output_tokens, run_mode
+       input_tokens, output_tokens, run_mode, parent_run_id, parent_node_id
   FROM runs
  WHERE space_id = :space
    AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
+   AND (CAST(:parent AS uuid) IS NULL OR parent_run_id = CAST(:parent AS uuid))
    AND (CAST(:status AS text) IS NULL OR runs.status = :status)
    AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
  ORDER BY created_at DESC, id DESC LIMIT :limit""")
+
+RUN_ANCESTRY = Statement("A run and its ancestors' workflows, from the top run down, with the run's depth.", """
+WITH RECURSIVE chain AS (
+    SELECT r.id, r.parent_run_id, r.workflow_id, r.depth, 0 AS up FROM runs r WHERE r.id = :run
+    UNION ALL
+    SELECT p.id, p.parent_run_id, p.workflow_id, p.depth, chain.up + 1 FROM runs p JOIN chain ON p.id = chain.parent_run_id
+)
+SELECT chain.id, chain.workflow_id, w.name, chain.depth FROM chain JOIN workflows w ON w.id = chain.workflow_id
+ ORDER BY chain.up DESC""")
+
+FIRST_CHILD_VERSION = Statement(
+    "The workflow version of a node's first child run (a retry's child runs the version pinned by the first).", """
+SELECT version_id FROM runs WHERE parent_run_id = :run AND parent_node_id = :node
+ ORDER BY created_at, id LIMIT 1""")
 
 RUN_STATUS = Statement("Just a run's status (NULL space: any space).", """
 SELECT status FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")

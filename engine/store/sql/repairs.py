@@ -62,3 +62,45 @@ SELECT id, version_id FROM runs
 OVERDUE_RUNS = Statement("Live runs past their deadline.", """
 SELECT id FROM runs WHERE runs.status IN ('queued', 'running', 'interrupted') AND deadline_at < now()
  LIMIT :limit""")
+
+# Composite nodes. A child's end queues its parent node in the same statement, so these repair
+# only what a crash or a slow attempt leaves: a child that ended before its parent was parked
+# (its messages were re-sent as lost while the parent's attempt was still running), and live
+# children of an attempt that is over (it crashed after inserting them, or was superseded).
+UNWOKEN_PARENTS = Statement(
+    "Delegated nodes of live runs with no live child of their attempt left (a child ended before the park).", """
+SELECT n.run_id, n.node_id, r.space_id FROM runs r JOIN node_runs n ON n.run_id = r.id
+ WHERE r.status IN ('running', 'interrupted') AND n.status = 'delegated'
+   AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = n.run_id AND c.parent_node_id = n.node_id
+                      AND c.parent_epoch = n.epoch AND c.status IN ('queued', 'running', 'interrupted'))
+ LIMIT :limit""")
+
+WAKE_PARENT = Statement(
+    "Queue a delegated node whose children of its attempt all ended, with the outcome of the last to end.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, last_child AS (
+    SELECT c.id, c.status, c.outputs, c.error FROM run_lock, node_runs n JOIN runs c
+        ON c.parent_run_id = n.run_id AND c.parent_node_id = n.node_id AND c.parent_epoch = n.epoch
+     WHERE n.run_id = run_lock.id AND n.node_id = :node AND n.status = 'delegated'
+       AND NOT EXISTS (SELECT 1 FROM runs l WHERE l.parent_run_id = n.run_id AND l.parent_node_id = n.node_id
+                          AND l.parent_epoch = n.epoch AND l.status IN ('queued', 'running', 'interrupted'))
+     ORDER BY c.finished_at DESC NULLS LAST, c.id LIMIT 1
+), woken_node AS (
+    UPDATE node_runs n
+       SET status = 'queued', queued_at = now(), children_done = n.children_total,
+           resume = jsonb_build_object('child_run_id', last_child.id, 'status', last_child.status,
+                                       'outputs', last_child.outputs, 'error', last_child.error)
+      FROM last_child WHERE n.run_id = :run AND n.node_id = :node AND n.status = 'delegated'
+    RETURNING n.node_id
+)
+INSERT INTO run_events (run_id, type, node_id, data)
+SELECT :run, 'node.woken', woken_node.node_id, NULL FROM woken_node
+RETURNING id
+""")
+
+ORPHANED_CHILDREN = Statement(
+    "Live child runs whose parent node's attempt no longer waits for them (it crashed, was superseded or ended).", """
+SELECT c.id FROM runs c JOIN node_runs n ON n.run_id = c.parent_run_id AND n.node_id = c.parent_node_id
+ WHERE c.status IN ('queued', 'running', 'interrupted')
+   AND (n.epoch <> c.parent_epoch OR (n.status <> 'running' AND n.status <> 'delegated'))
+   AND c.created_at < now() - make_interval(secs => :age)
+ LIMIT :limit""")

@@ -13,14 +13,75 @@ from engine.store.sql import Statement
 RUN_LOCK_UNDER_WAY = ("run_lock AS MATERIALIZED (SELECT id, space_id FROM runs WHERE id = :run "
                        "AND runs.status IN ('running', 'interrupted') FOR UPDATE)")
 
+# Child runs (composite nodes). Lock order between runs: an ancestor's row before a descendant's,
+# everywhere. A child's final statement locks its parent run's row first (`parent_lock`; the
+# run's own lock waits for it through a one-time filter, so the order is fixed), and a statement
+# that ends a run locks its live descendants after it, top-down (by depth, then id). No
+# statement takes a parent's row while holding its child's, so ending runs cannot deadlock.
+_PARENT_LOCK = """
+parent_lock AS MATERIALIZED (
+    SELECT r.id FROM runs r WHERE r.id = (SELECT c.parent_run_id FROM runs c WHERE c.id = :run)
+       AND r.status IN ('running', 'interrupted') FOR UPDATE
+)"""
+_AFTER_PARENT = "(SELECT count(*) FROM parent_lock) >= 0"  # an InitPlan: parent_lock is taken first
+
+# The child run `{ended}` ended: its parent node, if still delegated at the epoch that started
+# the child, counts it (O(1): a counter), and when it was the last child it goes back to the
+# queue carrying :outcome (the child's outputs or error); its next claim is the same attempt and
+# commits (or fails) like any node. A child of an older attempt, or of a parent run that ended,
+# decides nothing.
+_WAKE_PARENT = """
+woken_parent AS (
+    UPDATE node_runs n
+       SET children_done = n.children_done + 1, queued_at = now(),
+           status = CASE WHEN n.children_done + 1 >= n.children_total THEN 'queued' ELSE n.status END,
+           resume = CASE WHEN n.children_done + 1 >= n.children_total THEN CAST(:outcome AS jsonb) ELSE n.resume END
+      FROM {ended}, parent_lock
+     WHERE parent_lock.id = {ended}.parent_run_id AND n.run_id = {ended}.parent_run_id
+       AND n.node_id = {ended}.parent_node_id AND n.epoch = {ended}.parent_epoch AND n.status = 'delegated'
+    RETURNING n.run_id, n.node_id, n.status
+), parent_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT woken_parent.run_id, 'node.woken', woken_parent.node_id, CAST(:child_event AS jsonb) FROM woken_parent
+)"""
+
+_WOKEN = ("(SELECT woken_parent.run_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_run_id, "
+          "(SELECT woken_parent.node_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_node_id")
+
+# The live descendants of the run `{ended}` are cancelled with it, in the same statement: locked
+# top-down, their live nodes cancelled, their unreached nodes given a cancelled row, an event each.
+_CANCEL_DESCENDANTS = """
+descendant_tree AS (
+    SELECT r.id, 1 AS depth FROM runs r, {ended} WHERE r.parent_run_id = {ended}.id
+    UNION ALL
+    SELECT r.id, descendant_tree.depth + 1 FROM runs r JOIN descendant_tree ON r.parent_run_id = descendant_tree.id
+), descendant_lock AS MATERIALIZED (
+    SELECT r.id FROM runs r JOIN descendant_tree t ON t.id = r.id
+     WHERE r.status IN ('queued', 'running', 'interrupted') ORDER BY t.depth, r.id FOR UPDATE OF r
+), cancelled_descendants AS (
+    UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now()
+      FROM descendant_lock WHERE runs.id = descendant_lock.id
+    RETURNING runs.id, runs.version_id
+), cancelled_descendant_nodes AS (
+    UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+      FROM cancelled_descendants WHERE node_runs.run_id = cancelled_descendants.id
+       AND node_runs.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted', 'delegated')
+    RETURNING 1
+), descendant_events AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT cancelled_descendants.id, 'run.cancelled', NULL, NULL FROM cancelled_descendants
+)"""
+
 INSERT_RUN = Statement(
-    "Insert a run (unless its idempotency key is taken), its root nodes as queued, and run.queued.", """
+    "Insert a run or a child run (unless its idempotency key is taken), its root nodes as queued, and run.queued.", """
 WITH new_run AS (
     INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
-                      idempotency_key, remaining, deadline_at, run_mode)
+                      idempotency_key, remaining, deadline_at, run_mode,
+                      parent_run_id, parent_node_id, parent_epoch, depth)
     VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
             CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
-                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode)
+                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode,
+            CAST(:parent_run AS uuid), CAST(:parent_node AS text), CAST(:parent_epoch AS int), :depth)
     ON CONFLICT (space_id, idempotency_key) DO NOTHING
     RETURNING id
 ), root_nodes AS (
@@ -231,15 +292,17 @@ SELECT CASE WHEN :with_inputs THEN r.inputs END AS inputs,
          WHERE d.run_id = r.id AND d.node_id = ANY(CAST(:ids AS text[]))) AS outputs
   FROM runs r WHERE r.id = :run""")
 
-FINISH_RUN = Statement("Mark a running run whose nodes are all decided succeeded, with its outputs.", """
-WITH succeeded_run AS (
+FINISH_RUN = Statement(
+    "Mark a running run whose nodes are all decided succeeded; a child run's end queues its parent node.", f"""
+WITH {_PARENT_LOCK}, succeeded_run AS (
     UPDATE runs SET status = 'succeeded', outputs = CAST(:outputs AS jsonb), finished_at = now(), updated_at = now()
-     WHERE id = :run AND runs.status = 'running' AND remaining <= 0
-    RETURNING id
-)
-INSERT INTO run_events (run_id, type, node_id, data)
-SELECT succeeded_run.id, 'run.succeeded', NULL, NULL FROM succeeded_run
-RETURNING id
+     WHERE id = :run AND runs.status = 'running' AND remaining <= 0 AND {_AFTER_PARENT}
+    RETURNING runs.id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+), run_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT succeeded_run.id, 'run.succeeded', NULL, NULL FROM succeeded_run
+), {_WAKE_PARENT.format(ended="succeeded_run")}
+SELECT succeeded_run.id, {_WOKEN} FROM succeeded_run
 """)
 
 SCHEDULE_RETRY = Statement(
@@ -247,6 +310,10 @@ SCHEDULE_RETRY = Statement(
 WITH {RUN_LOCK_UNDER_WAY}, retried_node AS (
     UPDATE node_runs n
        SET status = 'retrying', error = CAST(:error AS jsonb), lease_expires_at = NULL,
+           -- a composite node's retry is a new attempt with new children: forget the old ones'
+           -- outcome (a person's answer, by contrast, stays for the retry of a resumed node)
+           resume = CASE WHEN n.children_total > 0 THEN NULL ELSE n.resume END,
+           children_total = 0, children_done = 0,
            next_attempt_at = now() + make_interval(secs => :delay_s),
            queued_at = now() + make_interval(secs => :delay_s),
            attempt_log = n.attempt_log || CAST(:log AS jsonb)
@@ -268,7 +335,7 @@ RETURNING id
 # before the node ran (`skipped` stays the graph's own choice, dead-path elimination). Paid only
 # when a run fails or is cancelled; the counters are moot in a final run.
 _CANCEL_UNREACHED = """
-unreached_nodes AS (
+{name} AS (
     INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, finished_at)
     SELECT {ended}.id, wn.node_id, 'cancelled', 0, false, 0, 0, now()
       FROM {ended} JOIN workflow_nodes wn ON wn.version_id = {ended}.version_id
@@ -279,8 +346,11 @@ unreached_nodes AS (
 
 # Everything still pending in the run is cancelled (statuses.NODE_LIVE_STATUSES).
 FAIL_RUN_AT_NODE = Statement(
-    "Fail a node for good (fenced by epoch) and its run; cancel the run's other live nodes.", f"""
-WITH {RUN_LOCK_UNDER_WAY}, failed_node AS (
+    "Fail a node for good (fenced by epoch) and its run; cancel its other live nodes and descendants; wake a parent.", f"""
+WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
+    SELECT id, space_id FROM runs WHERE id = :run AND runs.status IN ('running', 'interrupted') AND {_AFTER_PARENT}
+       FOR UPDATE
+), failed_node AS (
     UPDATE node_runs n
        SET status = 'failed', error = CAST(:error AS jsonb), finished_at = now(), lease_expires_at = NULL,
            attempt_log = n.attempt_log || CAST(:log AS jsonb)
@@ -289,39 +359,63 @@ WITH {RUN_LOCK_UNDER_WAY}, failed_node AS (
 ), cancelled_nodes AS (
     UPDATE node_runs n SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
       FROM failed_node WHERE n.run_id = :run AND n.id <> failed_node.id
-       AND n.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
+       AND n.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted', 'delegated')
     RETURNING n.id
 ), failed_run AS (
     UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now(),
                     input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
       FROM failed_node WHERE runs.id = :run
-    RETURNING runs.id, runs.version_id
-), {_CANCEL_UNREACHED.format(ended="failed_run")}
-INSERT INTO run_events (run_id, type, node_id, data)
-SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM failed_node
-UNION ALL
-SELECT :run, 'run.failed', NULL, CAST(:run_error AS jsonb) FROM failed_run
-RETURNING id
+    RETURNING runs.id, runs.version_id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+), {_CANCEL_DESCENDANTS.format(ended="failed_run")}, {_WAKE_PARENT.format(ended="failed_run")}, failed_events AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM failed_node
+    UNION ALL
+    SELECT :run, 'run.failed', NULL, CAST(:run_error AS jsonb) FROM failed_run
+), {_CANCEL_UNREACHED.format(name="unreached_nodes", ended="failed_run")},
+{_CANCEL_UNREACHED.format(name="unreached_descendant_nodes", ended="cancelled_descendants")}
+SELECT failed_run.id, {_WOKEN} FROM failed_run
 """)
 
 END_RUN = Statement(
-    "End a live run as :status (cancel by a user, fail on its deadline) and cancel its live nodes.", f"""
-WITH run_lock AS MATERIALIZED (
-    SELECT id, status FROM runs WHERE id = :run AND (CAST(:space AS text) IS NULL OR space_id = :space) FOR UPDATE
+    "End a live run as :status (cancel, deadline): cancel its live nodes and descendants; wake a parent.", f"""
+WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
+    SELECT id, status FROM runs WHERE id = :run AND (CAST(:space AS text) IS NULL OR space_id = :space)
+       AND {_AFTER_PARENT} FOR UPDATE
 ), ended_run AS (
     UPDATE runs SET status = :status, error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
       FROM run_lock WHERE runs.id = run_lock.id AND run_lock.status IN ('queued', 'running', 'interrupted')
-    RETURNING runs.id, runs.version_id
+    RETURNING runs.id, runs.version_id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
 ), cancelled_nodes AS (
     UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
       FROM ended_run WHERE node_runs.run_id = ended_run.id
-       AND node_runs.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted')
+       AND node_runs.status IN ('waiting', 'queued', 'retrying', 'running', 'interrupted', 'delegated')
     RETURNING 1
-), {_CANCEL_UNREACHED.format(ended="ended_run")}, run_event AS (
+), {_CANCEL_UNREACHED.format(name="unreached_nodes", ended="ended_run")}, run_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT ended_run.id, 'run.' || :status, NULL, CAST(:run_error AS jsonb) FROM ended_run
+), {_CANCEL_DESCENDANTS.format(ended="ended_run")},
+{_CANCEL_UNREACHED.format(name="unreached_descendant_nodes", ended="cancelled_descendants")},
+{_WAKE_PARENT.format(ended="ended_run")}
+SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run) AS changed, {_WOKEN}
+""")
+
+# A composite node started its child runs (inserted `queued`, their messages not sent yet): it
+# waits holding no worker, lease or space slot; the end of its last child queues it again.
+DELEGATE_NODE = Statement(
+    "Park a running node (fenced by epoch) as delegated to :children child runs it started.", f"""
+WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
+    UPDATE node_runs n SET status = 'delegated', lease_expires_at = NULL, resume = NULL,
+                           children_total = :children, children_done = 0
+      FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
+    RETURNING n.id
+), delegated_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT :run, 'node.delegated', :node, CAST(:event_data AS jsonb) FROM delegated_node
 )
-SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run) AS changed
+SELECT delegated_node.id,
+       -- the node's slot is free now: does a node of its space wait for one?
+       EXISTS (SELECT 1 FROM space_waiters w, run_lock WHERE w.space_id = run_lock.space_id) AS wake
+  FROM delegated_node
 """)
 
 # The run is `interrupted` while any of its interrupts is pending.

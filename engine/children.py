@@ -1,0 +1,134 @@
+"""Child runs of composite nodes: the port a node starts them through, and the save-time check
+that a workflow does not call itself.
+
+A child run is a run: inserted like a submit (pinned to one version, its root nodes queued), with
+its parent run, node and the epoch of the attempt that started it. Its messages are sent only
+once the parent node is parked (`delegated`), so a child can never end before its parent waits
+for it. No SQL here: the store does that.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from engine.errors import DefinitionError, InvalidInputs, NotFound, PermanentNodeError
+from engine.settings import Settings
+from engine.store import NewRun, Store
+from engine.versions import VersionCache
+
+SUBWORKFLOW_TYPE = "workflow"
+
+
+class ChildStarter:
+    """`NodeContext.children` of one attempt: inserts its child runs and remembers them to send."""
+
+    def __init__(self, store: Store, versions: VersionCache, settings: Settings, run_id: uuid.UUID,
+                 node_id: str, epoch: int, space_id: str) -> None:
+        self.store = store
+        self.versions = versions
+        self.settings = settings
+        self.run_id = run_id
+        self.node_id = node_id
+        self.epoch = epoch
+        self.space_id = space_id
+        self.started: list[tuple[uuid.UUID, tuple[str, ...]]] = []  # (child run id, its root nodes)
+
+    def start(self, workflow: str, version: int | None, inputs: dict[str, Any]) -> str:
+        """Insert a child run of this attempt (its messages are sent once the node is parked)."""
+        try:
+            record = self.store.catalog.resolve_workflow(self.space_id, workflow, version)
+        except NotFound as exc:
+            raise PermanentNodeError(f"Node {self.node_id}: {exc.message}", node_id=self.node_id) from None
+        if version is None:
+            # Pinned: every attempt of this node runs the version its first child ran, so a
+            # retry after a publish still runs what the run started with.
+            first = self.store.views.first_child_version(self.run_id, self.node_id)
+            if first is not None and first != record.id:
+                pinned = self.store.catalog.get_version_by_id(first)
+                if pinned.workflow_id == record.workflow_id:
+                    record = pinned
+        chain = self.store.views.run_ancestry(self.run_id)
+        depth = (chain[-1]["depth"] if chain else 0) + 1
+        if depth > self.settings.max_run_depth:
+            names = " → ".join([c["name"] for c in chain] + [workflow])
+            raise PermanentNodeError(
+                f"Node {self.node_id}: calling workflow {workflow} would nest runs {depth} deep, over the limit of "
+                f"{self.settings.max_run_depth} (RELAYFLOW_MAX_RUN_DEPTH): {names}.", node_id=self.node_id)
+        compiled = self.versions.get(record.id)
+        try:
+            clean = compiled.validate_inputs(inputs)
+        except InvalidInputs as exc:
+            raise PermanentNodeError(f"Node {self.node_id}: the inputs do not fit workflow {workflow}: {exc.message}",
+                                     node_id=self.node_id) from None
+        submitted = self.store.lifecycle.insert_run(NewRun(
+            run_id=uuid.uuid4(), space_id=self.space_id, workflow_id=record.workflow_id, version_id=record.id,
+            version=record.version, inputs=clean, node_count=len(compiled.nodes),
+            roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
+            # one key per (attempt, child): the same child is never inserted twice
+            idempotency_key=f"child:{self.run_id}:{self.node_id}:{self.epoch}:{len(self.started)}",
+            deadline_s=compiled.deadline_s, parent_run_id=self.run_id, parent_node_id=self.node_id,
+            parent_epoch=self.epoch, depth=depth))
+        self.started.append((submitted.run_id, tuple(compiled.roots)))
+        return str(submitted.run_id)
+
+
+def static_refs(definition: Mapping[str, Any]) -> Iterator[tuple[str, str, int | None]]:
+    """(node id, workflow reference, version) of each sub-workflow node whose reference is not a template."""
+    for node in definition.get("nodes") or []:
+        if not isinstance(node, Mapping) or node.get("type") != SUBWORKFLOW_TYPE:
+            continue
+        config = node.get("config") or {}
+        ref, version = config.get("workflow"), config.get("version")
+        if isinstance(ref, str) and "{{" not in ref and "{%" not in ref:
+            yield str(node.get("id")), ref, version if isinstance(version, int) else None
+
+
+def check_no_recursion(store: Store, space_id: str, workflow_id: str | None, name: str,
+                       definition: Mapping[str, Any]) -> None:
+    """Refuse (422, naming the node and the chain `a → b → a`) a definition whose static
+    sub-workflow references lead back to the workflow being saved, or name no workflow of the space."""
+    errors: list[dict[str, Any]] = []
+    for node_id, ref, version in static_refs(definition):
+        field = "config.workflow"
+        if ref in (workflow_id, name):
+            errors.append({"node_id": node_id, "field": field,
+                           "message": f"the workflow calls itself: {name} → {name}"})
+            continue
+        try:
+            record = store.catalog.resolve_workflow(space_id, ref, version)
+        except NotFound as exc:
+            errors.append({"node_id": node_id, "field": field, "message": exc.message})
+            continue
+        chain = _path_back(store, space_id, record.workflow_id, record.definition, workflow_id, name, set())
+        if chain is not None:
+            names = " → ".join([name, _name_of(store, space_id, record.workflow_id), *chain])
+            errors.append({"node_id": node_id, "field": field,
+                           "message": f"the workflow calls itself through {ref}: {names}"})
+    if errors:
+        raise DefinitionError(errors=errors)
+
+
+def _path_back(store: Store, space_id: str, current: str, definition: Mapping[str, Any], target_id: str | None,
+               target_name: str, seen: set[str]) -> list[str] | None:
+    """The names from `current`'s callees back to the target workflow, if its static calls reach it."""
+    if current in seen:
+        return None
+    seen.add(current)
+    for _node_id, ref, version in static_refs(definition):
+        if ref in (target_id, target_name):
+            return [target_name]
+        try:
+            record = store.catalog.resolve_workflow(space_id, ref, version)
+        except NotFound:
+            continue
+        if record.workflow_id == target_id:
+            return [target_name]
+        rest = _path_back(store, space_id, record.workflow_id, record.definition, target_id, target_name, seen)
+        if rest is not None:
+            return [_name_of(store, space_id, record.workflow_id), *rest]
+    return None
+
+
+def _name_of(store: Store, space_id: str, workflow_id: str) -> str:
+    return str(store.catalog.get_workflow(workflow_id, space_id)["name"])
