@@ -22,7 +22,7 @@ from engine.errors import (
 )
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
-from engine.nodes.llm import LlmConfig, unknown_model_errors
+from engine.nodes.llm import ModelChoice, unknown_model_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
@@ -74,7 +74,7 @@ class Relayflow:
         a model the registry does not have."""
         configs = {node_id: node.config for node_id, node in compiled.nodes.items()}
         errors = memory_cap_errors(configs, self.settings.code_memory_max_mb)
-        if any(isinstance(config, LlmConfig) for config in configs.values()):  # spare the query otherwise
+        if any(isinstance(config, ModelChoice) for config in configs.values()):  # spare the query otherwise
             errors += unknown_model_errors(configs, self.model_ids.current(self.settings.model_path))
         if errors:
             raise DefinitionError(errors=errors)
