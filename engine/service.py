@@ -202,6 +202,14 @@ class Relayflow:
         return {"run_id": run_id, "status": status, "event_id": event_id, "node_id": node_id}
 
 
+    def node_messages(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
+        """The run's recorded message-node events after `after_id`, in order (a stream opened late replays them)."""
+        rid, found = _run_uuid(run_id), []
+        while batch := self.store.views.events_after(rid, after_id):
+            found += [e for e in batch if e["type"] == "node.succeeded" and "message" in (e["data"] or {})]
+            after_id = batch[-1]["id"]
+        return found
+
     def event_cursor(self, run_id: str) -> int:
         """The id of the run's newest event: a stream that starts after it sees only what follows."""
         return self.store.views.last_event_id(_run_uuid(run_id))

@@ -22,7 +22,8 @@ _INTEGER = re.compile(r"-?\d+")
 
 # Coze's prompts (`nodes/intentdetector`), with the list rendered the same way.
 _PROMPT = """# Role
-You are an intention classification expert, good at being able to judge which classification the user's input belongs to.
+You are an intention classification expert, good at being able to judge which classification
+the user's input belongs to.
 
 ## Skills
 Skill 1: Clearly determine which of the following intention classifications the user's input belongs to.
@@ -30,7 +31,8 @@ Intention classification list:
 {intents}
 
 Note:
-- Please determine the match only between the user's input content and the Intention classification list content, without judging or categorizing the match with the classification ID.
+- Please determine the match only between the user's input content and the Intention classification list content,
+  without judging or categorizing the match with the classification ID.
 {advance}
 ## Reply requirements
 {reply}
