@@ -151,13 +151,25 @@ def _coze_frames(space_id: str, run_id: str, after: int, debug_url: str, lease: 
             return [frame("Error", shapes.error_event(current, debug_url), next(seq))]
         return None
 
+    titles: dict[str, str | None] = {}
+
+    def message(event: dict[str, Any]) -> str:
+        if event["node_id"] not in titles:  # read when a node's message first shows
+            titles.update((n["node_id"], n.get("title")) for n in service.get_run(space_id, run_id)["nodes"])
+        return frame("Message", shapes.node_message(event["node_id"], titles.get(event["node_id"]),
+                                                    event["data"]["message"].get("content")), next(seq))
+
     def frames() -> Iterator[str]:
-        # A run may have ended already, or a resume may have left another interrupt pending.
-        done = settled(service.get_run(space_id, run_id))
-        if done:
-            yield from done
+        # A run may have ended already (its messages first), or a resume may have left another interrupt pending.
+        current = service.get_run(space_id, run_id)
+        if current["status"] in FINAL_STATUSES or (current["status"] == RunStatus.INTERRUPTED and current["interrupt"]):
+            yield from [message(event) for event in service.node_messages(run_id, after)]
+            yield from settled(current) or []
             return
         for event in feed:
+            if event is not None and event["type"] == "node.succeeded" and "message" in (event.get("data") or {}):
+                yield message(event)
+                continue
             # Coze clients (cozepy) reject any line but id/event/data: no keep-alive comments here
             if event is not None and event["type"] in _SETTLING_EVENTS and (done := settled(service.get_run(space_id, run_id))):
                 yield from done

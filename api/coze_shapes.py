@@ -83,6 +83,13 @@ def end_message(outputs: dict[str, Any] | None) -> dict[str, Any]:
             "node_seq_id": "0", "node_is_finish": True, **END_NODE}
 
 
+def node_message(node_id: str, title: str | None, content: Any) -> dict[str, Any]:
+    """The Message event of a `message` node (Coze's OutputEmitter, non-streaming: one finished chunk)."""
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    return {"content": text, "content_type": "text", "node_seq_id": "0", "node_is_finish": True,
+            "node_id": node_id, "node_title": title or node_id, "node_type": "Message"}
+
+
 def error_event(run: dict[str, Any], debug_url: str) -> dict[str, Any]:
     """The Error event of a failed or cancelled run."""
     if run["status"] == RunStatus.CANCELLED:

@@ -173,7 +173,7 @@ class Executor:
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
-            event_data={"attempt": claim.attempt, "port": port} if port else {"attempt": claim.attempt},
+            event_data=_succeeded_event(node, claim.attempt, port, done.outputs),
             log=[entry] if report else None, report=report)
         if decision.wake:
             self.wake(claim.space_id)
@@ -419,6 +419,14 @@ class Executor:
 def _log_failure(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
                  **details: Any) -> None:
     oplog.node_failure(run_id, node_id, claim.attempt, claim.space_id, error, outcome, **details)
+
+
+def _succeeded_event(node: CompiledNode, attempt: int, port: str | None, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Data of a `node.succeeded` event; a message node's content rides along, committed with the node."""
+    data: dict[str, Any] = {"attempt": attempt, "port": port} if port else {"attempt": attempt}
+    if node.node_type.event_output is not None:
+        data["message"] = {"content": outputs.get(node.node_type.event_output)}
+    return data
 
 
 def _merge(signals: Iterable[SuccessorSignal]) -> list[Signal]:

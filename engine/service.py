@@ -23,7 +23,7 @@ from engine.errors import (
 )
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
-from engine.nodes.llm import LlmConfig, unknown_model_errors
+from engine.nodes.llm import ModelChoice, unknown_model_errors
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
@@ -78,7 +78,7 @@ class Relayflow:
         a model the registry does not have."""
         configs = {node_id: node.config for node_id, node in compiled.nodes.items()}
         errors = memory_cap_errors(configs, self.settings.code_memory_max_mb)
-        if any(isinstance(config, LlmConfig) for config in configs.values()):  # spare the query otherwise
+        if any(isinstance(config, ModelChoice) for config in configs.values()):  # spare the query otherwise
             errors += unknown_model_errors(configs, self.model_ids.current(self.settings.model_path))
         if errors:
             raise DefinitionError(errors=errors)
@@ -212,6 +212,14 @@ class Relayflow:
         self.notifier.run_changed(run_id)
         return {"run_id": run_id, "status": status, "event_id": event_id, "node_id": node_id}
 
+
+    def node_messages(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
+        """The run's recorded message-node events after `after_id`, in order (a stream opened late replays them)."""
+        rid, found = _run_uuid(run_id), []
+        while batch := self.store.views.events_after(rid, after_id):
+            found += [e for e in batch if e["type"] == "node.succeeded" and "message" in (e["data"] or {})]
+            after_id = batch[-1]["id"]
+        return found
 
     def event_cursor(self, run_id: str) -> int:
         """The id of the run's newest event: a stream that starts after it sees only what follows."""

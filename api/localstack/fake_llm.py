@@ -1,7 +1,8 @@
 """A fake LLM provider: a real HTTP server on loopback speaking OpenAI chat completions.
 
 Used by the tests and by `relayflow up --demo` (point any OpenAI-compatible base URL at it).
-Answers are deterministic (derived from the prompt). Faults are chosen per request by
+Answers are deterministic (derived from the prompt); an intent node's question (a system
+prompt listing intents) is answered with the first intent sharing a word with the prompt. Faults are chosen per request by
 directives, `+`-separated, in the requested model name or in a `[[fault: ...]]` marker of the
 last user message:
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+_INTENT = re.compile(r'"classificationId":\s*(\d+),\s*"content":\s*"((?:[^"\\]|\\.)*)"')
 _MARKER = re.compile(r"\[\[fault:([^\]]*)\]\]")
 
 
@@ -156,7 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         prompt = _MARKER.sub("", last_user).strip()
         wants_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
-        answer = _answer(prompt, wants_json, faults.bad_json)
+        system = next((_text(m) for m in messages if m.get("role") == "system"), "")
+        answer = _answer(prompt, wants_json, faults.bad_json, system)
         usage = {"prompt_tokens": sum(len(_text(m).split()) for m in messages),
                  "completion_tokens": len(answer.split())}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -224,12 +227,26 @@ def _text(message: dict[str, Any]) -> str:
     return str(content or "")
 
 
-def _answer(prompt: str, wants_json: bool, bad_json: bool) -> str:
+def _answer(prompt: str, wants_json: bool, bad_json: bool, system: str = "") -> str:
     if bad_json:
         return "Sure! Here is the JSON you asked for: {echo: oops"
+    if "Intention classification list" in system:
+        return _classify(prompt, system, wants_json)
     if wants_json:
         return json.dumps({"echo": prompt, "words": len(prompt.split()), "upper": prompt.upper()})
     return f"Echo: {prompt}"
+
+
+def _classify(prompt: str, system: str, wants_json: bool) -> str:
+    """An intent node's question: the first listed intent one of whose words (4+ letters) the prompt has, else 0."""
+    words = set(re.findall(r"\w{4,}", prompt.lower()))
+    chosen, reason = 0, "no listed intent matches"
+    for number, content in _INTENT.findall(system):
+        shared = sorted(words & set(re.findall(r"\w{4,}", content.lower())))
+        if int(number) > 0 and shared:
+            chosen, reason = int(number), f"the text mentions {shared[0]!r}"
+            break
+    return json.dumps({"classificationId": chosen, "reason": reason}) if wants_json else str(chosen)
 
 
 def main() -> None:

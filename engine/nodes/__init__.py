@@ -8,12 +8,16 @@ from engine.nodes.base import NodeType
 from engine.nodes.code import CodeNode
 from engine.nodes.http import HttpNode
 from engine.nodes.human import InputNode, QuestionNode
+from engine.nodes.intent import IntentNode
 from engine.nodes.json_nodes import JsonParseNode, JsonSerializeNode
 from engine.nodes.llm import LlmNode
+from engine.nodes.message import MessageNode
 from engine.nodes.selector import SelectorNode
 from engine.nodes.sleep import SleepNode
 from engine.nodes.subworkflow import SubWorkflowNode
 from engine.nodes.template import TemplateNode
+from engine.nodes.text import TextNode
+from engine.nodes.variable_aggregator import VariableAggregatorNode
 
 _BUILTINS: tuple[type[NodeType[Any]], ...] = (
     TemplateNode,
@@ -28,6 +32,10 @@ _BUILTINS: tuple[type[NodeType[Any]], ...] = (
     InputNode,
     LlmNode,
     SubWorkflowNode,
+    IntentNode,
+    TextNode,
+    VariableAggregatorNode,
+    MessageNode,
 )
 
 BUILTIN_NODE_TYPES: dict[str, type[NodeType[Any]]] = {cls.type_name: cls for cls in _BUILTINS}

@@ -124,6 +124,9 @@ class NodeType(ABC, Generic[ConfigT]):
     opaque_fields: ClassVar[frozenset[str]] = frozenset()
     # Output key whose value names the port the node chose (branching node types).
     port_output: ClassVar[str | None] = None
+    # Output key recorded as `message` in the node's `node.succeeded` event, in the commit's
+    # transaction (message nodes: what the run's stream shows). None for every other type.
+    event_output: ClassVar[str | None] = None
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config

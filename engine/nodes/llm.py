@@ -6,7 +6,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -16,20 +16,19 @@ from engine.nodes.llm_params import LlmParameters, sampling_params
 from engine.outputs import check_outputs
 from engine.templates import is_template
 
+if TYPE_CHECKING:
+    from engine.models.calling import Answer
+
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
-class LlmConfig(NodeConfig):
-    """Config of an `llm` node."""
+class ModelChoice(NodeConfig):
+    """The model fields of a node that calls one (llm, intent): checked against the registry at save time."""
 
     model: str = Field(min_length=1, description="a model id of the registry (GET /v1/models)")
     fallback_models: list[str] = Field(default_factory=list, description="tried in order when the model fails")
-    system_prompt: str | None = None
-    prompt: str = Field(min_length=1)
     parameters: LlmParameters = Field(default_factory=LlmParameters,
                                       description="sampling settings overriding the model's defaults (an allowlist)")
-    output_format: Literal["text", "markdown", "json"] = "text"
-    stream: bool = True
 
     @field_validator("model", mode="before")
     @classmethod
@@ -44,9 +43,18 @@ class LlmConfig(NodeConfig):
         return value
 
 
+class LlmConfig(ModelChoice):
+    """Config of an `llm` node."""
+
+    system_prompt: str | None = None
+    prompt: str = Field(min_length=1)
+    output_format: Literal["text", "markdown", "json"] = "text"
+    stream: bool = True
+
+
 def unknown_model_errors(configs: Mapping[str, NodeConfig], known: Collection[str],
                          shown: int = 5) -> list[dict[str, Any]]:
-    """Definition errors for llm nodes (node id -> config) naming a model that `known` lacks.
+    """Definition errors for model-calling nodes (node id -> config) naming a model that `known` lacks.
 
     Checked when a workflow is saved, against the registry's current generation; a templated
     model id is known only once rendered, so the run checks it (as it does a model removed later).
@@ -55,12 +63,12 @@ def unknown_model_errors(configs: Mapping[str, NodeConfig], known: Collection[st
     listed = ", ".join(sorted(known)[:shown]) + (f" (and {len(known) - shown} more)" if len(known) > shown else "")
     errors: list[dict[str, Any]] = []
     for node_id, config in configs.items():
-        if not isinstance(config, LlmConfig):
+        if not isinstance(config, ModelChoice):
             continue
         if not known:
             which = "" if is_template(str(config.model)) else f"model '{config.model}' is not available: "
             errors.append({"node_id": node_id, "field": "config.model",
-                           "message": f"{which}the model registry has no models, so no llm node can run "
+                           "message": f"{which}the model registry has no models, so no node calling a model can run "
                                       "(add a model file, see docs/models.md, then POST /v1/models/refresh)"})
             continue
         fallbacks = config.fallback_models if isinstance(config.fallback_models, list) else []  # a template
@@ -123,48 +131,13 @@ class LlmNode(NodeType[LlmConfig]):
 
     def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the model and its fallbacks, as LiteLLM's Router tries them."""
-        from engine.models.calling import DEFAULT_TIMEOUT_S, call, elapsed_ms
-
         cfg = self.config
-        if ctx.models is None:
-            raise PermanentNodeError(f"Node {ctx.node_id}: no model registry is available where it runs.",
-                                     node_id=ctx.node_id)
-        registry, router = ctx.models.current()
-        chain = list(dict.fromkeys([cfg.model, *cfg.fallback_models]))
-        for model_id in chain:
-            if model_id not in registry.models:
-                # saved when it was known (or templated): removed since, or rendered to an unknown id
-                known = ", ".join(sorted(registry.models)) or "none"
-                where = ("config.model" if model_id == cfg.model
-                         else f"config.fallback_models[{cfg.fallback_models.index(model_id)}]")
-                raise PermanentNodeError(f"Node {ctx.node_id}: model {model_id} is not in the registry (removed?); "
-                                         f"known models: {known}.", node_id=ctx.node_id, field=where)
         messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
         if cfg.system_prompt:
             messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
-        primary = registry.models[cfg.model]
-        caps = primary.meta.capability
-        params = sampling_params(primary.default_params(), cfg.parameters.model_dump(exclude_none=True),
-                                 caps.output_tokens or caps.max_tokens)
-        # The node's timeout bounds the call too (connection settings stay the registry's).
-        model_timeout = primary.meta.conn_config.timeout or DEFAULT_TIMEOUT_S
-        if ctx.remaining_s() < model_timeout:
-            params["timeout"] = max(0.5, ctx.remaining_s())
         wants_json = cfg.output_format == "json"
-        if wants_json and primary.meta.capability.json_mode:
-            params.setdefault("response_format", {"type": "json_object"})
-        buffer = ChunkBuffer(ctx.emit_event)
-        started = time.monotonic()
-        try:
-            answer = call(router, registry, ctx.node_id, chain, messages, params, cfg.stream and not wants_json,
-                          buffer.add, buffer.reset)
-        except NodeError as exc:
-            ctx.report.update(latency_ms=elapsed_ms(started), failed_calls=exc.details.pop("failed_calls", []))
-            raise
-        finally:
-            buffer.flush()
-        ctx.report.update(model=answer.model, latency_ms=elapsed_ms(started), usage=answer.usage,
-                          failed_calls=answer.failed_calls)
+        answer = ask_model(ctx, cfg.model, cfg.fallback_models, cfg.parameters, messages,
+                           wants_json=wants_json, stream=cfg.stream and not wants_json)
         extra = {"reasoning_content": answer.reasoning} if answer.reasoning else {}
         if not wants_json:
             return {"text": answer.text, **extra}
@@ -185,3 +158,49 @@ class LlmNode(NodeType[LlmConfig]):
         except PermanentNodeError as exc:  # another answer may fit: the attempt is retryable
             raise NodeError(f"{exc.message} (model {model} answered {text[:200]!r})", node_id=ctx.node_id) from None
         return value
+
+
+def ask_model(ctx: NodeContext, model: str, fallback_models: list[str], parameters: LlmParameters,
+              messages: list[dict[str, Any]], *, wants_json: bool, stream: bool) -> Answer:
+    """Ask `model` (then its fallbacks) through the registry of `ctx.models`; fills `ctx.report`.
+
+    The one way a node calls a model (llm and intent nodes): registry checks, sampling
+    parameters, the node's deadline, JSON mode and streamed `node.chunk` events.
+    """
+    from engine.models.calling import DEFAULT_TIMEOUT_S, call, elapsed_ms
+
+    if ctx.models is None:
+        raise PermanentNodeError(f"Node {ctx.node_id}: no model registry is available where it runs.",
+                                 node_id=ctx.node_id)
+    registry, router = ctx.models.current()
+    chain = list(dict.fromkeys([model, *fallback_models]))
+    for model_id in chain:
+        if model_id not in registry.models:
+            # saved when it was known (or templated): removed since, or rendered to an unknown id
+            known = ", ".join(sorted(registry.models)) or "none"
+            where = ("config.model" if model_id == model
+                     else f"config.fallback_models[{fallback_models.index(model_id)}]")
+            raise PermanentNodeError(f"Node {ctx.node_id}: model {model_id} is not in the registry (removed?); "
+                                     f"known models: {known}.", node_id=ctx.node_id, field=where)
+    primary = registry.models[model]
+    caps = primary.meta.capability
+    params = sampling_params(primary.default_params(), parameters.model_dump(exclude_none=True),
+                             caps.output_tokens or caps.max_tokens)
+    # The node's timeout bounds the call too (connection settings stay the registry's).
+    model_timeout = primary.meta.conn_config.timeout or DEFAULT_TIMEOUT_S
+    if ctx.remaining_s() < model_timeout:
+        params["timeout"] = max(0.5, ctx.remaining_s())
+    if wants_json and primary.meta.capability.json_mode:
+        params.setdefault("response_format", {"type": "json_object"})
+    buffer = ChunkBuffer(ctx.emit_event)
+    started = time.monotonic()
+    try:
+        answer = call(router, registry, ctx.node_id, chain, messages, params, stream, buffer.add, buffer.reset)
+    except NodeError as exc:
+        ctx.report.update(latency_ms=elapsed_ms(started), failed_calls=exc.details.pop("failed_calls", []))
+        raise
+    finally:
+        buffer.flush()
+    ctx.report.update(model=answer.model, latency_ms=elapsed_ms(started), usage=answer.usage,
+                      failed_calls=answer.failed_calls)
+    return answer

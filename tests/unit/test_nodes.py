@@ -40,6 +40,7 @@ def make_node(node_type: type[NodeType], **config: Any) -> NodeType:
 def test_registry_lists_every_builtin_by_type_name() -> None:
     assert set(BUILTIN_NODE_TYPES) == {"template", "code", "http", "selector", "aggregator",
                                        "json_parse", "json_serialize", "sleep", "question", "input", "llm",
+                                       "intent", "text", "variable_aggregator", "message",
                                        "workflow"}
     for name, node_type in BUILTIN_NODE_TYPES.items():
         assert node_type.type_name == name
