@@ -185,8 +185,11 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
         return worker
 
     yield start
+    # SIGKILL, not a graceful stop: the test is over, its database and Redis db are dropped next,
+    # and dramatiq's graceful stop costs ~1.2 s per group (SIGKILL takes sandboxed children with
+    # it: test_killed_worker_takes_every_sandboxed_process_with_it).
     for worker in started:
-        worker.kill(signal.SIGTERM)
+        worker.kill(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -247,10 +250,10 @@ class WebProcess:
                 raise AssertionError(f"gunicorn did not start: {log_path.read_text(errors='replace')}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it if it lingers."""
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group (SIGTERM by default), SIGKILL it if it lingers."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -269,8 +272,10 @@ def start_web(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WebP
         return web
 
     yield start
+    # SIGKILL at teardown: gunicorn's graceful stop of idle gevent workers takes 4-7 s here, and
+    # no test looks at the server after it ends (its database is dropped next).
     for web in started:
-        web.stop()
+        web.stop(signal.SIGKILL)
 
 
 @pytest.fixture

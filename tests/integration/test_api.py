@@ -84,8 +84,7 @@ def test_requests_without_a_valid_token_are_401(app: Any) -> None:
     assert plain.get("/v1/runs", headers={"Authorization": "Basic abc"}).status_code == 401
 
 
-def test_versions_are_immutable_and_runs_pin_their_version(api: Any, start_worker: Any) -> None:
-    start_worker()
+def test_versions_are_immutable_and_runs_pin_their_version(api: Any, inline_worker: Any) -> None:
     workflow_id = api.create_workflow(GOOD)
     v2 = dict(GOOD, outputs={"text": "v2: {{ clean.text }}"})
     assert api.client.put(f"/v1/workflows/{workflow_id}", json={"definition": v2}).get_json()["version"] == 2
