@@ -88,7 +88,7 @@ def test_an_empty_registry_refuses_every_llm_node_saying_it_has_no_models(client
 
 
 def test_a_templated_model_is_saved_and_an_unknown_rendered_model_fails_the_node_at_run_time(
-        api: Any, client: Any, write_model: Any, inline_worker: Any) -> None:
+        api: Any, client: Any, write_model: Any, start_worker: Any) -> None:
     # Given a registry with one model, and a workflow whose model comes from the run's inputs
     write_model("alpha")
     refresh(client)
@@ -96,6 +96,7 @@ def test_a_templated_model_is_saved_and_an_unknown_rendered_model_fails_the_node
     definition["inputs"]["m"] = {"type": "string"}
     # When it is saved, then run with a model id the registry lacks
     workflow_id = api.create_workflow(definition)
+    start_worker()
     run = api.wait(api.submit(workflow_id, {"m": "nope"}), timeout_s=60)
     # Then the node fails, naming it and the model
     assert run["status"] == "failed", run
