@@ -57,7 +57,7 @@ def get_run(path: RunPath) -> Any:
     return runtime().service.get_run(who.space_id, path.run_id)
 
 
-@bp.get("/runs", responses={200: RunList, 401: ErrorBody, 422: ErrorBody})
+@bp.get("/runs", responses={200: RunList, 401: ErrorBody, 404: ErrorBody, 422: ErrorBody})  # 404: `parent` is no run of the space
 def list_runs(query: RunListQuery) -> Any:
     """List runs, newest first, cursor-paged."""
     who = principal()
