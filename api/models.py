@@ -133,8 +133,15 @@ class RunListQuery(BaseModel):
     status: RunStatusName | None = None
     cursor: str | None = Field(default=None, max_length=512)
     limit: int = Field(default=20, ge=1, le=200)
-    # The child runs of this run (composite nodes: sub-workflow, batch, loop).
+    # The child runs of this run (composite nodes: sub-workflow, batch, loop). Without it, only the
+    # runs clients submitted are listed (a batch's items would drown them).
     parent: str | None = Field(default=None, max_length=64)
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+    started: int
 
 
 class NodeOut(BaseModel):
@@ -150,6 +157,9 @@ class NodeOut(BaseModel):
     attempt_errors: list[Any] = []
     model: str | None = None
     usage: dict[str, int] | None = None
+    # Composite nodes (workflow, batch, loop): how many child runs ended, how many there are, and
+    # how many were started; the children are listed by GET /v1/runs?parent=<run_id>.
+    progress: Progress | None = None
 
 
 class Usage(BaseModel):
@@ -173,9 +183,11 @@ class RunOut(BaseModel):
     run_mode: Literal["async", "sync", "stream"] | None = None
     nodes: list[NodeOut]
     interrupt: dict[str, Any] | None
-    # A child run (of a sub-workflow node): the run and node that started it.
+    # A child run (of a composite node): the run and node that started it, and which item or
+    # iteration of that node it is (a sub-workflow's child: 0).
     parent_run_id: str | None = None
     parent_node_id: str | None = None
+    item_index: int | None = None
 
 
 class RunSummary(BaseModel):
@@ -190,6 +202,7 @@ class RunSummary(BaseModel):
     finished_at: str | None
     parent_run_id: str | None = None
     parent_node_id: str | None = None
+    item_index: int | None = None
 
 
 class RunList(BaseModel):

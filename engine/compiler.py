@@ -73,11 +73,17 @@ class CompiledNode:
     inputs_template: CompiledValue = field(default_factory=lambda: compile_value({}), repr=False)
     config_template: CompiledValue | None = field(default=None, repr=False)
     config_source: dict[str, Any] = field(default_factory=dict, repr=False)
+    # A composite node's inline body (batch, loop), run as child runs of this node.
+    body: CompiledWorkflow | None = field(default=None, repr=False)
+    # Names this node's templates see at top level from the run inputs (inside a body: `item`).
+    locals: tuple[str, ...] = ()
 
     def make_context(self, run_inputs: dict[str, Any] | None,
                      dep_outputs: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         """The template context: run inputs plus the outputs (None if skipped) of this node's deps."""
         context: dict[str, Any] = {"inputs": run_inputs or {}}
+        for name in self.locals:
+            context[name] = (run_inputs or {}).get(name)
         for dep in self.deps:
             context[dep] = dep_outputs.get(dep)
         return context
@@ -122,6 +128,27 @@ class CompiledWorkflow:
     deadline_s: float | None
     definition: dict[str, Any]
     outputs_template: CompiledValue = field(default_factory=lambda: compile_value({}), repr=False)
+    locals: tuple[str, ...] = ()  # a body's top-level names from its run inputs (`item`, `index`)
+
+    def body_at(self, path: str) -> CompiledWorkflow:
+        """The inline body at `path` (`node` or `outer/inner`); '' is this workflow itself."""
+        current = self
+        for part in path.split("/") if path else ():
+            node = current.nodes.get(part)
+            if node is None or node.body is None:
+                raise KeyError(f"no inline body at '{path}'")
+            current = node.body
+        return current
+
+    def bodies(self, prefix: str = "") -> list[tuple[str, CompiledWorkflow]]:
+        """(path, body) of every inline body, nested ones included, outermost first."""
+        found: list[tuple[str, CompiledWorkflow]] = []
+        for node in self.nodes.values():
+            if node.body is not None:
+                path = f"{prefix}/{node.id}" if prefix else node.id
+                found.append((path, node.body))
+                found.extend(node.body.bodies(path))
+        return found
 
     def validate_inputs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Apply defaults and check run inputs; raises InvalidInputs listing every problem."""
@@ -142,6 +169,8 @@ class CompiledWorkflow:
                        dep_outputs: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         """Render the run's outputs from run inputs and the outputs of `output_deps`."""
         context: dict[str, Any] = {"inputs": run_inputs or {}}
+        for name in self.locals:
+            context[name] = (run_inputs or {}).get(name)
         for dep in self.output_deps:
             context[dep] = dep_outputs.get(dep)
         rendered: dict[str, Any] = self.outputs_template.render(context)
@@ -171,6 +200,7 @@ class _Draft:
     node_type: type[NodeType[Any]]
     config: NodeConfig | None
     templated: frozenset[str]  # config fields the engine renders
+    body: CompiledWorkflow | None = None
     edges: set[Edge] = field(default_factory=set)
     deps: set[str] = field(default_factory=set)
     needs_run_inputs: bool = False
@@ -179,9 +209,11 @@ class _Draft:
 class _Compiler:
     """One compilation: walks the document once, appending every problem to `errors`."""
 
-    def __init__(self, doc: dict[str, Any], node_types: Mapping[str, type[NodeType[Any]]]) -> None:
+    def __init__(self, doc: dict[str, Any], node_types: Mapping[str, type[NodeType[Any]]],
+                 locals_: frozenset[str] = frozenset()) -> None:
         self.doc = doc
         self.node_types = node_types
+        self.locals = locals_  # inside a body: names its templates see at top level (`item`, `index`)
         self.errors: list[dict[str, Any]] = []
         self.drafts: dict[str, _Draft] = {}
         self.known_ids: set[str] = set()  # every id written, even on a node that failed its checks
@@ -196,7 +228,9 @@ class _Compiler:
         self._nodes()
         for draft in self.drafts.values():
             self._references(draft)
-        output_refs = self._scan(None, self.doc.get("outputs") if header else {}, "outputs", local=set())
+            if draft.node_type.body_field is not None and draft.config is not None:
+                draft.body = self._body(draft)
+        output_refs = self._scan(None, self.doc.get("outputs") if header else {}, "outputs", local=set(self.locals))
         order = self._order()
         if self.errors:
             raise DefinitionError(errors=self.errors)
@@ -225,6 +259,10 @@ class _Compiler:
                     self.error(node_id, "id", f"duplicate node id (nodes[{first_index[node_id]}] has it too)")
                     continue
                 first_index[node_id] = index
+            if node_id in self.locals:
+                self.error(node_id, "id", f"'{node_id}' is reserved inside a body (it names the body's "
+                                          f"{', '.join(sorted(self.locals))})")
+                continue
             try:
                 spec = NodeSpec.model_validate(raw)
             except ValidationError as exc:
@@ -267,6 +305,8 @@ class _Compiler:
         return found
 
     def _reference_problem(self, node_id: str | None, root: str, attr: str | None) -> str | None:
+        if root in self.locals:
+            return None
         if root == "inputs":
             if attr is None or attr in self.input_names:
                 return None
@@ -275,8 +315,10 @@ class _Compiler:
         if root == node_id:
             return "a node cannot reference its own outputs"
         if root not in self.known_ids:
-            return (f"unknown reference '{root}': no node has that id{_hint(root, self.known_ids)}"
-                    " (run inputs are 'inputs.<name>')")
+            where = (" (inside a body: its inputs, " + ", ".join(sorted(self.locals)) +
+                     " and its own nodes; pass outer values through the composite node's inputs)"
+                     if self.locals else " (run inputs are 'inputs.<name>')")
+            return f"unknown reference '{root}': no node has that id{_hint(root, self.known_ids)}{where}"
         target = self.drafts.get(root)
         if attr is None or target is None:
             return None
@@ -290,8 +332,8 @@ class _Compiler:
         spec, node_type = draft.spec, draft.node_type
         refs = self._scan(draft, spec.inputs, "inputs", local=set())
         config_scanned = {k: v for k, v in spec.config.items() if k not in node_type.opaque_fields}
-        refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs))
-        draft.needs_run_inputs = any(root == "inputs" for root, _ in refs)
+        refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs) | set(self.locals))
+        draft.needs_run_inputs = any(root == "inputs" or root in self.locals for root, _ in refs)
         draft.deps = {root for root, _ in refs if root != "inputs" and root in self.drafts}
         explicit: set[Edge] = set()
         for index, entry in enumerate(spec.after):
@@ -303,6 +345,33 @@ class _Compiler:
         # src's outputs (e.g. `src.error` on the error path) must not add a second, contrary edge.
         after_sources = {src for src, _ in explicit}
         draft.edges = explicit | {(dep, None) for dep in draft.deps if dep not in after_sources}
+
+    def _body(self, draft: _Draft) -> CompiledWorkflow | None:
+        """Compile a composite node's inline body as a nested graph; its problems name `outer/inner`."""
+        spec, node_type = draft.spec, draft.node_type
+        assert node_type.body_field is not None and draft.config is not None
+        declared = node_type.body_inputs(draft.config, frozenset(spec.inputs))
+        clashes = sorted(set(spec.inputs) & (node_type.body_locals | {"item", "index"}))
+        for name in clashes:
+            self.error(spec.id, f"inputs.{name}", f"'{name}' is reserved: the body sees its own '{name}'")
+        doc = {"inputs": {name: {"type": type_} for name, type_ in declared.items()},
+               "nodes": spec.config.get(node_type.body_field),
+               "outputs": spec.config.get(node_type.body_outputs_field) or {}}
+        try:
+            return _Compiler(doc, self.node_types, node_type.body_locals).compile(None)
+        except DefinitionError as exc:
+            for problem in exc.details.get("errors") or []:
+                inner = problem.get("node_id")
+                if inner is None:
+                    field_ = problem.get("field")
+                    if field_ == "nodes":
+                        field_ = f"config.{node_type.body_field}"
+                    elif field_ and field_.startswith("outputs"):
+                        field_ = f"config.{node_type.body_outputs_field}{field_[len('outputs'):]}"
+                    self.error(spec.id, field_, problem["message"])
+                else:
+                    self.errors.append({**problem, "node_id": f"{spec.id}/{inner}"})
+            return None
 
     def _after_edge(self, node_id: str, where: str, src: str, port: str | None) -> Edge | None:
         if src == node_id:
@@ -374,9 +443,10 @@ class _Compiler:
             name=name if name is not None else header.name, description=header.description,
             inputs=MappingProxyType(dict(header.inputs)), nodes=MappingProxyType(nodes),
             roots=tuple(n for n in order if not nodes[n].preds), order=tuple(order),
-            output_deps=output_deps, outputs_need_run_inputs=any(r == "inputs" for r, _ in output_refs),
+            output_deps=output_deps,
+            outputs_need_run_inputs=bool(self.locals) or any(r == "inputs" for r, _ in output_refs),
             deadline_s=header.deadline_s, definition=self.doc,
-            outputs_template=compile_value(header.outputs, "outputs"))
+            outputs_template=compile_value(header.outputs, "outputs"), locals=tuple(sorted(self.locals)))
 
     def _node(self, draft: _Draft, successors: tuple[str, ...]) -> CompiledNode:
         spec, node_type = draft.spec, draft.node_type
@@ -395,7 +465,7 @@ class _Compiler:
             in_edges=tuple(sorted(draft.edges, key=lambda e: (e[0], e[1] or ""))),
             inputs_template=compile_value(spec.inputs, "inputs"),
             config_template=compile_value(templated, "config") if templated else None,
-            config_source=spec.config)
+            config_source=spec.config, body=draft.body, locals=tuple(sorted(self.locals)))
 
 
 def _output_fields(draft: _Draft) -> frozenset[str] | None:

@@ -64,10 +64,14 @@ class Failed:
 
 @dataclass(frozen=True)
 class Delegated:
-    """A composite node started child runs (inserted, not sent yet): the node waits for them
-    holding no worker, lease or slot, and the end of the last one queues it again."""
+    """A composite node inserted child runs (their roots waiting): the node waits for them holding
+    no worker, lease or slot; the first `concurrency` start when it is parked, each child's end
+    starts the next, and the last one's end (or, with `fail_fast`, the first failure) queues it again."""
 
-    children: tuple[tuple[uuid.UUID, tuple[str, ...]], ...]  # (child run id, its root nodes)
+    total: int
+    concurrency: int  # 0: all at once
+    fail_fast: bool
+    child_run_ids: tuple[uuid.UUID, ...]  # sub-workflow children (a batch's items are listed by parent)
 
 
 # How an attempt ended; `_settle` has one handler per type (`assert_never` makes a forgotten one
@@ -106,7 +110,7 @@ class Executor:
             self.notifier.run_changed(run_id)
 
     def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
-        workflow = self.versions.get(claim.version_id)
+        workflow = self.versions.get(claim.version_id, claim.body)
         node = workflow.nodes[node_id]
         deadline_left = _seconds_until(claim.deadline_at)
         if deadline_left is not None and deadline_left <= 0:
@@ -131,13 +135,16 @@ class Executor:
         """Execute the claimed node and say how the attempt ended (no state change here)."""
         report: dict[str, Any] = {}  # what the node tells about its attempt (LLM: model, usage)
         children = ChildStarter(self.store, self.versions, self.settings, run_id, node.id, claim.epoch,
-                                claim.space_id or "")
+                                claim.space_id or "", claim.version_id, claim.body)
         try:
             outputs, port = self._execute(run_id, node, claim, timeout_s, report, children)
         except Interrupt as asked:
             return Interrupted(asked.kind, asked.data)
         except WaitForChildren:
-            return Delegated(tuple(children.started))
+            if children.total == 0:
+                return Failed(PermanentNodeError(f"Node {node.id} waited for child runs but started none.",
+                                                 node_id=node.id), report)
+            return Delegated(children.total, children.concurrency, children.fail_fast, tuple(children.started))
         except NodeError as exc:
             if deadline_bound and isinstance(exc, NodeTimeout):
                 exc = RunDeadlineExceeded(f"Node {node.id} was stopped at the run's deadline "
@@ -186,21 +193,27 @@ class Executor:
             self.wake(claim.space_id)
 
     def _delegated(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, waiting: Delegated) -> None:
-        """Park the node on its child runs, then send their first nodes (never before: a child
-        that ended before its parent waited could not wake it)."""
-        parked, wake = self.store.lifecycle.delegate_node(run_id, node.id, claim, [c for c, _ in waiting.children])
-        for child_id, roots in waiting.children:
-            if not parked:  # superseded (the run ended, or a newer attempt): the children must not run
-                self.send_parent(self.store.lifecycle.end_run(child_id, "cancelled"))
-                continue
-            for root in roots:
-                self.dispatcher.send(str(child_id), root)
-        if wake:
+        """Park the node on its child runs, which starts the first ones, then send those (never
+        before: a child that ended before its parent waited could not wake it)."""
+        first = min(waiting.concurrency or waiting.total, waiting.total)
+        event: dict[str, Any] = {"children": waiting.total, "concurrency": first}
+        if waiting.child_run_ids:
+            event["child_run_ids"] = [str(c) for c in waiting.child_run_ids]
+        parked = self.store.lifecycle.delegate_node(run_id, node.id, claim, total=waiting.total, first=first,
+                                                    fail_fast=waiting.fail_fast, event_data=event)
+        if not parked.parked:  # superseded (the run ended, or a newer attempt): the children must not run
+            self.store.lifecycle.cancel_unstarted_children(run_id, node.id, claim.epoch)
+            return
+        for child_id, root in parked.started:
+            self.dispatcher.send(str(child_id), root)
+        if parked.wake:
             self.wake(claim.space_id)
 
     def send_parent(self, ended: Ended) -> None:
-        """A child run's end queued its parent node again: send that node's message (a lost one is re-sent
-        by the reconciler, as any queued node's)."""
+        """A child run's end queued its parent node again, or started the next child: send those
+        messages (a lost one is re-sent by the reconciler, as any queued node's)."""
+        for child_id, root in ended.started:
+            self.dispatcher.send(str(child_id), root)
         if ended.parent is not None:
             parent_run, parent_node = ended.parent
             self.dispatcher.send(str(parent_run), parent_node)
@@ -336,9 +349,9 @@ class Executor:
                 self.dispatcher.send(str(row.run_id), row.node_id)
                 return "requeued"
             return "superseded"
-        workflow = self.versions.get(row.version_id)
+        workflow = self.versions.get(row.version_id, row.body)
         claim = Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
-                      deadline_at=None, run_inputs=None, dep_outputs={}, space_id=row.space_id)
+                      deadline_at=None, run_inputs=None, dep_outputs={}, space_id=row.space_id, body=row.body)
         self.handle_failure(row.run_id, workflow, workflow.nodes[row.node_id], claim, NodeCrashed(
             f"Node {row.node_id} was lost {row.crashes + 1} times (worker crashed or stalled); giving up."))
         return "failed"
@@ -380,9 +393,9 @@ class Executor:
             decision = self.store.lifecycle.propagate_skip(
                 run_id, source, _merge(workflow.signals(source, None, skipped=True)))
 
-    def settle_skip(self, run_id: uuid.UUID, version_id: int, node_id: str) -> None:
+    def settle_skip(self, run_id: uuid.UUID, version_id: int, node_id: str, body: str = "") -> None:
         """Signal a skipped node's successors (the reconciler's repair after a crash)."""
-        workflow = self.versions.get(version_id)
+        workflow = self.versions.get(version_id, body)
         decision = self.store.lifecycle.propagate_skip(
             run_id, node_id, _merge(workflow.signals(node_id, None, skipped=True)))
         self._after(run_id, workflow, decision)

@@ -68,11 +68,11 @@ class Reconciler:
             age = self.settings.resend_queued_after_s
             unsettled = self.store.lifecycle.unsettled_skips(age)
             for row in unsettled:
-                self.executor.settle_skip(row.run_id, row.version_id, row.node_id)
+                self.executor.settle_skip(row.run_id, row.version_id, row.node_id, row.body)
                 oplog.decision_completed(row.run_id, "skip_signalled", row.node_id)
             unfinished = self.store.lifecycle.unfinished_runs(age)
             for row in unfinished:
-                self.executor.finish(row.id, self.executor.versions.get(row.version_id))
+                self.executor.finish(row.id, self.executor.versions.get(row.version_id, row.body))
                 oplog.decision_completed(row.id, "run_finished")
             unwoken = self.store.lifecycle.unwoken_parents()
             for row in unwoken:

@@ -118,6 +118,9 @@ class WorkflowNode(Base):
 
     __tablename__ = "workflow_nodes"
     version_id: Mapped[int] = mapped_column(ForeignKey("workflow_versions.id", ondelete="CASCADE"), primary_key=True)
+    # '' for the workflow's own nodes; the path of a composite node for the nodes of its inline
+    # body (migration 0008)
+    body: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     deps: Mapped[list[str]] = mapped_column(ARRAY(Text))
     needs_inputs: Mapped[bool] = mapped_column(Boolean)
@@ -143,6 +146,11 @@ class Run(Base):
     # cannot decide a newer one), and how deep it is (0: submitted by a client). Migration 0007.
     parent_epoch: Mapped[int | None] = mapped_column(Integer)
     depth: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # A child run of a composite node with an inline body (batch, loop) runs that body of its
+    # parent's version ('' : the whole workflow); `item_index` is its item or iteration (a
+    # sub-workflow's child: 0). Migration 0008.
+    body: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    item_index: Mapped[int | None] = mapped_column(Integer)
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -157,7 +165,8 @@ class Run(Base):
         UniqueConstraint("space_id", "idempotency_key", name="uq_runs_space_idempotency"),
         Index("ix_runs_space_created", "space_id", "created_at", "id"),
         Index("ix_runs_workflow_created", "workflow_id", "created_at", "id"),
-        Index("ix_runs_parent", "parent_run_id", postgresql_where=text("parent_run_id IS NOT NULL")),
+        Index("ix_runs_parent", "parent_run_id", "parent_node_id", "parent_epoch", "item_index",
+              postgresql_where=text("parent_run_id IS NOT NULL")),
         Index("ix_runs_active", "deadline_at",
               postgresql_where=text(_status_in(s for s in RunStatus if s in LIVE_STATUSES))),
         # Migration 0006 (its list written out; tests/unit/test_statuses.py compares them).
@@ -192,6 +201,10 @@ class NodeRun(Base):
     # (O(1) per finished child). Migration 0007.
     children_total: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     children_done: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # How many were started (a batch runs at most `concurrency` at once; a child's end starts the
+    # next), and whether the first child that does not succeed wakes the node at once. Migration 0008.
+    children_started: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    children_fail_fast: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     # LLM nodes: the registry model that answered the deciding attempt, and its token usage.
     model: Mapped[str | None] = mapped_column(String(128))
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -76,7 +76,8 @@ class Relayflow:
     def _check_operator_caps(self, compiled: CompiledWorkflow) -> None:
         """Refuse (422) what this server cannot give the definition: code memory over the cap,
         a model the registry does not have."""
-        configs = {node_id: node.config for node_id, node in compiled.nodes.items()}
+        configs = {(f"{body}/{node_id}" if body else node_id): node.config
+                   for body, graph in [("", compiled), *compiled.bodies()] for node_id, node in graph.nodes.items()}
         errors = memory_cap_errors(configs, self.settings.code_memory_max_mb)
         if any(isinstance(config, ModelChoice) for config in configs.values()):  # spare the query otherwise
             errors += unknown_model_errors(configs, self.model_ids.current(self.settings.model_path))
@@ -140,7 +141,7 @@ class Relayflow:
         if found is None:
             raise RunNotFound(f"Run {run_id} not found.")
         run, rows = found
-        compiled = self.versions.get(run["version_id"])
+        compiled = self.versions.get(run["version_id"], run.get("body") or "")
         return _run_object(run, rows, compiled)
 
     def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
@@ -159,7 +160,7 @@ class Relayflow:
                  "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
                  "finished_at": _iso(r["finished_at"]),
                  "parent_run_id": str(r["parent_run_id"]) if r["parent_run_id"] else None,
-                 "parent_node_id": r["parent_node_id"]} for r in page]
+                 "parent_node_id": r["parent_node_id"], "item_index": r["item_index"]} for r in page]
         next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return {"runs": runs, "next_cursor": next_cursor}
 
@@ -202,7 +203,7 @@ class Relayflow:
             why = "was already answered" if answered else "is not an interrupt of this run"
             raise InvalidTransition(f"Event {event_id} {why}; the run is waiting for event "
                                     f"{pending['event_id']} (node {pending['node_id']}).", field="event_id")
-        node = self.versions.get(run["version_id"]).nodes[pending["node_id"]]
+        node = self.versions.get(run["version_id"], run.get("body") or "").nodes[pending["node_id"]]
         outputs = node.node_type.resume_outputs(pending["data"], data)
         done = self.store.lifecycle.resume_node(_run_uuid(run_id), space_id, event_id, data, outputs)
         if done is None:  # another resume of the same event won the race
@@ -226,8 +227,10 @@ class Relayflow:
         return self.store.views.last_event_id(_run_uuid(run_id))
 
 
-def _node_facts(compiled: CompiledWorkflow) -> list[tuple[str, list[str], bool]]:
-    return [(n.id, list(n.deps), n.needs_run_inputs) for n in compiled.nodes.values()]
+def _node_facts(compiled: CompiledWorkflow) -> list[tuple[str, str, list[str], bool]]:
+    """(body, node id, deps, needs run inputs) of every node, the nodes of inline bodies included."""
+    return [(body, n.id, list(n.deps), n.needs_run_inputs)
+            for body, graph in [("", compiled), *compiled.bodies()] for n in graph.nodes.values()]
 
 
 def _run_uuid(run_id: str) -> uuid.UUID:
@@ -275,6 +278,12 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
             "model": row["model"] if row else None,
             "usage": row["usage"] if row else None,
         })
+        if node.body is not None or node.type_name == "workflow":
+            # a composite node: its children's progress (counters, O(1)); the children themselves
+            # are listed, paged, by GET /v1/runs?parent=<run_id>
+            nodes[-1]["progress"] = {"done": row["children_done"] if row else 0,
+                                     "total": row["children_total"] if row else 0,
+                                     "started": row["children_started"] if row else 0}
     return {
         "run_id": str(run["id"]), "workflow_id": run["workflow_id"], "version": run["version"],
         "status": run["status"], "inputs": run["inputs"], "outputs": run["outputs"], "error": run["error"],
@@ -284,6 +293,7 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
         "run_mode": run.get("run_mode"), "nodes": nodes,
         "parent_run_id": str(run["parent_run_id"]) if run.get("parent_run_id") else None,
         "parent_node_id": run.get("parent_node_id"),
+        "item_index": run.get("item_index"),
         "interrupt": interrupt_object(run.get("interrupt")),
     }
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # How deep child runs may nest (a sub-workflow calling a sub-workflow…): a run submitted by a
     # client is depth 0; a child past this depth fails its parent node, naming the chain.
     max_run_depth: int = Field(default=5, ge=1)
+    # The most items one batch node may run (its own `max_items` may only lower it): each item is a
+    # child run, inserted when the batch starts.
+    batch_max_items: int = Field(default=10_000, ge=1)
     reconcile_every_s: float = 5.0
     resend_queued_after_s: float = 30.0
     retry_grace_s: float = 2.0

@@ -85,10 +85,11 @@ NODE_IN_FLIGHT_STATUSES: frozenset[NodeStatus] = NODE_CLAIMABLE_STATUSES | {Node
 # status -> {status it may move to: the statements (engine/store/sql/) that move it}. The key
 # None is "no row yet": the statuses a row is inserted with. Staying in a status is not a move.
 RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] = {
-    None: {RunStatus.QUEUED: ("INSERT_RUN",)},  # submit
+    None: {RunStatus.QUEUED: ("INSERT_RUN", "INSERT_ITEMS")},  # submit; a composite node's child runs
     RunStatus.QUEUED: {
         RunStatus.RUNNING: ("CLAIM",),  # its first node is claimed
-        RunStatus.CANCELLED: ("END_RUN", "FAIL_RUN_AT_NODE"),  # cancel by a user; an ancestor ended
+        # cancel by a user; an ancestor ended; a batch item that never started (fail-fast, superseded)
+        RunStatus.CANCELLED: ("END_RUN", "FAIL_RUN_AT_NODE", "CANCEL_UNSTARTED_CHILDREN"),
         RunStatus.FAILED: ("END_RUN",),  # past its deadline, or its outputs failed to render
     },
     RunStatus.RUNNING: {
@@ -110,14 +111,18 @@ RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] 
 NODE_TRANSITIONS: Mapping[NodeStatus | None, Mapping[NodeStatus, tuple[str, ...]]] = {
     None: {
         NodeStatus.QUEUED: ("INSERT_RUN", "COMMIT_NODE", "PROPAGATE_SKIP"),  # a root; a successor now ready
-        NodeStatus.WAITING: ("COMMIT_NODE", "PROPAGATE_SKIP"),  # a successor with undecided predecessors
+        # a successor with undecided predecessors; a child run's root, until its parent waits
+        NodeStatus.WAITING: ("COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RUN", "INSERT_ITEMS"),
         NodeStatus.SKIPPED: ("COMMIT_NODE", "PROPAGATE_SKIP"),  # a successor with no active incoming edge
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),  # never reached by a run that ended
     },
     NodeStatus.WAITING: {
-        NodeStatus.QUEUED: ("COMMIT_NODE", "PROPAGATE_SKIP"),  # its last predecessor decided, an edge active
+        # its last predecessor decided, an edge active; a child run's root starts when its parent is
+        # parked (DELEGATE_NODE) or when an earlier child's end makes room (the statements that end runs)
+        NodeStatus.QUEUED: ("COMMIT_NODE", "PROPAGATE_SKIP", "DELEGATE_NODE", "FINISH_RUN", "FAIL_RUN_AT_NODE",
+                            "END_RUN"),
         NodeStatus.SKIPPED: ("COMMIT_NODE", "PROPAGATE_SKIP"),  # every predecessor decided, no edge active
-        NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),
+        NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN", "CANCEL_UNSTARTED_CHILDREN"),
     },
     NodeStatus.QUEUED: {
         NodeStatus.RUNNING: ("CLAIM",),

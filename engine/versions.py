@@ -20,14 +20,14 @@ class VersionCache:
         self._compiled: dict[int, CompiledWorkflow] = {}
         self._lock = threading.Lock()
 
-    def get(self, version_id: int) -> CompiledWorkflow:
-        """The compiled graph of a version, loading and compiling it on first use."""
+    def get(self, version_id: int, body: str = "") -> CompiledWorkflow:
+        """The compiled graph of a version (or of the inline body at `body` in it), loading and
+        compiling the version on first use."""
         found = self._compiled.get(version_id)
-        if found is not None:
-            return found
-        compiled = compile_workflow(self.catalog.get_version_by_id(version_id).definition)
-        self.put(version_id, compiled)
-        return compiled
+        if found is None:
+            found = compile_workflow(self.catalog.get_version_by_id(version_id).definition)
+            self.put(version_id, found)
+        return found.body_at(body) if body else found
 
     def put(self, version_id: int, compiled: CompiledWorkflow) -> None:
         """Remember a compiled version (the API does this when it stores one)."""

@@ -5,6 +5,7 @@ from typing import Any
 
 from engine.nodes.aggregator import AggregatorNode
 from engine.nodes.base import NodeType
+from engine.nodes.batch import BatchNode
 from engine.nodes.code import CodeNode
 from engine.nodes.http import HttpNode
 from engine.nodes.human import InputNode, QuestionNode
@@ -36,6 +37,7 @@ _BUILTINS: tuple[type[NodeType[Any]], ...] = (
     TextNode,
     VariableAggregatorNode,
     MessageNode,
+    BatchNode,
 )
 
 BUILTIN_NODE_TYPES: dict[str, type[NodeType[Any]]] = {cls.type_name: cls for cls in _BUILTINS}

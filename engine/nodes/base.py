@@ -50,6 +50,32 @@ class ChildRuns(Protocol):
         """
         ...
 
+    def start_items(self, items: list[Any], shared: dict[str, Any], concurrency: int, fail_fast: bool) -> int:
+        """Insert one child run of this node's inline body per item (not started yet; its inputs are
+        `shared` plus `item` and `index`); at most `concurrency` run at once once the node waits, each
+        child's end starting the next. With `fail_fast` the first child that does not succeed wakes
+        the node at once. Returns how many were inserted."""
+        ...
+
+    def outcomes(self, child_run_id: str) -> list[ChildOutcome]:
+        """Every child of the attempt that started `child_run_id`, in item order."""
+        ...
+
+    def cancel_rest(self, child_run_id: str) -> int:
+        """Cancel the live children of the attempt that started `child_run_id`; how many."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """How one child run of a composite node ended (or that it has not)."""
+
+    index: int
+    run_id: str
+    status: str
+    outputs: dict[str, Any] | None
+    error: dict[str, Any] | None
+
 
 @dataclass(frozen=True)
 class NodeContext:
@@ -127,6 +153,13 @@ class NodeType(ABC, Generic[ConfigT]):
     # Output key recorded as `message` in the node's `node.succeeded` event, in the commit's
     # transaction (message nodes: what the run's stream shows). None for every other type.
     event_output: ClassVar[str | None] = None
+    # Composite types with an inline body (batch, loop): the config field holding the body's nodes
+    # (compiled as a nested graph and run as child runs of the node) and the one holding the body's
+    # outputs (each child run's outputs). None for every other type.
+    body_field: ClassVar[str | None] = None
+    body_outputs_field: ClassVar[str] = "outputs"
+    # Names the body's templates see at top level, taken from its child run's inputs (`item`).
+    body_locals: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
@@ -140,6 +173,11 @@ class NodeType(ABC, Generic[ConfigT]):
     def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
         """Output field names other nodes may reference; None means any (dynamic outputs)."""
         return frozenset(declared) if declared else None
+
+    @classmethod
+    def body_inputs(cls, config: NodeConfig, input_names: frozenset[str]) -> dict[str, str]:
+        """The inputs (name -> type) of the body's child runs, given the node's own input names."""
+        return {}
 
     @classmethod
     def resume_outputs(cls, asked: dict[str, Any], answer: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
-from engine.store.lifecycle import Claim, Decision, Ended, LifecycleStore, NewRun, Signal, Submitted
+from engine.store.lifecycle import Claim, Decision, Delegation, Ended, LifecycleStore, NewItems, NewRun, Signal, Submitted
 from engine.store.models import Generation, ModelStore
 from engine.store.views import ViewStore
 
@@ -26,4 +26,17 @@ class Store:
         return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine))
 
 
-__all__ = ["Claim", "Decision", "Ended", "Generation", "NewRun", "Signal", "Store", "Submitted", "TokenRecord", "VersionRecord"]
+__all__ = [
+    "Claim",
+    "Decision",
+    "Delegation",
+    "Ended",
+    "Generation",
+    "NewItems",
+    "NewRun",
+    "Signal",
+    "Store",
+    "Submitted",
+    "TokenRecord",
+    "VersionRecord",
+]

@@ -134,7 +134,7 @@ class CatalogStore:
 
     # -- workflows ------------------------------------------------------------------------------
     def insert_workflow(self, workflow_id: str, space_id: str, name: str, description: str | None,
-                        definition: dict[str, Any], nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
+                        definition: dict[str, Any], nodes: Sequence[tuple[str, str, list[str], bool]]) -> VersionRecord:
         """Create a workflow with its version 1."""
         with self.engine.begin() as conn:
             conn.execute(sql.INSERT_WORKFLOW.clause,
@@ -142,7 +142,7 @@ class CatalogStore:
             return self._insert_version(conn, workflow_id, 1, definition, nodes)
 
     def add_version(self, workflow_id: str, space_id: str, definition: dict[str, Any],
-                    nodes: Sequence[tuple[str, list[str], bool]], name: str | None = None,
+                    nodes: Sequence[tuple[str, str, list[str], bool]], name: str | None = None,
                     description: str | None = None) -> VersionRecord:
         """Store the next immutable version of a workflow."""
         with self.engine.begin() as conn:
@@ -154,12 +154,12 @@ class CatalogStore:
 
     @staticmethod
     def _insert_version(conn: Any, workflow_id: str, version: int, definition: dict[str, Any],
-                        nodes: Sequence[tuple[str, list[str], bool]]) -> VersionRecord:
+                        nodes: Sequence[tuple[str, str, list[str], bool]]) -> VersionRecord:
         vid = conn.execute(sql.INSERT_VERSION.clause,
             {"wf": workflow_id, "version": version,
              "definition": json.dumps(definition, ensure_ascii=False)}).scalar_one()
         conn.execute(sql.INSERT_VERSION_NODE.clause,
-            [{"vid": vid, "node": n, "deps": deps, "needs": needs} for n, deps, needs in nodes])
+            [{"vid": vid, "body": body, "node": n, "deps": deps, "needs": needs} for body, n, deps, needs in nodes])
         return VersionRecord(vid, workflow_id, version, definition)
 
     def publish(self, workflow_id: str, space_id: str, version: int | None) -> int:

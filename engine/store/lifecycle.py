@@ -51,6 +51,7 @@ class Claim:
     dep_outputs: dict[str, Any]
     resume: dict[str, Any] | None = None
     space_id: str | None = None
+    body: str = ""  # the inline body the run executes ('': the whole workflow)
 
 
 @dataclass(frozen=True)
@@ -86,16 +87,47 @@ class NewRun:
     parent_node_id: str | None = None
     parent_epoch: int | None = None
     depth: int = 0
+    item_index: int | None = None  # a child's roots wait until its parent node is parked (DELEGATE_NODE starts them)
+
+
+@dataclass(frozen=True)
+class NewItems:
+    """The child runs of a composite node's inline body, one per item (all `queued`, roots waiting)."""
+
+    space_id: str
+    workflow_id: str
+    version_id: int
+    version: int
+    body: str
+    items: Sequence[Any]
+    shared: dict[str, Any]  # the composite node's inputs, given to every item beside `item`, `index`
+    node_count: int
+    roots: Sequence[tuple[str, bool]]  # (node_id, join_any)
+    parent_run_id: uuid.UUID
+    parent_node_id: str
+    parent_epoch: int
+    depth: int
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """What parking a composite node did: whether it parked, whether a node of its space waits for
+    the slot it freed, and the child nodes it started (the caller sends them)."""
+
+    parked: bool
+    wake: bool
+    started: tuple[tuple[uuid.UUID, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class Ended:
-    """What a statement that ends a run did: whether it changed the run, and the parent node it
-    queued again (a child run's end), whose message the caller sends."""
+    """What a statement that ends a run did: whether it changed the run, the parent node it queued
+    again (a child run's end) and the next child nodes it started, whose messages the caller sends."""
 
     found: bool
     changed: bool
     parent: tuple[uuid.UUID, str] | None = None
+    started: tuple[tuple[uuid.UUID, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,11 +190,21 @@ class LifecycleStore:
             "remaining": run.node_count, "deadline_s": run.deadline_s, "run_mode": run.run_mode,
             "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots],
             "parent_run": run.parent_run_id, "parent_node": run.parent_node_id, "parent_epoch": run.parent_epoch,
-            "depth": run.depth})
+            "depth": run.depth, "item_index": run.item_index})
         if row is not None:
             return Submitted(row.id, RunStatus.QUEUED, True, run.workflow_id)
         existing = self._one(sql.RUN_BY_IDEMPOTENCY_KEY, {"space": run.space_id, "key": run.idempotency_key})
         return Submitted(existing.id, existing.status, False, existing.workflow_id)
+
+    def insert_items(self, new: NewItems) -> int:
+        """Insert one child run per item in one statement; how many."""
+        row = self._one(sql.INSERT_ITEMS, {
+            "space": new.space_id, "wf": new.workflow_id, "vid": new.version_id, "version": new.version,
+            "body": new.body, "items": dumps(list(new.items)), "shared": dumps(new.shared),
+            "remaining": new.node_count, "roots": [n for n, _ in new.roots], "roots_any": [a for _, a in new.roots],
+            "parent_run": new.parent_run_id, "parent_node": new.parent_node_id, "parent_epoch": new.parent_epoch,
+            "depth": new.depth})
+        return int(row.inserted)
 
     # -- execute ----------------------------------------------------------------------------
     def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float,
@@ -179,7 +221,7 @@ class LifecycleStore:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
                      deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
-                     resume=row.resume, space_id=row.space_id)
+                     resume=row.resume, space_id=row.space_id, body=row.body or "")
 
     def wake_waiters(self, space_id: str | None, space_cap: int, limit: int) -> list[tuple[uuid.UUID, str]]:
         """Take up to `limit` waiting nodes off the waitlist of a space with free slots (None: of
@@ -254,14 +296,21 @@ class LifecycleStore:
         return _ended(bool(row.found), bool(row.changed), row)
 
     # -- composite nodes ------------------------------------------------------------------
-    def delegate_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, child_run_ids: Sequence[uuid.UUID]
-                      ) -> tuple[bool, bool]:
-        """Park the node as `delegated` to the child runs it started (fenced by epoch): (parked, wake)."""
+    def delegate_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, total: int, first: int,
+                      fail_fast: bool, event_data: dict[str, Any]) -> Delegation:
+        """Park the node as `delegated` to its `total` child runs (fenced by epoch) and start the first `first`."""
         row = self._one(sql.DELEGATE_NODE, {
             "run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
-            "children": len(child_run_ids),
-            "event_data": dumps({"attempt": claim.attempt, "child_run_ids": [str(c) for c in child_run_ids]})})
-        return (row is not None, bool(row.wake) if row is not None else False)
+            "children": total, "started": first, "fail_fast": fail_fast,
+            "event_data": dumps({"attempt": claim.attempt, **event_data})})
+        if row is None:
+            return Delegation(False, False)
+        return Delegation(True, bool(row.wake), _pairs(row.started))
+
+    def cancel_unstarted_children(self, run_id: uuid.UUID, node_id: str, epoch: int) -> int:
+        """Cancel, in bulk, the child runs of a node's attempt that never started; how many."""
+        row = self._one(sql.CANCEL_UNSTARTED_CHILDREN, {"run": run_id, "node": node_id, "epoch": epoch})
+        return int(row.cancelled)
 
     # -- human in the loop ----------------------------------------------------------------
     def interrupt_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, event_id: str, kind: str,
@@ -344,11 +393,12 @@ class LifecycleStore:
 
 
 def _child_outcome(run_id: uuid.UUID, status: str, outputs: dict[str, Any] | None,
-                   error: dict[str, Any] | None) -> dict[str, str | None]:
+                   error: dict[str, Any] | None) -> dict[str, str | bool | None]:
     """What a run's end tells its parent node, if it is a child: `outcome` (the parent node's
-    `resume`) and the parent's `node.woken` event."""
+    `resume`), whether it failed (a fail-fast parent wakes at once) and the parent's event."""
     event = {"child_run_id": str(run_id), "status": status}
     return {"outcome": dumps({**event, "outputs": outputs, "error": error}),
+            "child_failed": status != RunStatus.SUCCEEDED,
             "child_event": dumps(event if error is None else {**event, "error": error})}
 
 
@@ -356,7 +406,12 @@ def _ended(found: bool, changed: bool, row: Any) -> Ended:
     parent = None
     if row is not None and row.parent_run_id is not None:
         parent = (row.parent_run_id, row.parent_node_id)
-    return Ended(found, changed, parent)
+    return Ended(found, changed, parent, _pairs(row.started) if row is not None else ())
+
+
+def _pairs(started: list[list[str]] | None) -> tuple[tuple[uuid.UUID, str], ...]:
+    """(run id, node id) of the child nodes a statement started, from its jsonb array of pairs."""
+    return tuple((uuid.UUID(str(run)), str(node)) for run, node in started or ())
 
 
 def _token_params(report: dict[str, Any] | None) -> dict[str, int]:

@@ -57,6 +57,22 @@ class ViewStore:
         with self.reads.connect() as conn:
             return conn.execute(sql.FIRST_CHILD_VERSION.clause, {"run": run_id, "node": node_id}).scalar()
 
+    def child_outcomes(self, child_run_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Every child of the composite-node attempt that started `child_run_id`, in item order."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sql.CHILD_OUTCOMES.clause, {"child": child_run_id}).mappings()]
+
+    def child_epoch(self, child_run_id: uuid.UUID) -> int | None:
+        """The epoch of the parent node's attempt that started the child."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sql.CHILD_EPOCH.clause, {"child": child_run_id}).scalar()
+            return int(found) if found is not None else None
+
+    def live_started_children(self, child_run_id: uuid.UUID) -> list[uuid.UUID]:
+        """The live children of that attempt that have begun (ending them must cascade)."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sql.LIVE_STARTED_CHILDREN.clause, {"child": child_run_id}).scalars())
+
     def run_status(self, run_id: uuid.UUID, space_id: str | None = None) -> str | None:
         """Just the run's status (for waiters), or None if the space has no such run."""
         with self.reads.connect() as conn:

@@ -69,8 +69,8 @@ INSERT INTO workflow_versions (workflow_id, version, definition)
 VALUES (:wf, :version, CAST(:definition AS jsonb)) RETURNING id""")
 
 INSERT_VERSION_NODE = Statement("Store a version's per-node facts the claim reads (executed once per node).", """
-INSERT INTO workflow_nodes (version_id, node_id, deps, needs_inputs)
-VALUES (:vid, :node, :deps, :needs)""")
+INSERT INTO workflow_nodes (version_id, body, node_id, deps, needs_inputs)
+VALUES (:vid, :body, :node, :deps, :needs)""")
 
 LOCK_WORKFLOW = Statement("A workflow's latest version number, its row locked until the transaction ends.",
                           "SELECT latest_version FROM workflows WHERE id = :id AND space_id = :space FOR UPDATE")

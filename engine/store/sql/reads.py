@@ -6,7 +6,7 @@ from engine.store.sql import Statement
 GET_RUN = Statement("A run of a space (NULL space: any), as the API shows it.", """
 SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
        input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
-       idempotency_key, run_mode, parent_run_id, parent_node_id, depth
+       idempotency_key, run_mode, parent_run_id, parent_node_id, depth, body, item_index
   FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
 
 FIRST_PENDING_INTERRUPT = Statement("The run's oldest unanswered interrupt (the one a resume answers).", """
@@ -15,17 +15,19 @@ SELECT event_id, node_id, type, data FROM run_interrupts
 
 RUN_NODES = Statement("The node rows of a run, in the order they were created.", """
 SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
-       started_at, finished_at, model, usage
+       started_at, finished_at, model, usage, children_total, children_done, children_started
   FROM node_runs WHERE run_id = :id ORDER BY id""")
 
 LIST_RUNS = Statement(
     "Runs of a space, newest first, optionally of one workflow, status or parent run, older than a cursor.", """
 SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
-       input_tokens, output_tokens, run_mode, parent_run_id, parent_node_id
+       input_tokens, output_tokens, run_mode, parent_run_id, parent_node_id, item_index
   FROM runs
  WHERE space_id = :space
    AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
-   AND (CAST(:parent AS uuid) IS NULL OR parent_run_id = CAST(:parent AS uuid))
+   -- without a parent: the runs clients submitted (a batch's thousands of items are listed by parent)
+   AND (CASE WHEN CAST(:parent AS uuid) IS NULL THEN parent_run_id IS NULL
+             ELSE parent_run_id = CAST(:parent AS uuid) END)
    AND (CAST(:status AS text) IS NULL OR runs.status = :status)
    AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
  ORDER BY created_at DESC, id DESC LIMIT :limit""")
@@ -43,6 +45,25 @@ FIRST_CHILD_VERSION = Statement(
     "The workflow version of a node's first child run (a retry's child runs the version pinned by the first).", """
 SELECT version_id FROM runs WHERE parent_run_id = :run AND parent_node_id = :node
  ORDER BY created_at, id LIMIT 1""")
+
+CHILD_OUTCOMES = Statement(
+    "Every child run of the composite-node attempt that started :child, in item order (gathered once, at the end).", """
+SELECT c.item_index, c.id, c.status, c.outputs, c.error FROM runs c
+ WHERE (c.parent_run_id, c.parent_node_id, c.parent_epoch) =
+       (SELECT s.parent_run_id, s.parent_node_id, s.parent_epoch FROM runs s WHERE s.id = :child)
+ ORDER BY c.item_index""")
+
+CHILD_EPOCH = Statement("The epoch of the parent node's attempt that started a child run.",
+                        "SELECT parent_epoch FROM runs WHERE id = :child")
+
+LIVE_STARTED_CHILDREN = Statement(
+    "Live child runs of the attempt that started :child that have begun (a node of theirs left waiting).", """
+SELECT c.id FROM runs c
+ WHERE (c.parent_run_id, c.parent_node_id, c.parent_epoch) =
+       (SELECT s.parent_run_id, s.parent_node_id, s.parent_epoch FROM runs s WHERE s.id = :child)
+   AND c.status IN ('queued', 'running', 'interrupted')
+   AND EXISTS (SELECT 1 FROM node_runs nr WHERE nr.run_id = c.id AND nr.status <> 'waiting')
+ ORDER BY c.item_index""")
 
 RUN_STATUS = Statement("Just a run's status (NULL space: any space).", """
 SELECT status FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")

@@ -16,7 +16,7 @@ UPDATE node_runs SET lease_expires_at = now() + make_interval(secs => :lease_s)
 """)
 
 EXPIRED_LEASES = Statement("Running nodes of live runs whose worker stopped renewing the lease, oldest first.", """
-SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id, r.space_id
+SELECT n.id, n.run_id, n.node_id, n.epoch, n.crashes, n.attempts, r.version_id, r.body, r.space_id
   FROM runs r JOIN node_runs n ON n.run_id = r.id
  WHERE r.status IN ('queued', 'running', 'interrupted')
    AND n.status = 'running' AND n.lease_expires_at < now()
@@ -49,13 +49,13 @@ UPDATE node_runs SET queued_at = now()
 RETURNING run_id, node_id, status""")
 
 UNSETTLED_SKIPS = Statement("Skipped nodes whose successors were never signalled (the deciding worker died).", """
-SELECT n.run_id, n.node_id, r.version_id FROM runs r JOIN node_runs n ON n.run_id = r.id
+SELECT n.run_id, n.node_id, r.version_id, r.body FROM runs r JOIN node_runs n ON n.run_id = r.id
  WHERE r.status IN ('running', 'interrupted') AND n.status = 'skipped' AND NOT n.settled
    AND n.queued_at < now() - make_interval(secs => :age)
  LIMIT :limit""")
 
 UNFINISHED_RUNS = Statement("Running runs whose nodes are all decided but that were never marked finished.", """
-SELECT id, version_id FROM runs
+SELECT id, version_id, body FROM runs
  WHERE runs.status = 'running' AND remaining <= 0 AND updated_at < now() - make_interval(secs => :age)
  LIMIT :limit""")
 

@@ -26,27 +26,54 @@ parent_lock AS MATERIALIZED (
 _AFTER_PARENT = "(SELECT count(*) FROM parent_lock) >= 0"  # an InitPlan: parent_lock is taken first
 
 # The child run `{ended}` ended: its parent node, if still delegated at the epoch that started
-# the child, counts it (O(1): a counter), and when it was the last child it goes back to the
-# queue carrying :outcome (the child's outputs or error); its next claim is the same attempt and
-# commits (or fails) like any node. A child of an older attempt, or of a parent run that ended,
-# decides nothing.
+# the child, counts it (O(1): a counter). If children are left to start (a batch runs at most
+# `concurrency` at once), the next one starts here: its root nodes, inserted `waiting`, become
+# `queued` (`next_child_roots`; the caller sends them). When it was the last child, or the first
+# that did not succeed under fail-fast, the parent goes back to the queue carrying :outcome (the
+# child's outputs or error); its next claim is the same attempt and commits (or fails) like any
+# node. A child of an older attempt, or of a parent run that ended, decides nothing. The parent's
+# event is `node.progress` (done/total) or, when it wakes, `node.woken`.
 _WAKE_PARENT = """
 woken_parent AS (
     UPDATE node_runs n
        SET children_done = n.children_done + 1, queued_at = now(),
-           status = CASE WHEN n.children_done + 1 >= n.children_total THEN 'queued' ELSE n.status END,
-           resume = CASE WHEN n.children_done + 1 >= n.children_total THEN CAST(:outcome AS jsonb) ELSE n.resume END
+           children_started = n.children_started + CASE
+               WHEN n.children_done + 1 >= n.children_total
+                    OR (n.children_fail_fast AND CAST(:child_failed AS boolean)) THEN 0
+               WHEN n.children_started < n.children_total THEN 1 ELSE 0 END,
+           status = CASE WHEN n.children_done + 1 >= n.children_total
+                              OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
+                         THEN 'queued' ELSE n.status END,
+           resume = CASE WHEN n.children_done + 1 >= n.children_total
+                              OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
+                         THEN CAST(:outcome AS jsonb) ELSE n.resume END
       FROM {ended}, parent_lock
      WHERE parent_lock.id = {ended}.parent_run_id AND n.run_id = {ended}.parent_run_id
        AND n.node_id = {ended}.parent_node_id AND n.epoch = {ended}.parent_epoch AND n.status = 'delegated'
-    RETURNING n.run_id, n.node_id, n.status
+    RETURNING n.run_id, n.node_id, n.status, n.epoch, n.children_started, n.children_done, n.children_total
+), next_child_roots AS (
+    -- only roots still `waiting` (in_degree 0) of the child whose turn came: a no-op when no
+    -- child was started, as that child's roots left `waiting` when it started
+    UPDATE node_runs nr SET status = 'queued', queued_at = now()
+      FROM woken_parent, runs c
+     WHERE woken_parent.status = 'delegated' AND c.parent_run_id = woken_parent.run_id
+       AND c.parent_node_id = woken_parent.node_id AND c.parent_epoch = woken_parent.epoch
+       AND c.item_index = woken_parent.children_started - 1 AND c.status = 'queued'
+       AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
+    RETURNING nr.run_id, nr.node_id
 ), parent_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
-    SELECT woken_parent.run_id, 'node.woken', woken_parent.node_id, CAST(:child_event AS jsonb) FROM woken_parent
+    SELECT woken_parent.run_id, CASE WHEN woken_parent.status = 'queued' THEN 'node.woken' ELSE 'node.progress' END,
+           woken_parent.node_id,
+           CAST(:child_event AS jsonb) || jsonb_build_object('done', woken_parent.children_done,
+                                                             'total', woken_parent.children_total)
+      FROM woken_parent
 )"""
 
 _WOKEN = ("(SELECT woken_parent.run_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_run_id, "
-          "(SELECT woken_parent.node_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_node_id")
+          "(SELECT woken_parent.node_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_node_id, "
+          "(SELECT jsonb_agg(jsonb_build_array(next_child_roots.run_id, next_child_roots.node_id)) "
+          "FROM next_child_roots) AS started")
 
 # The live descendants of the run `{ended}` are cancelled with it, in the same statement: locked
 # top-down, their live nodes cancelled, their unreached nodes given a cancelled row, an event each.
@@ -61,7 +88,7 @@ descendant_tree AS (
 ), cancelled_descendants AS (
     UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now()
       FROM descendant_lock WHERE runs.id = descendant_lock.id
-    RETURNING runs.id, runs.version_id
+    RETURNING runs.id, runs.version_id, runs.body
 ), cancelled_descendant_nodes AS (
     UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
       FROM cancelled_descendants WHERE node_runs.run_id = cancelled_descendants.id
@@ -77,21 +104,46 @@ INSERT_RUN = Statement(
 WITH new_run AS (
     INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
                       idempotency_key, remaining, deadline_at, run_mode,
-                      parent_run_id, parent_node_id, parent_epoch, depth)
+                      parent_run_id, parent_node_id, parent_epoch, depth, item_index)
     VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
             CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
                  ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode,
-            CAST(:parent_run AS uuid), CAST(:parent_node AS text), CAST(:parent_epoch AS int), :depth)
+            CAST(:parent_run AS uuid), CAST(:parent_node AS text), CAST(:parent_epoch AS int), :depth,
+            CAST(:item_index AS int))
     ON CONFLICT (space_id, idempotency_key) DO NOTHING
     RETURNING id
 ), root_nodes AS (
+    -- a child run's roots wait until its parent node is parked (DELEGATE_NODE starts them)
     INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
-    SELECT new_run.id, root.node_id, 'queued', 0, root.join_any, 0, 0, now()
+    SELECT new_run.id, root.node_id, CASE WHEN CAST(:parent_run AS uuid) IS NULL THEN 'queued' ELSE 'waiting' END,
+           0, root.join_any, 0, 0, now()
       FROM new_run, unnest(CAST(:roots AS text[]), CAST(:roots_any AS boolean[])) AS root(node_id, join_any)
 ), queued_event AS (
     INSERT INTO run_events (run_id, type, node_id, data) SELECT new_run.id, 'run.queued', NULL, NULL FROM new_run
 )
 SELECT id FROM new_run
+""")
+
+INSERT_ITEMS = Statement(
+    "Insert a composite node's child runs of its inline body, one per item, their roots waiting; how many.", """
+WITH numbered_items AS (
+    SELECT (t.ord - 1)::int AS idx, t.value FROM jsonb_array_elements(CAST(:items AS jsonb)) WITH ORDINALITY AS t(value, ord)
+), new_run AS (
+    INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs, remaining, run_mode,
+                      parent_run_id, parent_node_id, parent_epoch, depth, body, item_index)
+    SELECT gen_random_uuid(), :space, :wf, :vid, :version, 'queued',
+           CAST(:shared AS jsonb) || jsonb_build_object('item', numbered_items.value, 'index', numbered_items.idx),
+           :remaining, 'async', :parent_run, :parent_node, :parent_epoch, :depth, :body, numbered_items.idx
+      FROM numbered_items ORDER BY numbered_items.idx
+    RETURNING id
+), root_nodes AS (
+    INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
+    SELECT new_run.id, root.node_id, 'waiting', 0, root.join_any, 0, 0, now()
+      FROM new_run, unnest(CAST(:roots AS text[]), CAST(:roots_any AS boolean[])) AS root(node_id, join_any)
+), queued_event AS (
+    INSERT INTO run_events (run_id, type, node_id, data) SELECT new_run.id, 'run.queued', NULL, NULL FROM new_run
+)
+SELECT count(*) AS inserted FROM new_run
 """)
 
 RUN_BY_IDEMPOTENCY_KEY = Statement(
@@ -112,7 +164,7 @@ CLAIM = Statement(
     "Take a queued node (or a due retry) of a live run if its space has a free slot, else waitlist it.", """
 WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
 ), run_lock AS MATERIALIZED (
-    SELECT id, status, version_id, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
+    SELECT id, status, version_id, body, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
 ), space_slot AS MATERIALIZED (
     -- a row only if the space has room: checked on the snapshot first (a full space is refused
     -- without taking its lock, so refusals run in parallel), then again on the latest committed
@@ -158,12 +210,13 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
            jsonb_build_object('attempt', claimed_node.attempts) FROM claimed_node
 )
 SELECT claimed_node.id, claimed_node.epoch, claimed_node.attempts, claimed_node.resume, run_lock.version_id,
-       run_lock.deadline_at, run_lock.space_id,
+       run_lock.body, run_lock.deadline_at, run_lock.space_id,
        CASE WHEN wn.needs_inputs THEN run_lock.inputs END AS inputs,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = run_lock.id AND d.node_id = ANY(wn.deps)) AS deps
   FROM claimed_node CROSS JOIN run_lock CROSS JOIN async_commit
-  LEFT JOIN workflow_nodes wn ON wn.version_id = run_lock.version_id AND wn.node_id = :node
+  LEFT JOIN workflow_nodes wn ON wn.version_id = run_lock.version_id AND wn.body = run_lock.body
+                             AND wn.node_id = :node
 """)
 
 # Waiters whose node is no longer waiting (its run was cancelled) are skipped; `DROP_DEAD_WAITERS`
@@ -313,7 +366,7 @@ WITH {RUN_LOCK_UNDER_WAY}, retried_node AS (
            -- a composite node's retry is a new attempt with new children: forget the old ones'
            -- outcome (a person's answer, by contrast, stays for the retry of a resumed node)
            resume = CASE WHEN n.children_total > 0 THEN NULL ELSE n.resume END,
-           children_total = 0, children_done = 0,
+           children_total = 0, children_done = 0, children_started = 0,
            next_attempt_at = now() + make_interval(secs => :delay_s),
            queued_at = now() + make_interval(secs => :delay_s),
            attempt_log = n.attempt_log || CAST(:log AS jsonb)
@@ -338,7 +391,7 @@ _CANCEL_UNREACHED = """
 {name} AS (
     INSERT INTO node_runs (run_id, node_id, status, in_degree, join_any, pending_in, active_in, finished_at)
     SELECT {ended}.id, wn.node_id, 'cancelled', 0, false, 0, 0, now()
-      FROM {ended} JOIN workflow_nodes wn ON wn.version_id = {ended}.version_id
+      FROM {ended} JOIN workflow_nodes wn ON wn.version_id = {ended}.version_id AND wn.body = {ended}.body
      WHERE NOT EXISTS (SELECT 1 FROM node_runs nr WHERE nr.run_id = {ended}.id AND nr.node_id = wn.node_id)
      ORDER BY wn.node_id
     ON CONFLICT (run_id, node_id) DO NOTHING
@@ -365,7 +418,7 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
     UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now(),
                     input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
       FROM failed_node WHERE runs.id = :run
-    RETURNING runs.id, runs.version_id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+    RETURNING runs.id, runs.version_id, runs.body, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
 ), {_CANCEL_DESCENDANTS.format(ended="failed_run")}, {_WAKE_PARENT.format(ended="failed_run")}, failed_events AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM failed_node
@@ -384,7 +437,7 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
 ), ended_run AS (
     UPDATE runs SET status = :status, error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
       FROM run_lock WHERE runs.id = run_lock.id AND run_lock.status IN ('queued', 'running', 'interrupted')
-    RETURNING runs.id, runs.version_id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+    RETURNING runs.id, runs.version_id, runs.body, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
 ), cancelled_nodes AS (
     UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
       FROM ended_run WHERE node_runs.run_id = ended_run.id
@@ -399,23 +452,55 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
 SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run) AS changed, {_WOKEN}
 """)
 
-# A composite node started its child runs (inserted `queued`, their messages not sent yet): it
-# waits holding no worker, lease or space slot; the end of its last child queues it again.
+# A composite node inserted its child runs (`queued`, their roots `waiting`): it waits holding no
+# worker, lease or space slot, and its first :started children start now (their roots `queued`;
+# the caller sends them). Starting them only here means no child can end before its parent waits.
 DELEGATE_NODE = Statement(
-    "Park a running node (fenced by epoch) as delegated to :children child runs it started.", f"""
+    "Park a running node (fenced by epoch) as delegated to its :children child runs; start the first :started.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
     UPDATE node_runs n SET status = 'delegated', lease_expires_at = NULL, resume = NULL,
-                           children_total = :children, children_done = 0
+                           children_total = :children, children_done = 0, children_started = :started,
+                           children_fail_fast = :fail_fast
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
+), started_roots AS (
+    UPDATE node_runs nr SET status = 'queued', queued_at = now()
+      FROM delegated_node, runs c
+     WHERE c.parent_run_id = :run AND c.parent_node_id = :node AND c.parent_epoch = :epoch
+       AND c.item_index < :started AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
+    RETURNING nr.run_id, nr.node_id
 ), delegated_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'node.delegated', :node, CAST(:event_data AS jsonb) FROM delegated_node
 )
 SELECT delegated_node.id,
        -- the node's slot is free now: does a node of its space wait for one?
-       EXISTS (SELECT 1 FROM space_waiters w, run_lock WHERE w.space_id = run_lock.space_id) AS wake
+       EXISTS (SELECT 1 FROM space_waiters w, run_lock WHERE w.space_id = run_lock.space_id) AS wake,
+       (SELECT jsonb_agg(jsonb_build_array(started_roots.run_id, started_roots.node_id)) FROM started_roots) AS started
   FROM delegated_node
+""")
+
+# Never-started children (every node still a `waiting` root) have no descendants and no node that
+# ran: they are cancelled in bulk. Started ones are ended one by one (END_RUN cascades).
+CANCEL_UNSTARTED_CHILDREN = Statement(
+    "Cancel the never-started child runs of a composite node's attempt in bulk; returns how many.", """
+WITH unstarted AS MATERIALIZED (
+    SELECT c.id FROM runs c
+     WHERE c.parent_run_id = :run AND c.parent_node_id = :node AND c.parent_epoch = :epoch AND c.status = 'queued'
+       AND NOT EXISTS (SELECT 1 FROM node_runs nr WHERE nr.run_id = c.id AND nr.status <> 'waiting')
+     ORDER BY c.id FOR UPDATE OF c SKIP LOCKED
+), cancelled_runs AS (
+    UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now()
+      FROM unstarted WHERE runs.id = unstarted.id
+    RETURNING runs.id
+), cancelled_nodes AS (
+    UPDATE node_runs SET status = 'cancelled', finished_at = now()
+      FROM cancelled_runs WHERE node_runs.run_id = cancelled_runs.id
+), cancelled_events AS (
+    INSERT INTO run_events (run_id, type, node_id, data)
+    SELECT cancelled_runs.id, 'run.cancelled', NULL, NULL FROM cancelled_runs
+)
+SELECT count(*) AS cancelled FROM cancelled_runs
 """)
 
 # The run is `interrupted` while any of its interrupts is pending.
