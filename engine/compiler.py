@@ -25,7 +25,8 @@ from engine.definition import (
     validate_config,
 )
 from engine.errors import DefinitionError, PermanentNodeError
-from engine.nodes.base import NodeConfig, NodeType
+from engine.node_batch import expand_node_batch
+from engine.nodes.base import OUTER_KEY, NodeConfig, NodeType
 from engine.templates import CompiledValue, TemplateError, compile_value, find_references, template_strings
 
 __all__ = ["CompiledNode", "CompiledWorkflow", "RetryPolicy", "SuccessorSignal", "compile_workflow"]
@@ -77,6 +78,9 @@ class CompiledNode:
     body: CompiledWorkflow | None = field(default=None, repr=False)
     # Names this node's templates see at top level from the run inputs (inside a body: `item`).
     locals: tuple[str, ...] = ()
+    # Inside a body: the enclosing graph's nodes this node references, passed down by the
+    # composite node in its child runs' inputs under OUTER_KEY.
+    outer: tuple[str, ...] = ()
 
     def make_context(self, run_inputs: dict[str, Any] | None,
                      dep_outputs: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
@@ -84,6 +88,8 @@ class CompiledNode:
         context: dict[str, Any] = {"inputs": run_inputs or {}}
         for name in self.locals:
             context[name] = (run_inputs or {}).get(name)
+        for name in self.outer:
+            context[name] = ((run_inputs or {}).get(OUTER_KEY) or {}).get(name)
         for dep in self.deps:
             context[dep] = dep_outputs.get(dep)
         return context
@@ -129,6 +135,7 @@ class CompiledWorkflow:
     definition: dict[str, Any]
     outputs_template: CompiledValue = field(default_factory=lambda: compile_value({}), repr=False)
     locals: tuple[str, ...] = ()  # a body's top-level names from its run inputs (`item`, `index`)
+    outer: tuple[str, ...] = ()  # enclosing nodes the body's outputs reference (see CompiledNode.outer)
 
     def body_at(self, path: str) -> CompiledWorkflow:
         """The inline body at `path` (`node` or `outer/inner`); '' is this workflow itself."""
@@ -171,6 +178,8 @@ class CompiledWorkflow:
         context: dict[str, Any] = {"inputs": run_inputs or {}}
         for name in self.locals:
             context[name] = (run_inputs or {}).get(name)
+        for name in self.outer:
+            context[name] = ((run_inputs or {}).get(OUTER_KEY) or {}).get(name)
         for dep in self.output_deps:
             context[dep] = dep_outputs.get(dep)
         rendered: dict[str, Any] = self.outputs_template.render(context)
@@ -201,6 +210,7 @@ class _Draft:
     config: NodeConfig | None
     templated: frozenset[str]  # config fields the engine renders
     body: CompiledWorkflow | None = None
+    outer_refs: frozenset[str] = frozenset()  # enclosing nodes it references (inside a body)
     edges: set[Edge] = field(default_factory=set)
     deps: set[str] = field(default_factory=set)
     needs_run_inputs: bool = False
@@ -210,10 +220,13 @@ class _Compiler:
     """One compilation: walks the document once, appending every problem to `errors`."""
 
     def __init__(self, doc: dict[str, Any], node_types: Mapping[str, type[NodeType[Any]]],
-                 locals_: frozenset[str] = frozenset()) -> None:
+                 locals_: frozenset[str] = frozenset(), outer: Mapping[str, _Draft | None] | None = None) -> None:
         self.doc = doc
         self.node_types = node_types
         self.locals = locals_  # inside a body: names its templates see at top level (`item`, `index`)
+        # inside a body: the enclosing graphs' nodes it may reference, and those it does
+        self.outer: Mapping[str, _Draft | None] = outer or {}
+        self.outer_used: set[str] = set()
         self.errors: list[dict[str, Any]] = []
         self.drafts: dict[str, _Draft] = {}
         self.known_ids: set[str] = set()  # every id written, even on a node that failed its checks
@@ -227,9 +240,9 @@ class _Compiler:
         self.input_names = set(header.inputs if header else raw_inputs if isinstance(raw_inputs, dict) else ())
         self._nodes()
         for draft in self.drafts.values():
-            self._references(draft)
             if draft.node_type.body_field is not None and draft.config is not None:
-                draft.body = self._body(draft)
+                draft.body = self._body(draft)  # first: what the body uses of this graph becomes the node's inputs
+            self._references(draft)
         output_refs = self._scan(None, self.doc.get("outputs") if header else {}, "outputs", local=set(self.locals))
         order = self._order()
         if self.errors:
@@ -259,6 +272,12 @@ class _Compiler:
                     self.error(node_id, "id", f"duplicate node id (nodes[{first_index[node_id]}] has it too)")
                     continue
                 first_index[node_id] = index
+            if isinstance(raw, dict) and "batch" in raw:
+                expanded, problems = expand_node_batch(raw, node_id, self.node_types, self.input_names)
+                self.errors.extend(problems)
+                if expanded is None:
+                    continue
+                raw = expanded
             if node_id in self.locals:
                 self.error(node_id, "id", f"'{node_id}' is reserved inside a body (it names the body's "
                                           f"{', '.join(sorted(self.locals))})")
@@ -314,10 +333,20 @@ class _Compiler:
             return f"run input '{attr}' is not declared{_hint(attr, self.input_names)}; declared inputs: {declared}"
         if root == node_id:
             return "a node cannot reference its own outputs"
+        if root not in self.known_ids and root in self.outer:
+            self.outer_used.add(root)
+            outer = self.outer[root]
+            if attr is None or outer is None:
+                return None
+            fields = _output_fields(outer)
+            if fields is None or attr in fields:
+                return None
+            listed = ", ".join(sorted(fields)) or "none"
+            return f"node '{root}' has no output '{attr}'{_hint(attr, fields)}; its outputs: {listed}"
         if root not in self.known_ids:
             where = (" (inside a body: its inputs, " + ", ".join(sorted(self.locals)) +
-                     " and its own nodes; pass outer values through the composite node's inputs)"
-                     if self.locals else " (run inputs are 'inputs.<name>')")
+                     ", its own nodes and the enclosing graph's nodes)" if self.locals
+                     else " (run inputs are 'inputs.<name>')")
             return f"unknown reference '{root}': no node has that id{_hint(root, self.known_ids)}{where}"
         target = self.drafts.get(root)
         if attr is None or target is None:
@@ -333,7 +362,9 @@ class _Compiler:
         refs = self._scan(draft, spec.inputs, "inputs", local=set())
         config_scanned = {k: v for k, v in spec.config.items() if k not in node_type.opaque_fields}
         refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs) | set(self.locals))
-        draft.needs_run_inputs = any(root == "inputs" or root in self.locals for root, _ in refs)
+        draft.outer_refs = frozenset(root for root, _ in refs if root in self.outer and root not in self.known_ids)
+        draft.needs_run_inputs = bool(draft.outer_refs) or any(root == "inputs" or root in self.locals
+                                                                for root, _ in refs)
         draft.deps = {root for root, _ in refs if root != "inputs" and root in self.drafts}
         explicit: set[Edge] = set()
         for index, entry in enumerate(spec.after):
@@ -351,14 +382,16 @@ class _Compiler:
         spec, node_type = draft.spec, draft.node_type
         assert node_type.body_field is not None and draft.config is not None
         declared = node_type.body_inputs(draft.config, frozenset(spec.inputs))
-        clashes = sorted(set(spec.inputs) & (node_type.body_locals | {"item", "index"}))
+        clashes = sorted(set(spec.inputs) & (node_type.body_locals | {"item", "index", OUTER_KEY}))
         for name in clashes:
             self.error(spec.id, f"inputs.{name}", f"'{name}' is reserved: the body sees its own '{name}'")
         doc = {"inputs": {name: {"type": type_} for name, type_ in declared.items()},
                "nodes": spec.config.get(node_type.body_field),
                "outputs": spec.config.get(node_type.body_outputs_field) or {}}
+        visible = {**self.outer, **{n: self.drafts.get(n) for n in self.known_ids if n != spec.id}}
+        nested = _Compiler(doc, self.node_types, node_type.body_locals, visible)
         try:
-            return _Compiler(doc, self.node_types, node_type.body_locals).compile(None)
+            body = nested.compile(None)
         except DefinitionError as exc:
             for problem in exc.details.get("errors") or []:
                 inner = problem.get("node_id")
@@ -372,6 +405,12 @@ class _Compiler:
                 else:
                     self.errors.append({**problem, "node_id": f"{spec.id}/{inner}"})
             return None
+        if nested.outer_used:
+            # The node passes what its body uses of the enclosing graph down to every child run; the
+            # references make those nodes its predecessors, like any reference.
+            passed = {name: "{{ " + name + " }}" for name in sorted(nested.outer_used)}
+            draft.spec = spec.model_copy(update={"inputs": {**spec.inputs, OUTER_KEY: passed}})
+        return body
 
     def _after_edge(self, node_id: str, where: str, src: str, port: str | None) -> Edge | None:
         if src == node_id:
@@ -438,15 +477,16 @@ class _Compiler:
             for src, _ in draft.edges:
                 successors[src].add(node_id)
         nodes = {node_id: self._node(self.drafts[node_id], tuple(sorted(successors[node_id]))) for node_id in order}
-        output_deps = tuple(sorted({root for root, _ in output_refs if root != "inputs"}))
+        output_deps = tuple(sorted({root for root, _ in output_refs if root in self.drafts}))
         return CompiledWorkflow(
             name=name if name is not None else header.name, description=header.description,
             inputs=MappingProxyType(dict(header.inputs)), nodes=MappingProxyType(nodes),
             roots=tuple(n for n in order if not nodes[n].preds), order=tuple(order),
             output_deps=output_deps,
-            outputs_need_run_inputs=bool(self.locals) or any(r == "inputs" for r, _ in output_refs),
+            outputs_need_run_inputs=bool(self.locals or self.outer) or any(r == "inputs" for r, _ in output_refs),
             deadline_s=header.deadline_s, definition=self.doc,
-            outputs_template=compile_value(header.outputs, "outputs"), locals=tuple(sorted(self.locals)))
+            outputs_template=compile_value(header.outputs, "outputs"), locals=tuple(sorted(self.locals)),
+            outer=tuple(sorted(root for root, _ in output_refs if root in self.outer and root not in self.known_ids)))
 
     def _node(self, draft: _Draft, successors: tuple[str, ...]) -> CompiledNode:
         spec, node_type = draft.spec, draft.node_type
@@ -465,7 +505,8 @@ class _Compiler:
             in_edges=tuple(sorted(draft.edges, key=lambda e: (e[0], e[1] or ""))),
             inputs_template=compile_value(spec.inputs, "inputs"),
             config_template=compile_value(templated, "config") if templated else None,
-            config_source=spec.config, body=draft.body, locals=tuple(sorted(self.locals)))
+            config_source=spec.config, body=draft.body, locals=tuple(sorted(self.locals)),
+            outer=tuple(sorted(draft.outer_refs)))
 
 
 def _output_fields(draft: _Draft) -> frozenset[str] | None:

@@ -39,6 +39,11 @@ class ModelSource(Protocol):
         ...
 
 
+# The input of a body's child runs holding the outputs of the enclosing nodes the body references
+# (not an identifier, so no author's input can take the name).
+OUTER_KEY = "@outer"
+
+
 class ChildRuns(Protocol):
     """The port a composite node starts its child runs through (engine/children.py is the real one)."""
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from engine.errors import NodeError, PermanentNodeError
-from engine.nodes.base import ChildOutcome, NodeConfig, NodeContext, NodeType, WaitForChildren
+from engine.nodes.base import OUTER_KEY, ChildOutcome, NodeConfig, NodeContext, NodeType, WaitForChildren
 
 ITEM_ERRORS = "errors"  # the output listing failed items (`on_item_error: continue`)
 
@@ -46,7 +46,7 @@ class BatchNode(NodeType[BatchConfig]):
     @classmethod
     def body_inputs(cls, config: NodeConfig, input_names: frozenset[str]) -> dict[str, str]:
         """Each item's child run gets `item`, `index` and the batch node's own inputs."""
-        return {"item": "any", "index": "integer", **dict.fromkeys(sorted(input_names), "any")}
+        return {"item": "any", "index": "integer", **dict.fromkeys(sorted(input_names - {OUTER_KEY}), "any")}
 
     @classmethod
     def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:

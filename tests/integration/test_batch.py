@@ -158,15 +158,32 @@ def test_items_over_max_items_are_refused_naming_the_limit(api: ApiHelper, inlin
     assert children(api, run["run_id"]) == []
 
 
-def test_a_body_that_references_an_outer_node_is_refused_naming_the_inner_node(api: ApiHelper) -> None:
+def test_a_body_sees_the_enclosing_nodes_it_references(api: ApiHelper, inline_worker: Any) -> None:
+    # Given a node before the batch, referenced directly by a body node (as Coze's batch allows)
     definition = batch_workflow()
+    definition["nodes"].insert(0, {"id": "prep", "type": "template", "config": {"template": "#"}})
+    definition["nodes"][1]["config"]["nodes"][1]["config"]["template"] = "{{ prep.text }}{{ index }}:{{ square.sq }}"
+    run = api.wait(api.submit(api.create_workflow(definition), {"numbers": [2, 3]}))
+    # Then the batch waited for it, and every item saw its outputs
+    assert run["status"] == "succeeded", run
+    assert run["outputs"]["label"] == ["#0:4", "#1:9"]
+
+
+def test_a_body_that_references_a_later_node_or_no_node_is_refused_naming_the_inner_node(api: ApiHelper) -> None:
+    definition = batch_workflow()
+    definition["nodes"][0]["config"]["nodes"][1]["config"]["template"] = "{{ nowhere.x }}"
+    response = api.client.post("/v1/workflows", json={"name": "bad", "definition": definition})
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == [{
+        "node_id": "each/label", "field": "config.template",
+        "message": "unknown reference 'nowhere': no node has that id (inside a body: its inputs, index, item, "
+                   "its own nodes and the enclosing graph's nodes)"}]
+    # `total` depends on the batch, so the batch depending on it is a cycle
     definition["nodes"][0]["config"]["nodes"][1]["config"]["template"] = "{{ total.sum }}"
     response = api.client.post("/v1/workflows", json={"name": "bad", "definition": definition})
     assert response.status_code == 422
-    [problem] = response.get_json()["errors"]
-    assert problem["node_id"] == "each/label"
-    assert "unknown reference 'total'" in problem["message"]
-    assert "pass outer values through the composite node's inputs" in problem["message"]
+    problems = response.get_json()["errors"]
+    assert any(p["message"].startswith("cycle: each → total → each") for p in problems), problems
 
 
 def test_cancelling_the_run_cancels_every_item_and_nothing_starts_after(api: ApiHelper, inline_worker: Any) -> None:
@@ -183,3 +200,38 @@ def test_cancelling_the_run_cancels_every_item_and_nothing_starts_after(api: Api
     statuses = [{n["status"] for n in api.run(kid["run_id"])["nodes"]} for kid in kids if kid["status"] == "cancelled"]
     assert all(s <= {"succeeded", "cancelled"} for s in statuses)
     assert sum(1 for s in statuses if s == {"cancelled"}) >= 4
+
+
+def test_a_node_level_batch_runs_the_node_once_per_item(api: ApiHelper, inline_worker: Any) -> None:
+    # Given Coze's batch mode on a node: `batch:` on a template node that references the run's
+    # inputs, an earlier node and the item
+    definition = {
+        "inputs": {"names": {"type": "array", "required": True}, "greeting": {"type": "string", "default": "hi"}},
+        "nodes": [{"id": "mark", "type": "template", "config": {"template": "!"}},
+                  {"id": "greet", "type": "template", "batch": {"items": "{{ inputs.names }}", "concurrency": 2},
+                   "config": {"template": "{{ inputs.greeting }} {{ item }}{{ mark.text }} #{{ index }}"}},
+                  {"id": "joined", "type": "template", "config": {"template": "{{ greet.text | join(', ') }}"}}],
+        "outputs": {"all": "{{ joined.text }}", "texts": "{{ greet.text }}"}}
+    run = api.wait(api.submit(api.create_workflow(definition), {"names": ["ann", "bo", "cy"]}))
+    # Then the node ran once per item, its output an array in item order
+    assert run["status"] == "succeeded", run
+    assert run["outputs"]["texts"] == ["hi ann! #0", "hi bo! #1", "hi cy! #2"]
+    assert run["outputs"]["all"] == "hi ann! #0, hi bo! #1, hi cy! #2"
+    greet = api.node(run, "greet")
+    assert greet["type"] == "batch" and greet["progress"]["total"] == 3
+
+
+def test_a_node_level_batch_with_bad_keys_or_dynamic_outputs_is_refused(api: ApiHelper) -> None:
+    def refused(node: dict[str, Any]) -> list[dict[str, Any]]:
+        response = api.client.post("/v1/workflows", json={"name": "bad", "definition": {"nodes": [node]}})
+        assert response.status_code == 422
+        return list(response.get_json()["errors"])
+
+    assert refused({"id": "n", "type": "template", "config": {"template": "x"}, "batch": {"items": [1], "size": 2}}) == [
+        {"node_id": "n", "field": "batch",
+         "message": "unknown key 'size'; allowed keys: concurrency, items, max_items, on_item_error"}]
+    assert refused({"id": "n", "type": "template", "config": {"template": "x"}, "batch": {"concurrency": 2}})[0][
+        "message"].startswith("'items' is required")
+    # an error inside the node is named as the body's node
+    [problem] = refused({"id": "n", "type": "template", "config": {"template": "{{ nope }}"}, "batch": {"items": [1]}})
+    assert problem["node_id"] == "n/n" and "unknown reference 'nope'" in problem["message"]
