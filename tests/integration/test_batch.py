@@ -235,3 +235,19 @@ def test_a_node_level_batch_with_bad_keys_or_dynamic_outputs_is_refused(api: Api
     # an error inside the node is named as the body's node
     [problem] = refused({"id": "n", "type": "template", "config": {"template": "{{ nope }}"}, "batch": {"items": [1]}})
     assert problem["node_id"] == "n/n" and "unknown reference 'nope'" in problem["message"]
+
+
+def test_an_item_cancelled_before_its_turn_is_skipped_and_the_batch_still_ends(api: ApiHelper,
+                                                                                 inline_worker: Any) -> None:
+    # Given a batch that runs one item at a time, with the option to go on past failed items
+    workflow = api.create_workflow(batch_workflow(concurrency=1, on_item_error="continue"))
+    run_id = api.submit(workflow, {"numbers": list(range(6))})
+    inline_worker.run_next()  # the batch node starts its items
+    kids = {k["item_index"]: k["run_id"] for k in children(api, run_id)}
+    # When item 3, not started yet, is cancelled on its own
+    assert api.client.post(f"/v1/runs/{kids[3]}/cancel").status_code == 202
+    run = api.wait(run_id)
+    # Then the other items all ran, one at a time, and the batch ended with item 3 listed as not done
+    assert run["status"] == "succeeded", run
+    assert run["outputs"]["sq"] == [0, 1, 4, None, 16, 25]
+    assert [(e["index"], e["status"]) for e in run["outputs"]["errors"]] == [(3, "cancelled")]

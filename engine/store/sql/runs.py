@@ -28,38 +28,51 @@ _AFTER_PARENT = "(SELECT count(*) FROM parent_lock) >= 0"  # an InitPlan: parent
 # The child run `{ended}` ended: its parent node, if still delegated at the epoch that started
 # the child, counts it (O(1): a counter). If children are left to start (a batch runs at most
 # `concurrency` at once), the next one starts here: its root nodes, inserted `waiting`, become
-# `queued` (`next_child_roots`; the caller sends them). When it was the last child, or the first
+# `queued` (`next_child_roots`; the caller sends them). `children_started` counts the turns
+# given, and is where the search for the next child begins. When it was the last child, or the first
 # that did not succeed under fail-fast, the parent goes back to the queue carrying :outcome (the
 # child's outputs or error); its next claim is the same attempt and commits (or fails) like any
 # node. A child of an older attempt, or of a parent run that ended, decides nothing. The parent's
 # event is `node.progress` (done/total) or, when it wakes, `node.woken`.
 _WAKE_PARENT = """
-woken_parent AS (
+ended_child_started AS MATERIALIZED (
+    -- (a run without a parent skips the lookup)
+    SELECT EXISTS (SELECT 1 FROM node_runs d, {ended}
+                    WHERE {ended}.parent_run_id IS NOT NULL AND d.run_id = {ended}.id AND d.status <> 'waiting') AS yes
+), woken_parent AS (
     UPDATE node_runs n
        SET children_done = n.children_done + 1, queued_at = now(),
+           -- a turn is given only for a child that had started (a child cancelled before its
+           -- turn held no place)
            children_started = n.children_started + CASE
                WHEN n.children_done + 1 >= n.children_total
                     OR (n.children_fail_fast AND CAST(:child_failed AS boolean)) THEN 0
-               WHEN n.children_started < n.children_total THEN 1 ELSE 0 END,
+               WHEN n.children_started < n.children_total AND ended_child_started.yes THEN 1 ELSE 0 END,
            status = CASE WHEN n.children_done + 1 >= n.children_total
                               OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
                          THEN 'queued' ELSE n.status END,
            resume = CASE WHEN n.children_done + 1 >= n.children_total
                               OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
                          THEN CAST(:outcome AS jsonb) ELSE n.resume END
-      FROM {ended}, parent_lock
+      FROM {ended}, parent_lock, ended_child_started
      WHERE parent_lock.id = {ended}.parent_run_id AND n.run_id = {ended}.parent_run_id
        AND n.node_id = {ended}.parent_node_id AND n.epoch = {ended}.parent_epoch AND n.status = 'delegated'
     RETURNING n.run_id, n.node_id, n.status, n.epoch, n.children_started, n.children_done, n.children_total
-), next_child_roots AS (
-    -- only roots still `waiting` (in_degree 0) of the child whose turn came: a no-op when no
-    -- child was started, as that child's roots left `waiting` when it started
-    UPDATE node_runs nr SET status = 'queued', queued_at = now()
-      FROM woken_parent, runs c
+), next_child AS (
+    -- the lowest-numbered child not started yet (every node a `waiting` root), from the counter
+    -- on (O(1): an index range scan that stops at the first hit), if the child that ended had
+    -- started (one leaves, one comes: at most `concurrency` run; a child cancelled before it
+    -- started frees no place). A child cancelled on its own before its turn is skipped.
+    SELECT c.id FROM woken_parent, runs c
      WHERE woken_parent.status = 'delegated' AND c.parent_run_id = woken_parent.run_id
        AND c.parent_node_id = woken_parent.node_id AND c.parent_epoch = woken_parent.epoch
-       AND c.item_index = woken_parent.children_started - 1 AND c.status = 'queued'
-       AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
+       AND c.item_index >= woken_parent.children_started - 1 AND c.status = 'queued'
+       AND NOT EXISTS (SELECT 1 FROM node_runs d WHERE d.run_id = c.id AND d.status <> 'waiting')
+       AND (SELECT ended_child_started.yes FROM ended_child_started)
+     ORDER BY c.item_index LIMIT 1
+), next_child_roots AS (
+    UPDATE node_runs nr SET status = 'queued', queued_at = now()
+      FROM next_child WHERE nr.run_id = next_child.id AND nr.status = 'waiting' AND nr.in_degree = 0
     RETURNING nr.run_id, nr.node_id
 ), parent_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
