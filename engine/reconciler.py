@@ -80,10 +80,15 @@ class Reconciler:
                     self.dispatcher.send(str(row.run_id), row.node_id)
                     oplog.decision_completed(row.run_id, "parent_woken", row.node_id)
             orphans = self.store.lifecycle.orphaned_children(age)
-            for child_id in orphans:
-                self.store.lifecycle.end_run(child_id, RunStatus.CANCELLED)
-                self.executor.notifier.run_changed(str(child_id))
-                oplog.decision_completed(child_id, "orphan_cancelled")
+            # A batch's items that never started (its attempt crashed before it waited) go in
+            # bulk, one statement per attempt; the others one by one, with their descendants.
+            for attempt in {(row.parent_run_id, row.parent_node_id, row.parent_epoch) for row in orphans}:
+                if self.store.lifecycle.cancel_unstarted_children(*attempt):
+                    oplog.decision_completed(attempt[0], "orphans_cancelled", attempt[1])
+            for row in orphans:
+                if self.store.lifecycle.end_run(row.id, RunStatus.CANCELLED).changed:
+                    self.executor.notifier.run_changed(str(row.id))
+                    oplog.decision_completed(row.id, "orphan_cancelled")
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
                 self.executor.send_parent(

@@ -381,10 +381,10 @@ class LifecycleStore:
         """Queue a delegated node whose children all ended, with the last one's outcome (once)."""
         return self._one(repairs.WAKE_PARENT, {"run": run_id, "node": node_id}) is not None
 
-    def orphaned_children(self, older_than_s: float, limit: int = 200) -> list[uuid.UUID]:
-        """Live child runs whose parent node's attempt no longer waits for them."""
+    def orphaned_children(self, older_than_s: float, limit: int = 200) -> list[Any]:
+        """Live child runs whose parent node's attempt no longer waits for them (with that attempt)."""
         with self.auto.connect() as conn:
-            return list(conn.execute(repairs.ORPHANED_CHILDREN.clause, {"age": older_than_s, "limit": limit}).scalars())
+            return list(conn.execute(repairs.ORPHANED_CHILDREN.clause, {"age": older_than_s, "limit": limit}))
 
     def try_lead(self, conn: Connection, key: int) -> bool:
         """Take the reconciler's transaction-scoped advisory lock (one leader at a time)."""

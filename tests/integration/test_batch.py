@@ -251,3 +251,21 @@ def test_an_item_cancelled_before_its_turn_is_skipped_and_the_batch_still_ends(a
     assert run["status"] == "succeeded", run
     assert run["outputs"]["sq"] == [0, 1, 4, None, 16, 25]
     assert [(e["index"], e["status"]) for e in run["outputs"]["errors"]] == [(3, "cancelled")]
+
+
+def test_the_items_of_an_attempt_that_is_over_are_cancelled_in_bulk_by_the_reconciler(
+        api: ApiHelper, inline_worker: Any, database_url: str) -> None:
+    # Given a batch of 300 items, 2 at a time, whose node's attempt is over (its epoch moved on, as
+    # after a crash between inserting the items and parking)
+    run_id = api.submit(api.create_workflow(batch_workflow(concurrency=2)), {"numbers": list(range(300))})
+    inline_worker.run_next()
+    with connect(database_url) as conn:
+        conn.execute("UPDATE node_runs SET epoch = epoch + 1 WHERE run_id = %s AND node_id = 'each'", (run_id,))
+        conn.execute("UPDATE runs SET created_at = now() - interval '1 hour' WHERE parent_run_id = %s", (run_id,))
+        # When the reconciler sweeps once
+        inline_worker.sweep()
+        # Then every item of that attempt is cancelled (the 298 never started in one statement), and
+        # the two that had started stop too
+        counts = dict(conn.execute("SELECT status, count(*) FROM runs WHERE parent_run_id = %s GROUP BY status",
+                                   (run_id,)).fetchall())
+    assert counts == {"cancelled": 300}

@@ -99,7 +99,8 @@ RETURNING id
 
 ORPHANED_CHILDREN = Statement(
     "Live child runs whose parent node's attempt no longer waits for them (it crashed, was superseded or ended).", """
-SELECT c.id FROM runs c JOIN node_runs n ON n.run_id = c.parent_run_id AND n.node_id = c.parent_node_id
+SELECT c.id, c.parent_run_id, c.parent_node_id, c.parent_epoch
+  FROM runs c JOIN node_runs n ON n.run_id = c.parent_run_id AND n.node_id = c.parent_node_id
  WHERE c.status IN ('queued', 'running', 'interrupted')
    AND (n.epoch <> c.parent_epoch OR (n.status <> 'running' AND n.status <> 'delegated'))
    AND c.created_at < now() - make_interval(secs => :age)
