@@ -54,7 +54,7 @@ ended_child_started AS MATERIALIZED (
            -- merged into what the node kept while it waited (a loop's state; NULL for the others)
            resume = CASE WHEN n.children_done + 1 >= n.children_total
                               OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
-                         THEN coalesce(n.resume, '{}'::jsonb) || CAST(:outcome AS jsonb) ELSE n.resume END
+                         THEN coalesce(n.resume, '{{}}'::jsonb) || CAST(:outcome AS jsonb) ELSE n.resume END
       FROM {ended}, parent_lock, ended_child_started
      WHERE parent_lock.id = {ended}.parent_run_id AND n.run_id = {ended}.parent_run_id
        AND n.node_id = {ended}.parent_node_id AND n.epoch = {ended}.parent_epoch AND n.status = 'delegated'
