@@ -6,9 +6,14 @@ On the in-process worker (`inline_worker`): the point is the graph and the state
 """
 from __future__ import annotations
 
+import json
 import statistics
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
@@ -189,6 +194,56 @@ def test_a_failed_iteration_fails_the_loop_and_a_retry_starts_over(api: ApiHelpe
     assert max(k[2] for k in first) < min(k[2] for k in second)
 
 
+class _FailOnce(BaseHTTPRequestHandler):
+    """Answers {"i": i} for `/?i=…`, except a 500 the first time it is asked for i = 2."""
+
+    def do_GET(self) -> None:
+        i = int(parse_qs(urlsplit(self.path).query)["i"][0])
+        with self.server.lock:  # type: ignore[attr-defined]
+            asked = self.server.asked  # type: ignore[attr-defined]
+            asked[i] = asked.get(i, 0) + 1
+            fail = i == 2 and asked[i] == 1
+        payload = b"first time" if fail else json.dumps({"i": i}).encode()
+        self.send_response(500 if fail else 200)
+        self.send_header("Content-Type", "text/plain" if fail else "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fail_once_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailOnce)
+    server.daemon_threads = True
+    server.lock, server.asked = threading.Lock(), {}  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_retried_loop_gathers_only_the_iterations_of_its_last_attempt(
+        api: ApiHelper, inline_worker: Any, database_url: str, fail_once_url: str) -> None:
+    # Given a count loop whose iteration 2 fails the first time only, and a loop that may retry
+    body = [{"id": "get", "type": "http", "config": {"url": fail_once_url, "query": {"i": "{{ index }}"}}}]
+    definition = loop_workflow({"mode": "count", "count": 5, "nodes": body, "outputs": {"i": "{{ get.json.i }}"}},
+                               node={"retry": {"max_attempts": 2, "backoff_s": 0.01, "jitter": False}})
+    run = api.wait(api.submit(api.create_workflow(definition)))
+    # Then the second attempt succeeded, and its outputs hold its own 5 iterations, not the first's
+    assert run["status"] == "succeeded", run
+    assert api.node(run, "L")["attempts"] == 2
+    assert run["outputs"]["i"] == [0, 1, 2, 3, 4]
+    assert run["outputs"]["iterations"] == 5
+    assert [k[0] for k in iterations_of(database_url, run["run_id"])] == [0, 0, 1, 1, 2, 2, 3, 4]
+
+
 def test_on_error_applies_to_a_loop_as_to_any_node(api: ApiHelper, inline_worker: Any) -> None:
     definition = failing_at(1, on_error="default", default_output={"i": []})
     run = api.wait(api.submit(api.create_workflow(definition)))
@@ -292,3 +347,18 @@ def test_bad_loop_definitions_are_refused_naming_the_node_and_field(api: ApiHelp
     assert response.status_code == 422, response.get_json()
     problems = response.get_json()["errors"]
     assert any(p["node_id"] == node_id and p["field"] == field and words in p["message"] for p in problems), problems
+
+
+def test_a_loop_nested_in_a_loop_runs_each_inner_loop_with_its_own_variables(api: ApiHelper,
+                                                                             inline_worker: Any) -> None:
+    inner = {"id": "inner", "type": "loop", "inputs": {"row": "{{ index }}"},
+             "config": {"mode": "count", "count": 3, "variables": {"acc": ""},
+                        "nodes": [{"id": "put", "type": "set_variable",
+                                   "config": {"values": {"acc": "{{ vars.acc }}{{ inputs.row }}{{ index }} "}}}]}}
+    config = {"mode": "count", "count": 2, "variables": {"rows": 0},
+              "nodes": [inner, {"id": "inc", "type": "set_variable", "config": {"values": {"rows": "{{ vars.rows + 1 }}"}}}],
+              "outputs": {"row": "{{ inner.variables.acc }}"}}
+    run = api.wait(api.submit(api.create_workflow(loop_workflow(config))))
+    assert run["status"] == "succeeded", run
+    assert run["outputs"]["row"] == ["00 01 02 ", "10 11 12 "]
+    assert run["outputs"]["variables"] == {"rows": 2}
