@@ -70,6 +70,8 @@ def test_a_count_loop_runs_its_body_once_per_iteration_and_carries_its_variables
     assert [k[0] for k in kids] == [0, 1, 2, 3, 4] and {k[1] for k in kids} == {"succeeded"}
     assert [k[2] for k in kids] == sorted({k[2] for k in kids})  # a new claim (epoch) per iteration
     assert api.node(run, "L")["attempts"] == 1
+    # And the node's progress counts iterations
+    assert api.node(run, "L")["progress"] == {"done": 5, "total": 5, "started": 5}
 
 
 def test_an_array_loop_gives_each_iteration_its_item_and_the_nodes_inputs(api: ApiHelper, inline_worker: Any) -> None:

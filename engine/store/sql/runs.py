@@ -473,13 +473,14 @@ SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run
 # iteration k is item k) start now (their roots `queued`; the caller sends them). Starting them
 # only here means no child can end before its parent waits. :state is what the node keeps while
 # it waits (a loop: its counters and variables; NULL for the others); the child's end adds its
-# outcome to it.
+# outcome to it. The counters count from :first_index, so a loop's progress counts iterations.
 DELEGATE_NODE = Statement(
     "Park a running node (fenced by epoch) as delegated to its :children child runs; start the first :started.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
     UPDATE node_runs n SET status = 'delegated', lease_expires_at = NULL, resume = CAST(:state AS jsonb),
-                           children_total = :children, children_done = 0, children_started = :started,
-                           children_fail_fast = :fail_fast
+                           -- counted from :first_index: a loop's iteration k shows k done of k + 1
+                           children_total = :first_index + :children, children_done = :first_index,
+                           children_started = :first_index + :started, children_fail_fast = :fail_fast
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
 ), started_roots AS (
