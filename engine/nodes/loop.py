@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from engine.errors import NodeError, PermanentNodeError
-from engine.nodes.base import NodeConfig, NodeContext, NodeType, WaitForChildren
+from engine.nodes.base import OUTER_KEY, NodeConfig, NodeContext, NodeType, WaitForChildren
 from engine.templates import CompiledValue, TemplateError, compile_value, is_template
 
 if TYPE_CHECKING:
@@ -101,7 +101,8 @@ class LoopNode(NodeType[LoopConfig]):
     @classmethod
     def body_inputs(cls, config: NodeConfig, input_names: frozenset[str]) -> dict[str, str]:
         """Each iteration's child run gets `item` (null unless array mode), `index`, `vars` and the node's inputs."""
-        return {"item": "any", "index": "integer", "vars": "object", **dict.fromkeys(sorted(input_names), "any")}
+        return {"item": "any", "index": "integer", "vars": "object",
+                **dict.fromkeys(sorted(input_names - {OUTER_KEY}), "any")}
 
     @classmethod
     def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:

@@ -78,10 +78,15 @@ def test_an_array_loop_gives_each_iteration_its_item_and_the_nodes_inputs(api: A
     config = {"mode": "array", "items": "{{ inputs.words }}",
               "nodes": [{"id": "say", "type": "template", "config": {"template": "{{ inputs.prefix }}{{ item }}{{ index }}"}}],
               "outputs": {"said": "{{ say.text }}"}}
+    config["nodes"].append({"id": "tag", "type": "template", "config": {"template": "{{ mark.text }}{{ item }}"}})
+    config["outputs"]["tagged"] = "{{ tag.text }}"
     definition = loop_workflow(config, {"words": {"type": "array"}}, {"inputs": {"prefix": "> "}})
+    # (the body also references `mark`, a node of the enclosing graph)
+    definition["nodes"].insert(0, {"id": "mark", "type": "template", "config": {"template": "#"}})
     run = api.wait(api.submit(api.create_workflow(definition), {"words": ["a", "b", "c"]}))
     assert run["status"] == "succeeded", run
     assert run["outputs"]["said"] == ["> a0", "> b1", "> c2"]
+    assert run["outputs"]["tagged"] == ["#a", "#b", "#c"]
     assert run["outputs"]["iterations"] == 3 and run["outputs"]["variables"] == {}
 
 
