@@ -479,15 +479,15 @@ DELEGATE_NODE = Statement(
 WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
     UPDATE node_runs n SET status = 'delegated', lease_expires_at = NULL, resume = CAST(:state AS jsonb),
                            -- counted from :first_index: a loop's iteration k shows k done of k + 1
-                           children_total = :first_index + :children, children_done = :first_index,
-                           children_started = :first_index + :started, children_fail_fast = :fail_fast
+                           children_total = CAST(:first_index AS int) + :children, children_done = :first_index,
+                           children_started = CAST(:first_index AS int) + :started, children_fail_fast = :fail_fast
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
 ), started_roots AS (
     UPDATE node_runs nr SET status = 'queued', queued_at = now()
       FROM delegated_node, runs c
      WHERE c.parent_run_id = :run AND c.parent_node_id = :node AND c.parent_epoch = :epoch
-       AND c.item_index >= :first_index AND c.item_index < :first_index + :started
+       AND c.item_index >= :first_index AND c.item_index < CAST(:first_index AS int) + :started
        AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
     RETURNING nr.run_id, nr.node_id
 ), delegated_event AS (
