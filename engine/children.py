@@ -41,6 +41,8 @@ class ChildStarter:
         self.total = 0  # children inserted (all kinds)
         self.concurrency = 0  # how many may run at once (0: all)
         self.fail_fast = True
+        self.first_index = 0  # the index of the first child inserted (a loop's iteration number)
+        self.state: dict[str, Any] | None = None  # what the node keeps while it waits (a loop's)
 
     def start(self, workflow: str, version: int | None, inputs: dict[str, Any]) -> str:
         """Insert a child run of this attempt (its messages are sent once the node is parked)."""
@@ -75,7 +77,8 @@ class ChildStarter:
         self.total = len(self.started)
         return str(submitted.run_id)
 
-    def start_items(self, items: list[Any], shared: dict[str, Any], concurrency: int, fail_fast: bool) -> int:
+    def start_items(self, items: list[Any], shared: dict[str, Any], concurrency: int, fail_fast: bool,
+                    first_index: int = 0) -> int:
         """Insert one child run of this node's inline body per item (roots waiting) in one statement."""
         path = f"{self.body}/{self.node_id}" if self.body else self.node_id
         body = self.versions.get(self.version_id, path)
@@ -85,9 +88,25 @@ class ChildStarter:
             space_id=self.space_id, workflow_id=record.workflow_id, version_id=self.version_id,
             version=record.version, body=path, items=items, shared=shared, node_count=len(body.nodes),
             roots=[(n, body.nodes[n].join == "any") for n in body.roots], parent_run_id=self.run_id,
-            parent_node_id=self.node_id, parent_epoch=self.epoch, depth=depth))
-        self.concurrency, self.fail_fast = concurrency, fail_fast
+            parent_node_id=self.node_id, parent_epoch=self.epoch, depth=depth, first_index=first_index))
+        self.concurrency, self.fail_fast, self.first_index = concurrency, fail_fast, first_index
         return self.total
+
+    def keep(self, state: dict[str, Any]) -> None:
+        """Keep `state` with the node while it waits: its wake's `ctx.resume` holds it beside the outcome."""
+        self.state = state
+
+    def node_outputs(self, child_run_id: str, node_ids: list[str]) -> dict[str, Any]:
+        """The outputs of some nodes of one child run (None: the node was skipped or has none)."""
+        _, outputs = self.store.lifecycle.load_outputs(uuid.UUID(child_run_id), node_ids, False)
+        return outputs
+
+    def iterations(self, first_epoch: int, marks: list[str]) -> list[ChildOutcome]:
+        """A loop attempt's iterations (children from `first_epoch` on), in order, in one query;
+        `marked` when one of the nodes `marks` succeeded in it."""
+        return [ChildOutcome(index=r["item_index"], run_id=str(r["id"]), status=r["status"], outputs=r["outputs"],
+                             error=r["error"], marked=bool(r["marked"]))
+                for r in self.store.views.loop_iterations(self.run_id, self.node_id, first_epoch, marks)]
 
     def outcomes(self, child_run_id: str) -> list[ChildOutcome]:
         """Every child of the attempt that started `child_run_id`, in item order."""

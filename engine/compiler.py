@@ -220,13 +220,15 @@ class _Compiler:
     """One compilation: walks the document once, appending every problem to `errors`."""
 
     def __init__(self, doc: dict[str, Any], node_types: Mapping[str, type[NodeType[Any]]],
-                 locals_: frozenset[str] = frozenset(), outer: Mapping[str, _Draft | None] | None = None) -> None:
+                 locals_: frozenset[str] = frozenset(), outer: Mapping[str, _Draft | None] | None = None,
+                 enclosing: str | None = None) -> None:
         self.doc = doc
         self.node_types = node_types
         self.locals = locals_  # inside a body: names its templates see at top level (`item`, `index`)
         # inside a body: the enclosing graphs' nodes it may reference, and those it does
         self.outer: Mapping[str, _Draft | None] = outer or {}
         self.outer_used: set[str] = set()
+        self.enclosing = enclosing  # inside a body: the type of the composite node holding it
         self.errors: list[dict[str, Any]] = []
         self.drafts: dict[str, _Draft] = {}
         self.known_ids: set[str] = set()  # every id written, even on a node that failed its checks
@@ -293,6 +295,10 @@ class _Compiler:
                 known = ", ".join(sorted(self.node_types))
                 self.error(spec.id, "type", f"unknown node type '{spec.type}'{_hint(spec.type, self.node_types)};"
                                             f" known types: {known}")
+                continue
+            if node_type.only_inside is not None and node_type.only_inside != self.enclosing:
+                self.error(spec.id, "type", f"a '{spec.type}' node is allowed only in the body of a "
+                                            f"'{node_type.only_inside}' node (its config.nodes)")
                 continue
             self.drafts[spec.id] = self._draft(spec, node_type)
 
@@ -361,7 +367,9 @@ class _Compiler:
         spec, node_type = draft.spec, draft.node_type
         refs = self._scan(draft, spec.inputs, "inputs", local=set())
         config_scanned = {k: v for k, v in spec.config.items() if k not in node_type.opaque_fields}
-        refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs) | set(self.locals))
+        # a body's locals (`item`, `index`, `vars`) are checked like references, not skipped: a node
+        # using one needs its run's inputs, where they live
+        refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs) - set(self.locals))
         draft.outer_refs = frozenset(root for root, _ in refs if root in self.outer and root not in self.known_ids)
         draft.needs_run_inputs = bool(draft.outer_refs) or any(root == "inputs" or root in self.locals
                                                                 for root, _ in refs)
@@ -389,7 +397,7 @@ class _Compiler:
                "nodes": spec.config.get(node_type.body_field),
                "outputs": spec.config.get(node_type.body_outputs_field) or {}}
         visible = {**self.outer, **{n: self.drafts.get(n) for n in self.known_ids if n != spec.id}}
-        nested = _Compiler(doc, self.node_types, node_type.body_locals, visible)
+        nested = _Compiler(doc, self.node_types, node_type.body_locals, visible, node_type.type_name)
         try:
             body = nested.compile(None)
         except DefinitionError as exc:
@@ -405,6 +413,8 @@ class _Compiler:
                 else:
                     self.errors.append({**problem, "node_id": f"{spec.id}/{inner}"})
             return None
+        for inner, field_, message in node_type.check_body(draft.config, body):
+            self.error(f"{spec.id}/{inner}" if inner else spec.id, field_, message)
         if nested.outer_used:
             # The node passes what its body uses of the enclosing graph down to every child run; the
             # references make those nodes its predecessors, like any reference.

@@ -72,6 +72,8 @@ class Delegated:
     concurrency: int  # 0: all at once
     fail_fast: bool
     child_run_ids: tuple[uuid.UUID, ...]  # sub-workflow children (a batch's items are listed by parent)
+    first_index: int = 0  # the first child's item index (a loop's iteration number)
+    state: dict[str, Any] | None = None  # kept with the node while it waits (a loop's counters and variables)
 
 
 # How an attempt ended; `_settle` has one handler per type (`assert_never` makes a forgotten one
@@ -144,7 +146,8 @@ class Executor:
             if children.total == 0:
                 return Failed(PermanentNodeError(f"Node {node.id} waited for child runs but started none.",
                                                  node_id=node.id), report)
-            return Delegated(children.total, children.concurrency, children.fail_fast, tuple(children.started))
+            return Delegated(children.total, children.concurrency, children.fail_fast, tuple(children.started),
+                             children.first_index, children.state)
         except NodeError as exc:
             if deadline_bound and isinstance(exc, NodeTimeout):
                 exc = RunDeadlineExceeded(f"Node {node.id} was stopped at the run's deadline "
@@ -200,7 +203,8 @@ class Executor:
         if waiting.child_run_ids:
             event["child_run_ids"] = [str(c) for c in waiting.child_run_ids]
         parked = self.store.lifecycle.delegate_node(run_id, node.id, claim, total=waiting.total, first=first,
-                                                    fail_fast=waiting.fail_fast, event_data=event)
+                                                    fail_fast=waiting.fail_fast, event_data=event,
+                                                    first_index=waiting.first_index, state=waiting.state)
         if not parked.parked:  # superseded (the run ended, or a newer attempt): the children must not run
             self.store.lifecycle.cancel_unstarted_children(run_id, node.id, claim.epoch)
             return

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # The most items one batch node may run (its own `max_items` may only lower it): each item is a
     # child run, inserted when the batch starts.
     batch_max_items: int = Field(default=10_000, ge=1)
+    # The most iterations one loop node may run (its own `max_iterations` may only lower it): a
+    # `while` loop still going at the cap fails, so no loop is unbounded.
+    loop_max_iterations: int = Field(default=1000, ge=1)
     reconcile_every_s: float = 5.0
     resend_queued_after_s: float = 30.0
     retry_grace_s: float = 2.0

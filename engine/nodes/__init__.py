@@ -12,6 +12,8 @@ from engine.nodes.human import InputNode, QuestionNode
 from engine.nodes.intent import IntentNode
 from engine.nodes.json_nodes import JsonParseNode, JsonSerializeNode
 from engine.nodes.llm import LlmNode
+from engine.nodes.loop import LoopNode
+from engine.nodes.loop_body import BreakNode, ContinueNode, SetVariableNode
 from engine.nodes.message import MessageNode
 from engine.nodes.selector import SelectorNode
 from engine.nodes.sleep import SleepNode
@@ -38,6 +40,10 @@ _BUILTINS: tuple[type[NodeType[Any]], ...] = (
     VariableAggregatorNode,
     MessageNode,
     BatchNode,
+    LoopNode,
+    SetVariableNode,
+    BreakNode,
+    ContinueNode,
 )
 
 BUILTIN_NODE_TYPES: dict[str, type[NodeType[Any]]] = {cls.type_name: cls for cls in _BUILTINS}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from engine.compiler import CompiledWorkflow
     from engine.models.registry import Registry
     from engine.settings import Settings
 
@@ -55,11 +56,28 @@ class ChildRuns(Protocol):
         """
         ...
 
-    def start_items(self, items: list[Any], shared: dict[str, Any], concurrency: int, fail_fast: bool) -> int:
+    # The epoch of this attempt's claim (a loop records its first to find its iterations).
+    epoch: int
+
+    def start_items(self, items: list[Any], shared: dict[str, Any], concurrency: int, fail_fast: bool,
+                    first_index: int = 0) -> int:
         """Insert one child run of this node's inline body per item (not started yet; its inputs are
-        `shared` plus `item` and `index`); at most `concurrency` run at once once the node waits, each
-        child's end starting the next. With `fail_fast` the first child that does not succeed wakes
-        the node at once. Returns how many were inserted."""
+        `shared` plus `item` and `index`, counted from `first_index`); at most `concurrency` run at
+        once once the node waits, each child's end starting the next. With `fail_fast` the first
+        child that does not succeed wakes the node at once. Returns how many were inserted."""
+        ...
+
+    def keep(self, state: dict[str, Any]) -> None:
+        """Keep `state` with the node while it waits; its wake's `ctx.resume` holds it beside the outcome."""
+        ...
+
+    def node_outputs(self, child_run_id: str, node_ids: list[str]) -> dict[str, Any]:
+        """The outputs of some nodes of one child run (None: skipped, or none)."""
+        ...
+
+    def iterations(self, first_epoch: int, marks: list[str]) -> list[ChildOutcome]:
+        """A loop attempt's iterations (children from `first_epoch` on), in order; `marked` when
+        one of the nodes `marks` succeeded in it."""
         ...
 
     def outcomes(self, child_run_id: str) -> list[ChildOutcome]:
@@ -80,6 +98,7 @@ class ChildOutcome:
     status: str
     outputs: dict[str, Any] | None
     error: dict[str, Any] | None
+    marked: bool = False  # a loop iteration in which a `continue` node ran
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,9 @@ class NodeType(ABC, Generic[ConfigT]):
     body_outputs_field: ClassVar[str] = "outputs"
     # Names the body's templates see at top level, taken from its child run's inputs (`item`).
     body_locals: ClassVar[frozenset[str]] = frozenset()
+    # Body-only types (set_variable, break, continue): the composite type whose inline body alone
+    # may hold them (refused anywhere else at save time). None: allowed anywhere.
+    only_inside: ClassVar[str | None] = None
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
@@ -183,6 +205,12 @@ class NodeType(ABC, Generic[ConfigT]):
     def body_inputs(cls, config: NodeConfig, input_names: frozenset[str]) -> dict[str, str]:
         """The inputs (name -> type) of the body's child runs, given the node's own input names."""
         return {}
+
+    @classmethod
+    def check_body(cls, config: NodeConfig, body: CompiledWorkflow) -> list[tuple[str, str | None, str]]:
+        """Problems (inner node id, field, message) of a compiled inline body that only this type
+        can see (a loop: set_variable naming no loop variable). Called at save time."""
+        return []
 
     @classmethod
     def resume_outputs(cls, asked: dict[str, Any], answer: Any) -> dict[str, Any]:

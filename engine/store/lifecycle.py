@@ -107,6 +107,7 @@ class NewItems:
     parent_node_id: str
     parent_epoch: int
     depth: int
+    first_index: int = 0  # the first item's index (a loop inserts iteration k as item k)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class LifecycleStore:
             "body": new.body, "items": dumps(list(new.items)), "shared": dumps(new.shared),
             "remaining": new.node_count, "roots": [n for n, _ in new.roots], "roots_any": [a for _, a in new.roots],
             "parent_run": new.parent_run_id, "parent_node": new.parent_node_id, "parent_epoch": new.parent_epoch,
-            "depth": new.depth})
+            "depth": new.depth, "first_index": new.first_index})
         return int(row.inserted)
 
     # -- execute ----------------------------------------------------------------------------
@@ -297,11 +298,14 @@ class LifecycleStore:
 
     # -- composite nodes ------------------------------------------------------------------
     def delegate_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, total: int, first: int,
-                      fail_fast: bool, event_data: dict[str, Any]) -> Delegation:
-        """Park the node as `delegated` to its `total` child runs (fenced by epoch) and start the first `first`."""
+                      fail_fast: bool, event_data: dict[str, Any], first_index: int = 0,
+                      state: dict[str, Any] | None = None) -> Delegation:
+        """Park the node as `delegated` to its `total` child runs (fenced by epoch), keeping `state`
+        for its wake, and start the first `first` (items from `first_index`)."""
         row = self._one(sql.DELEGATE_NODE, {
             "run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
-            "children": total, "started": first, "fail_fast": fail_fast,
+            "children": total, "started": first, "fail_fast": fail_fast, "first_index": first_index,
+            "state": dumps(state),
             "event_data": dumps({"attempt": claim.attempt, **event_data})})
         if row is None:
             return Delegation(False, False)

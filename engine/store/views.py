@@ -62,6 +62,13 @@ class ViewStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(sql.CHILD_OUTCOMES.clause, {"child": child_run_id}).mappings()]
 
+    def loop_iterations(self, run_id: uuid.UUID, node_id: str, first_epoch: int,
+                        marks: list[str]) -> list[dict[str, Any]]:
+        """The iterations of a loop node's attempt that began at `first_epoch`, in order (one query)."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sql.LOOP_ITERATIONS.clause, {
+                "run": run_id, "node": node_id, "first_epoch": first_epoch, "marks": marks}).mappings()]
+
     def child_epoch(self, child_run_id: uuid.UUID) -> int | None:
         """The epoch of the parent node's attempt that started the child."""
         with self.engine.connect() as conn:

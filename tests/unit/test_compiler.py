@@ -419,3 +419,12 @@ def test_after_port_replaces_the_data_edge_from_the_same_node() -> None:
     assert workflow.nodes["sad"].in_edges == (("parse", "error"),)
     assert [s.active for s in workflow.signals("parse", "error")] == [True]
     assert [s.active for s in workflow.signals("parse", None)] == [False]
+
+
+def test_a_body_node_using_item_or_index_only_in_its_config_gets_its_run_inputs() -> None:
+    # `item` and `index` live in the child run's inputs: a node reading them from its config alone
+    # must have them loaded at its claim, as a node reading `inputs.x` does
+    workflow = compile_workflow({"nodes": [{"id": "B", "type": "batch", "config": {
+        "items": [1, 2], "nodes": [{"id": "t", "type": "template", "config": {"template": "{{ index }}-{{ item }}"}}],
+        "outputs": {"t": "{{ t.text }}"}}}]})
+    assert workflow.body_at("B").nodes["t"].needs_run_inputs

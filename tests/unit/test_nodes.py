@@ -41,7 +41,7 @@ def test_registry_lists_every_builtin_by_type_name() -> None:
     assert set(BUILTIN_NODE_TYPES) == {"template", "code", "http", "selector", "aggregator",
                                        "json_parse", "json_serialize", "sleep", "question", "input", "llm",
                                        "intent", "text", "variable_aggregator", "message",
-                                       "workflow", "batch"}
+                                       "workflow", "batch", "loop", "set_variable", "break", "continue"}
     for name, node_type in BUILTIN_NODE_TYPES.items():
         assert node_type.type_name == name
         assert get_node_type(name) is node_type

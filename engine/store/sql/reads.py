@@ -53,6 +53,19 @@ SELECT c.item_index, c.id, c.status, c.outputs, c.error FROM runs c
        (SELECT s.parent_run_id, s.parent_node_id, s.parent_epoch FROM runs s WHERE s.id = :child)
  ORDER BY c.item_index""")
 
+# A loop node's attempt claims itself once per iteration (each claim a new epoch), and every epoch
+# of a later attempt is higher: its iterations are the children from the attempt's first epoch on.
+# The latest child of each index wins (a claim that crashed after inserting an iteration left one
+# that never started). `marked`: a node among :marks (the body's `continue` nodes) succeeded in it.
+LOOP_ITERATIONS = Statement(
+    "The iterations of a loop node's attempt (children from epoch :first_epoch on), one per index, in order.", """
+SELECT DISTINCT ON (c.item_index) c.item_index, c.id, c.status, c.outputs, c.error,
+       EXISTS (SELECT 1 FROM node_runs nr WHERE nr.run_id = c.id AND nr.node_id = ANY(CAST(:marks AS text[]))
+                  AND nr.status = 'succeeded') AS marked
+  FROM runs c
+ WHERE c.parent_run_id = :run AND c.parent_node_id = :node AND c.parent_epoch >= :first_epoch
+ ORDER BY c.item_index, c.parent_epoch DESC""")
+
 CHILD_EPOCH = Statement("The epoch of the parent node's attempt that started a child run.",
                         "SELECT parent_epoch FROM runs WHERE id = :child")
 

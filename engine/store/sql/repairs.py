@@ -87,8 +87,9 @@ WITH {RUN_LOCK_UNDER_WAY}, last_child AS (
 ), woken_node AS (
     UPDATE node_runs n
        SET status = 'queued', queued_at = now(), children_done = n.children_total,
-           resume = jsonb_build_object('child_run_id', last_child.id, 'status', last_child.status,
-                                       'outputs', last_child.outputs, 'error', last_child.error)
+           resume = coalesce(n.resume, '{{}}'::jsonb)
+                    || jsonb_build_object('child_run_id', last_child.id, 'status', last_child.status,
+                                          'outputs', last_child.outputs, 'error', last_child.error)
       FROM last_child WHERE n.run_id = :run AND n.node_id = :node AND n.status = 'delegated'
     RETURNING n.node_id
 )

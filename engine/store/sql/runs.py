@@ -51,9 +51,10 @@ ended_child_started AS MATERIALIZED (
            status = CASE WHEN n.children_done + 1 >= n.children_total
                               OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
                          THEN 'queued' ELSE n.status END,
+           -- merged into what the node kept while it waited (a loop's state; NULL for the others)
            resume = CASE WHEN n.children_done + 1 >= n.children_total
                               OR (n.children_fail_fast AND CAST(:child_failed AS boolean))
-                         THEN CAST(:outcome AS jsonb) ELSE n.resume END
+                         THEN coalesce(n.resume, '{{}}'::jsonb) || CAST(:outcome AS jsonb) ELSE n.resume END
       FROM {ended}, parent_lock, ended_child_started
      WHERE parent_lock.id = {ended}.parent_run_id AND n.run_id = {ended}.parent_run_id
        AND n.node_id = {ended}.parent_node_id AND n.epoch = {ended}.parent_epoch AND n.status = 'delegated'
@@ -137,10 +138,12 @@ WITH new_run AS (
 SELECT id FROM new_run
 """)
 
+# Items are numbered from :first_index (a batch: 0; a loop inserts one iteration at a time).
 INSERT_ITEMS = Statement(
     "Insert a composite node's child runs of its inline body, one per item, their roots waiting; how many.", """
 WITH numbered_items AS (
-    SELECT (t.ord - 1)::int AS idx, t.value FROM jsonb_array_elements(CAST(:items AS jsonb)) WITH ORDINALITY AS t(value, ord)
+    SELECT (t.ord - 1 + :first_index)::int AS idx, t.value
+      FROM jsonb_array_elements(CAST(:items AS jsonb)) WITH ORDINALITY AS t(value, ord)
 ), new_run AS (
     INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs, remaining, run_mode,
                       parent_run_id, parent_node_id, parent_epoch, depth, body, item_index)
@@ -466,21 +469,26 @@ SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run
 """)
 
 # A composite node inserted its child runs (`queued`, their roots `waiting`): it waits holding no
-# worker, lease or space slot, and its first :started children start now (their roots `queued`;
-# the caller sends them). Starting them only here means no child can end before its parent waits.
+# worker, lease or space slot, and its first :started children (from item :first_index: a loop's
+# iteration k is item k) start now (their roots `queued`; the caller sends them). Starting them
+# only here means no child can end before its parent waits. :state is what the node keeps while
+# it waits (a loop: its counters and variables; NULL for the others); the child's end adds its
+# outcome to it. The counters count from :first_index, so a loop's progress counts iterations.
 DELEGATE_NODE = Statement(
     "Park a running node (fenced by epoch) as delegated to its :children child runs; start the first :started.", f"""
 WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
-    UPDATE node_runs n SET status = 'delegated', lease_expires_at = NULL, resume = NULL,
-                           children_total = :children, children_done = 0, children_started = :started,
-                           children_fail_fast = :fail_fast
+    UPDATE node_runs n SET status = 'delegated', lease_expires_at = NULL, resume = CAST(:state AS jsonb),
+                           -- counted from :first_index: a loop's iteration k shows k done of k + 1
+                           children_total = CAST(:first_index AS int) + :children, children_done = :first_index,
+                           children_started = CAST(:first_index AS int) + :started, children_fail_fast = :fail_fast
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
 ), started_roots AS (
     UPDATE node_runs nr SET status = 'queued', queued_at = now()
       FROM delegated_node, runs c
      WHERE c.parent_run_id = :run AND c.parent_node_id = :node AND c.parent_epoch = :epoch
-       AND c.item_index < :started AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
+       AND c.item_index >= :first_index AND c.item_index < CAST(:first_index AS int) + :started
+       AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
     RETURNING nr.run_id, nr.node_id
 ), delegated_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
