@@ -1,7 +1,8 @@
-"""Shared fixtures: real PostgreSQL and Redis, a fresh database per test cloned from a
-migrated template, a Redis queue per test, and the node messages run either by real `dramatiq`
-worker processes (`start_worker`: crashes, leases, Redis faults, worker-enforced limits) or in
-the test's own thread (`inline_worker`: graph semantics, in a fraction of the time).
+"""Shared fixtures: real PostgreSQL and Redis, a database per test (a clone of a migrated
+template, emptied between tests: tests/dbpool.py), a Redis queue per test, and the node
+messages run either by real `dramatiq` worker processes (`start_worker`: crashes, leases,
+Redis faults, worker-enforced limits) or in the test's own thread (`inline_worker`: graph
+semantics, in a fraction of the time).
 
 Servers come from RELAYFLOW_TEST_DATABASE_URL / RELAYFLOW_TEST_REDIS_URL, else the local
 defaults (127.0.0.1:5432 and :6379), else embedded servers started for the session.
@@ -26,6 +27,7 @@ import pytest
 import redis as redis_lib
 
 from engine.settings import Settings
+from tests.dbpool import DatabasePool, with_db
 
 if TYPE_CHECKING:
     from engine.testing import InlineWorker
@@ -70,42 +72,41 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         embedded.stop()
 
 
-def _with_db(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="session")
 def template_db(servers: tuple[str, str]) -> Iterator[str]:
-    """A database migrated once per session (`alembic upgrade head`), cloned for each test."""
+    """A database migrated once per session (`alembic upgrade head`), cloned for the tests."""
     from engine.db import migrate
 
     admin = servers[0]
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    migrate(_with_db(admin, TEMPLATE_DB))
+    migrate(with_db(admin, TEMPLATE_DB))
     yield TEMPLATE_DB
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def database_pool(servers: tuple[str, str], template_db: str) -> Iterator[DatabasePool]:
+    """Clones of the template, emptied between tests rather than dropped (tests/dbpool.py)."""
+    pool = DatabasePool(servers[0], template_db)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def database_url(servers: tuple[str, str], template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for this test (SQLAlchemy URL)."""
-    admin = servers[0]
-    name = f"rf_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield Settings(database_url=_with_db(admin, name)).database_url or ""
+def database_url(servers: tuple[str, str], database_pool: DatabasePool) -> Iterator[str]:
+    """A migrated database with no rows, for this test alone (SQLAlchemy URL)."""
+    name = database_pool.acquire()
+    yield Settings(database_url=with_db(servers[0], name)).database_url or ""
     from engine import db
 
     for key, engine in list(db._engines.items()):
         if key[1].endswith("/" + name):  # (pid, url, pre_ping)
             engine.dispose()
             db._engines.pop(key, None)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    database_pool.release(name)
 
 
 @pytest.fixture
