@@ -40,6 +40,24 @@ REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13")) + int(
 pytest_plugins = ["tests.integration.llm_fixtures"]  # the fake LLM provider and model folders
 
 
+# Fixtures that start real processes (or a fake provider for an LLM node): seconds, not milliseconds.
+PROCESS_FIXTURES = frozenset({"start_worker", "start_web", "web_server", "stack", "fake_llm"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first (`slow`, then those starting processes), the rest in their order.
+
+    xdist hands tests out in this order: a long test picked up last keeps the run going while
+    the other workers sit idle; picked up first, it overlaps with the many short ones.
+    """
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) else 2
+
+    items.sort(key=rank)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -232,16 +250,21 @@ def free_port() -> int:
 
 class WebProcess:
     """The real web process (gunicorn, `api.cli.supervisor.web_command` as `relayflow up` runs it) on a
-    free loopback port, started and reachable."""
+    free loopback port, started and reachable.
 
-    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> None:
+    One gunicorn worker unless a test asks for more: each loads the whole app (~1.5 s of CPU), and
+    only the tests about serving under load (streams, template bombs) need a second one.
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None,
+                 workers: int = 1) -> None:
         from api.cli.supervisor import web_command
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with open(log_path, "ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(web_command(self.port, control_socket=False), cwd=ROOT,
+            self.proc = subprocess.Popen(web_command(self.port, workers=workers, control_socket=False), cwd=ROOT,
                                          env=settings_env(settings) | (env or {}), stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
@@ -264,11 +287,12 @@ class WebProcess:
 
 @pytest.fixture
 def start_web(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WebProcess]]:
-    """Start web processes (`env`: extra settings, `name`: its log file); all are stopped at teardown."""
+    """Start web processes (`env`: extra settings, `name`: its log file, `workers`: gunicorn's);
+    all are stopped at teardown."""
     started: list[WebProcess] = []
 
-    def start(env: dict[str, str] | None = None, name: str = "web") -> WebProcess:
-        web = WebProcess(settings, tmp_path / f"{name}.log", env)
+    def start(env: dict[str, str] | None = None, name: str = "web", workers: int = 1) -> WebProcess:
+        web = WebProcess(settings, tmp_path / f"{name}.log", env, workers)
         started.append(web)
         return web
 
