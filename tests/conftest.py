@@ -1,7 +1,8 @@
-"""Shared fixtures: real PostgreSQL and Redis, a fresh database per test cloned from a
-migrated template, a Redis queue per test, and the node messages run either by real `dramatiq`
-worker processes (`start_worker`: crashes, leases, Redis faults, worker-enforced limits) or in
-the test's own thread (`inline_worker`: graph semantics, in a fraction of the time).
+"""Shared fixtures: real PostgreSQL and Redis, a database per test (a clone of a migrated
+template, emptied between tests: tests/dbpool.py), a Redis queue per test, and the node
+messages run either by real `dramatiq` worker processes (`start_worker`: crashes, leases,
+Redis faults, worker-enforced limits) or in the test's own thread (`inline_worker`: graph
+semantics, in a fraction of the time).
 
 Servers come from RELAYFLOW_TEST_DATABASE_URL / RELAYFLOW_TEST_REDIS_URL, else the local
 defaults (127.0.0.1:5432 and :6379), else embedded servers started for the session.
@@ -26,6 +27,7 @@ import pytest
 import redis as redis_lib
 
 from engine.settings import Settings
+from tests.dbpool import DatabasePool, with_db
 
 if TYPE_CHECKING:
     from engine.testing import InlineWorker
@@ -36,6 +38,24 @@ TEMPLATE_DB = f"relayflow_test_template_{os.getpid()}"  # per session: sessions 
 REDIS_TEST_DB = int(os.environ.get("RELAYFLOW_TEST_REDIS_DB", "13")) + int(
     os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 pytest_plugins = ["tests.integration.llm_fixtures"]  # the fake LLM provider and model folders
+
+
+# Fixtures that start real processes (or a fake provider for an LLM node): seconds, not milliseconds.
+PROCESS_FIXTURES = frozenset({"start_worker", "start_web", "web_server", "stack", "fake_llm"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first (`slow`, then those starting processes), the rest in their order.
+
+    xdist hands tests out in this order: a long test picked up last keeps the run going while
+    the other workers sit idle; picked up first, it overlaps with the many short ones.
+    """
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) else 2
+
+    items.sort(key=rank)
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -70,42 +90,41 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         embedded.stop()
 
 
-def _with_db(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="session")
 def template_db(servers: tuple[str, str]) -> Iterator[str]:
-    """A database migrated once per session (`alembic upgrade head`), cloned for each test."""
+    """A database migrated once per session (`alembic upgrade head`), cloned for the tests."""
     from engine.db import migrate
 
     admin = servers[0]
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    migrate(_with_db(admin, TEMPLATE_DB))
+    migrate(with_db(admin, TEMPLATE_DB))
     yield TEMPLATE_DB
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def database_pool(servers: tuple[str, str], template_db: str) -> Iterator[DatabasePool]:
+    """Clones of the template, emptied between tests rather than dropped (tests/dbpool.py)."""
+    pool = DatabasePool(servers[0], template_db)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def database_url(servers: tuple[str, str], template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for this test (SQLAlchemy URL)."""
-    admin = servers[0]
-    name = f"rf_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield Settings(database_url=_with_db(admin, name)).database_url or ""
+def database_url(servers: tuple[str, str], database_pool: DatabasePool) -> Iterator[str]:
+    """A migrated database with no rows, for this test alone (SQLAlchemy URL)."""
+    name = database_pool.acquire()
+    yield Settings(database_url=with_db(servers[0], name)).database_url or ""
     from engine import db
 
     for key, engine in list(db._engines.items()):
         if key[1].endswith("/" + name):  # (pid, url, pre_ping)
             engine.dispose()
             db._engines.pop(key, None)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    database_pool.release(name)
 
 
 @pytest.fixture
@@ -231,16 +250,21 @@ def free_port() -> int:
 
 class WebProcess:
     """The real web process (gunicorn, `api.cli.supervisor.web_command` as `relayflow up` runs it) on a
-    free loopback port, started and reachable."""
+    free loopback port, started and reachable.
 
-    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> None:
+    One gunicorn worker unless a test asks for more: each loads the whole app (~1.5 s of CPU), and
+    only the tests about serving under load (streams, template bombs) need a second one.
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None,
+                 workers: int = 1) -> None:
         from api.cli.supervisor import web_command
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with open(log_path, "ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(web_command(self.port, control_socket=False), cwd=ROOT,
+            self.proc = subprocess.Popen(web_command(self.port, workers=workers, control_socket=False), cwd=ROOT,
                                          env=settings_env(settings) | (env or {}), stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
@@ -263,11 +287,12 @@ class WebProcess:
 
 @pytest.fixture
 def start_web(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WebProcess]]:
-    """Start web processes (`env`: extra settings, `name`: its log file); all are stopped at teardown."""
+    """Start web processes (`env`: extra settings, `name`: its log file, `workers`: gunicorn's);
+    all are stopped at teardown."""
     started: list[WebProcess] = []
 
-    def start(env: dict[str, str] | None = None, name: str = "web") -> WebProcess:
-        web = WebProcess(settings, tmp_path / f"{name}.log", env)
+    def start(env: dict[str, str] | None = None, name: str = "web", workers: int = 1) -> WebProcess:
+        web = WebProcess(settings, tmp_path / f"{name}.log", env, workers)
         started.append(web)
         return web
 

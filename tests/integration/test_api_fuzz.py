@@ -15,7 +15,7 @@ from schemathesis.checks import not_a_server_error
 
 from engine.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "sk-probe-7f3a9c1e5b"  # a marker: it must never come back in an error body
 STREAMING = r"(/events$|^/v1/workflow/stream_(run|resume)$)"

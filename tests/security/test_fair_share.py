@@ -24,7 +24,7 @@ from engine.store import Store
 from engine.tokens import issue_token
 from tests.conftest import ROOT, WorkerProcess, settings_env, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CAP = 3          # the deployment's default cap in these tests
 THREADS = 4      # per worker process; 2 processes = 8 threads, well above the cap

@@ -198,7 +198,7 @@ def test_healthz_shows_no_cross_space_details_without_an_operator_token(served: 
 @pytest.fixture
 def limited_web(start_web: Callable[..., WebProcess]) -> str:
     """gunicorn (2 processes) with a failed-authentication limit of 6 per 30 s."""
-    return start_web({"RELAYFLOW_AUTH_FAILURE_LIMIT": "6", "RELAYFLOW_AUTH_FAILURE_WINDOW_S": "30"}).url
+    return start_web({"RELAYFLOW_AUTH_FAILURE_LIMIT": "6", "RELAYFLOW_AUTH_FAILURE_WINDOW_S": "30"}, workers=2).url
 
 
 def test_repeated_bad_tokens_from_one_address_get_429_while_other_addresses_go_on(

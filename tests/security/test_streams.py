@@ -38,7 +38,7 @@ QUICK = {"nodes": [{"id": "hi", "type": "template", "config": {"template": "hi"}
 @pytest.fixture
 def stream_server(start_web: Callable[..., WebProcess]) -> str:
     """A real gunicorn with a small per-token cap and a 1 s token re-check; its URL."""
-    return start_web({"RELAYFLOW_MAX_STREAMS_PER_TOKEN": str(CAP), "RELAYFLOW_STREAM_RECHECK_S": "1"}).url
+    return start_web({"RELAYFLOW_MAX_STREAMS_PER_TOKEN": str(CAP), "RELAYFLOW_STREAM_RECHECK_S": "1"}, workers=2).url
 
 
 class RawStream:

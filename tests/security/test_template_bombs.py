@@ -8,11 +8,13 @@ keeps answering; bombs that depend on run inputs fail their node with a clear er
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from tests.conftest import WebProcess
 from tests.security.limits_http import poll, post_workflow
 
 pytestmark = pytest.mark.integration
@@ -43,7 +45,8 @@ def bomb_workflow(template: str, where: str) -> dict[str, Any]:
 
 
 def test_template_bombs_posted_in_parallel_are_refused_promptly_while_the_api_keeps_answering(
-        web_server: str, token: str) -> None:
+        start_web: Callable[..., WebProcess], token: str) -> None:
+    web_server = start_web(workers=2).url  # as deployed: bombs must not freeze either process
     # Given the real gunicorn, and every bomb posted at once in a node input (compiled, and once
     # constant-folded, at save) and in a template node's text
     bombs = [(name, template, where) for name, template in SAVE_TIME_BOMBS.items()

@@ -21,7 +21,7 @@ import pytest
 from engine.settings import Settings
 from tests.conftest import ROOT, free_port, settings_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(400),
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400),
               pytest.mark.skipif(os.geteuid() != 0, reason="runs `relayflow up` as root")]
 
 
