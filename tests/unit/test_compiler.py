@@ -419,3 +419,17 @@ def test_after_port_replaces_the_data_edge_from_the_same_node() -> None:
     assert workflow.nodes["sad"].in_edges == (("parse", "error"),)
     assert [s.active for s in workflow.signals("parse", "error")] == [True]
     assert [s.active for s in workflow.signals("parse", None)] == [False]
+
+
+def test_a_body_node_whose_config_names_only_a_body_local_loads_the_run_inputs() -> None:
+    # A body node's config that references `index` (and nothing under `inputs.`) still needs the
+    # child run's inputs: `index` lives there. Without them it rendered as an empty string.
+    wf = compile_workflow({"inputs": {"xs": {"type": "array"}}, "nodes": [{
+        "id": "each", "type": "batch",
+        "config": {"items": "{{ inputs.xs }}", "outputs": {"label": "{{ label.text }}"},
+                   "nodes": [{"id": "label", "type": "template", "config": {"template": "{{ index }}"}}]}}]})
+    label = wf.body_at("each").nodes["label"]
+
+    assert label.needs_run_inputs
+    config, _ = label.render(label.make_context({"item": "a", "index": 3}, {}))
+    assert config.model_dump()["template"] == "{{ index }}"  # raw: rendered by the node itself
