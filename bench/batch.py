@@ -11,9 +11,13 @@ does; progress and completion are read from Postgres directly.
 Measured, after a warm-up:
 - flat: the two-node body as a plain workflow (`inputs.item`, `inputs.index`), `--flat-runs`
   runs submitted at once; per item = first submit → last run finished, over the runs;
-- batch: one run whose `batch` node maps the same body over 1,000 and then `--items` items
-  (`--concurrency` at once); per item = submit → the run finished, over the items. The ratio
-  batch / flat per item is the batch's overhead (target ≤ 2×);
+- batch: one run whose `batch` node maps the same body over `--small-items` items
+  (`--concurrency` at once); per item = submit → the run finished, over the items. Flat and
+  batch alternate for `--rounds` rounds (the machine is shared: each ratio compares neighbours);
+  the median ratio batch / flat per item is the batch's overhead (target ≤ 2×);
+- a CPU probe (a fixed pure-Python loop) before and after each flat phase and every ~5 s of the
+  big batch: the shared machine's speed, to tell its drift from a cost that grows with the items;
+- then one batch of `--items` items: wall time, per item against the flat rounds around it;
 - memory of the worker processes: RSS sampled every 0.2 s with the batch's progress (RSS when
   1,000 and when all items were done), and each process's peak (VmHWM) after each batch;
 - whether the cost per item grows with the batch: the time of each tenth of the big batch's
@@ -69,6 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-items", type=int, default=1_000, help="items of the first batch, default 1000")
     parser.add_argument("--concurrency", type=int, default=50, help="the batch's concurrency, default 50")
     parser.add_argument("--flat-runs", type=int, default=1_000, help="flat runs of the body, default 1000")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved flat/small-batch rounds, default 3")
     parser.add_argument("--redis-db", type=int, default=12, help="Redis database to use (flushed), default 12")
     parser.add_argument("--budget-s", type=float, default=1200.0, help="give up (cleanly) after this long")
     return parser.parse_args(argv)
@@ -101,6 +106,7 @@ class RssSampler:
     def __init__(self, conn: psycopg.Connection[Any], run_id: str, group: WorkerGroup) -> None:
         self.conn, self.run_id, self.group = conn, run_id, group
         self.samples: list[tuple[float, int, dict[int, int]]] = []  # (t, done, pid → RSS kB)
+        self.probes: list[tuple[int, float]] = []  # (done, cpu_probe_ms)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -118,6 +124,8 @@ class RssSampler:
                                 "AND node_id = 'each'", (self.run_id,)).fetchone()
         rss = {pid: _status_kb(pid, "VmRSS") or 0 for pid in worker_pids(self.group)}
         self.samples.append((time.monotonic(), int(row[0]) if row else 0, rss))
+        if len(self.samples) % 25 == 1:  # about every 5 s
+            self.probes.append((int(row[0]) if row else 0, cpu_probe_ms()))
 
     def _loop(self) -> None:
         while not self.stop.wait(0.2):
@@ -136,6 +144,19 @@ class RssSampler:
 
 
 # -- the measurements --------------------------------------------------------------------------------
+def cpu_probe_ms() -> float:
+    """Wall ms of a fixed pure-Python loop, median of 5: how fast the shared machine is right now
+    (a phase that slows with it is the machine, not the engine)."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for k in range(200_000):
+            total += k * k
+        times.append(1000 * (time.perf_counter() - started))
+    return round(statistics.median(times), 2)
+
+
 def wait_runs(conn: psycopg.Connection[Any], ids: list[str], group: WorkerGroup, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -161,11 +182,13 @@ def flat(driver: RelayflowDriver, conn: psycopg.Connection[Any], wf: str, runs: 
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(lambda i: driver.service.submit_run(driver.space, wf, {"item": i, "index": i})["run_id"],
                             range(runs)))
+    probe_before = cpu_probe_ms()
     wait_runs(conn, ids, group, timeout_s=max(120.0, runs * 0.5))
     end = conn.execute("SELECT extract(epoch FROM max(finished_at)) FROM runs WHERE id = ANY(%s::uuid[])",
                        (ids,)).fetchone()[0]  # type: ignore[index]
     wall = float(end) - t0
-    return {"runs": runs, "wall_s": round(wall, 3), "per_item_ms": round(1000 * wall / runs, 3)}
+    return {"runs": runs, "wall_s": round(wall, 3), "per_item_ms": round(1000 * wall / runs, 3),
+            "cpu_probe_ms": [probe_before, cpu_probe_ms()]}
 
 
 def batch(driver: RelayflowDriver, conn: psycopg.Connection[Any], wf: str, items: int,
@@ -200,7 +223,8 @@ def batch(driver: RelayflowDriver, conn: psycopg.Connection[Any], wf: str, items
             "per_item_ms_by_tenth": tenths,
             "last_over_second_tenth": round(tenths[-1] / tenths[1], 3) if tenths[1] else None,
             "rss_at_1000_done": sampler.rss_at(min(1000, items)), "rss_at_end": sampler.rss_at(items),
-            "rss_max_process_mb": sampler.max_mb(), "peak_vmhwm_mb": peaks_mb(group)}
+            "rss_max_process_mb": sampler.max_mb(), "peak_vmhwm_mb": peaks_mb(group),
+            "cpu_probe_ms_by_done": sampler.probes}
 
 
 # -- the stack ---------------------------------------------------------------------------------------
@@ -247,18 +271,24 @@ def measure(args: argparse.Namespace, bench_url: str, redis_url: str, log_dir: P
                                                       batch_definition(args.concurrency))["workflow_id"]
             batch(driver, conn, batch_wf, 100, group)  # warm-up: caches, pools, prepared statements
             flat(driver, conn, flat_wf, 100, group)
-            out["flat"] = flat(driver, conn, flat_wf, args.flat_runs, group)
-            out["batch_small"] = batch(driver, conn, batch_wf, args.small_items, group)
+            # Interleaved rounds: the machine is shared, so each ratio compares neighbours.
+            rounds = []
+            for _ in range(args.rounds):
+                flat_round = flat(driver, conn, flat_wf, args.flat_runs, group)
+                batch_round = batch(driver, conn, batch_wf, args.small_items, group)
+                rounds.append({"flat": flat_round, "batch": batch_round,
+                               "ratio": round(batch_round["per_item_ms"] / flat_round["per_item_ms"], 3)})
+            out["rounds"] = rounds
             out["batch_big"] = batch(driver, conn, batch_wf, args.items, group)
             out["flat_after"] = flat(driver, conn, flat_wf, args.flat_runs, group)  # the load may have moved
             group.check()
     finally:
         conn.close()
         driver.close()
-    flat_ms = statistics.mean([out["flat"]["per_item_ms"], out["flat_after"]["per_item_ms"]])
+    around = statistics.mean([rounds[-1]["flat"]["per_item_ms"], out["flat_after"]["per_item_ms"]])
     out["ratio_batch_over_flat_per_item"] = {
-        "small": round(out["batch_small"]["per_item_ms"] / flat_ms, 3),
-        "big": round(out["batch_big"]["per_item_ms"] / flat_ms, 3)}
+        "small_median": statistics.median(r["ratio"] for r in rounds),
+        "big_vs_flat_around_it": round(out["batch_big"]["per_item_ms"] / around, 3)}
     return out
 
 
@@ -287,12 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     res["elapsed_s"] = round(time.monotonic() - started, 1)
     path = save_result(res, "batch")
     r = res["result"]
-    print(f"flat: {r['flat']['per_item_ms']} ms/item ({r['flat']['runs']} runs), after: {r['flat_after']['per_item_ms']}")
-    for key in ("batch_small", "batch_big"):
-        b = r[key]
-        print(f"batch {b['items']:>6} items: wall {b['wall_s']} s, {b['per_item_ms']} ms/item, "
-              f"RSS at 1000 done {b['rss_at_1000_done']}, at end {b['rss_at_end']}, VmHWM {b['peak_vmhwm_mb']} MB, "
-              f"tenths {b['per_item_ms_by_tenth']}, once {b['once']}")
+    for k, rnd in enumerate(r["rounds"]):
+        print(f"round {k}: flat {rnd['flat']['per_item_ms']} ms/item, batch of {rnd['batch']['items']} "
+              f"{rnd['batch']['per_item_ms']} ms/item, ratio {rnd['ratio']}, RSS {rnd['batch']['rss_at_end']}")
+    b = r["batch_big"]
+    print(f"batch {b['items']} items: wall {b['wall_s']} s, {b['per_item_ms']} ms/item, "
+          f"RSS at 1000 done {b['rss_at_1000_done']}, at end {b['rss_at_end']}, VmHWM {b['peak_vmhwm_mb']} MB, "
+          f"tenths {b['per_item_ms_by_tenth']}, once {b['once']}; flat after {r['flat_after']['per_item_ms']}")
+    print(f"CPU probe (ms, a fixed loop; higher = slower machine): during the big batch by items done "
+          f"{b['cpu_probe_ms_by_done']}; flat rounds {[x['flat']['cpu_probe_ms'] for x in r['rounds']]}, "
+          f"flat after {r['flat_after']['cpu_probe_ms']}")
     print(f"ratio batch/flat per item: {r['ratio_batch_over_flat_per_item']} -> {path}")
     return 0
 
