@@ -169,6 +169,11 @@ class Run(Base):
               postgresql_where=text("parent_run_id IS NOT NULL")),
         Index("ix_runs_active", "deadline_at",
               postgresql_where=text(_status_in(s for s in RunStatus if s in LIVE_STATUSES))),
+        # Migration 0009: live children by parent attempt (the reconciler's orphan sweep skips
+        # through it one attempt at a time, whatever the number of items).
+        Index("ix_runs_live_children", "parent_run_id", "parent_node_id", "parent_epoch",
+              postgresql_where=text("parent_run_id IS NOT NULL AND "
+                                    + _status_in(s for s in RunStatus if s in LIVE_STATUSES))),
         # Migration 0006 (its list written out; tests/unit/test_statuses.py compares them).
         CheckConstraint(_status_in(RunStatus), name="status"),
     )

@@ -269,3 +269,24 @@ def test_the_items_of_an_attempt_that_is_over_are_cancelled_in_bulk_by_the_recon
         counts = dict(conn.execute("SELECT status, count(*) FROM runs WHERE parent_run_id = %s GROUP BY status",
                                    (run_id,)).fetchall())
     assert counts == {"cancelled": 300}
+
+
+def test_the_reconciler_cancels_the_items_of_an_attempt_that_is_over_and_no_others(
+        api: ApiHelper, inline_worker: Any, database_url: str) -> None:
+    # Given two batches parked on their items, and the first one's attempt over (its epoch moved
+    # on, as a crash and a new claim leave it), every item old enough to be swept
+    workflow = api.create_workflow(batch_workflow(concurrency=2))
+    over, live = (api.submit(workflow, {"numbers": list(range(6))}) for _ in range(2))
+    inline_worker.run_next()
+    inline_worker.run_next()
+    assert {api.node(api.run(r), "each")["status"] for r in (over, live)} == {"delegated"}
+    with connect(database_url) as conn:
+        conn.execute("UPDATE node_runs SET epoch = epoch + 1 WHERE run_id = %s AND node_id = 'each'", (over,))
+        conn.execute("UPDATE runs SET created_at = now() - interval '1 hour' WHERE parent_run_id = ANY(%s)",
+                     ([over, live],))
+    # When the reconciler sweeps (one visit per parent attempt, whatever the number of items)
+    inline_worker.sweep()
+    # Then every item of the attempt that is over is cancelled, started or not, and the other batch ran on
+    assert {k["status"] for k in children(api, over)} == {"cancelled"}
+    run = api.wait(live)
+    assert run["status"] == "succeeded" and run["outputs"]["sq"] == [n * n for n in range(6)]

@@ -428,3 +428,17 @@ def test_a_body_node_using_item_or_index_only_in_its_config_gets_its_run_inputs(
         "items": [1, 2], "nodes": [{"id": "t", "type": "template", "config": {"template": "{{ index }}-{{ item }}"}}],
         "outputs": {"t": "{{ t.text }}"}}}]})
     assert workflow.body_at("B").nodes["t"].needs_run_inputs
+
+
+def test_a_body_node_whose_config_names_only_a_body_local_loads_the_run_inputs() -> None:
+    # A body node's config that references `index` (and nothing under `inputs.`) still needs the
+    # child run's inputs: `index` lives there. Without them it rendered as an empty string.
+    wf = compile_workflow({"inputs": {"xs": {"type": "array"}}, "nodes": [{
+        "id": "each", "type": "batch",
+        "config": {"items": "{{ inputs.xs }}", "outputs": {"label": "{{ label.text }}"},
+                   "nodes": [{"id": "label", "type": "template", "config": {"template": "{{ index }}"}}]}}]})
+    label = wf.body_at("each").nodes["label"]
+
+    assert label.needs_run_inputs
+    config, _ = label.render(label.make_context({"item": "a", "index": 3}, {}))
+    assert config.model_dump()["template"] == "{{ index }}"  # raw: rendered by the node itself

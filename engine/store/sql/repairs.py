@@ -98,11 +98,33 @@ SELECT :run, 'node.woken', woken_node.node_id, NULL FROM woken_node
 RETURNING id
 """)
 
+# Per parent attempt, not per child: `live_attempt` skips through ix_runs_live_children (one index
+# probe per attempt with live children, however many items it has), and only the children of
+# attempts that are over are read.
 ORPHANED_CHILDREN = Statement(
     "Live child runs whose parent node's attempt no longer waits for them (it crashed, was superseded or ended).", """
-SELECT c.id, c.parent_run_id, c.parent_node_id, c.parent_epoch
-  FROM runs c JOIN node_runs n ON n.run_id = c.parent_run_id AND n.node_id = c.parent_node_id
- WHERE c.status IN ('queued', 'running', 'interrupted')
-   AND (n.epoch <> c.parent_epoch OR (n.status <> 'running' AND n.status <> 'delegated'))
-   AND c.created_at < now() - make_interval(secs => :age)
+WITH RECURSIVE live_attempt AS (
+    (SELECT c.parent_run_id, c.parent_node_id, c.parent_epoch FROM runs c
+      WHERE c.parent_run_id IS NOT NULL AND c.status IN ('queued', 'running', 'interrupted')
+      ORDER BY c.parent_run_id, c.parent_node_id, c.parent_epoch LIMIT 1)
+    UNION ALL
+    SELECT next_attempt.* FROM live_attempt CROSS JOIN LATERAL (
+        SELECT c.parent_run_id, c.parent_node_id, c.parent_epoch FROM runs c
+         WHERE c.parent_run_id IS NOT NULL AND c.status IN ('queued', 'running', 'interrupted')
+           AND (c.parent_run_id, c.parent_node_id, c.parent_epoch)
+               > (live_attempt.parent_run_id, live_attempt.parent_node_id, live_attempt.parent_epoch)
+         ORDER BY c.parent_run_id, c.parent_node_id, c.parent_epoch LIMIT 1) next_attempt
+), over_attempt AS MATERIALIZED (
+    -- LATERAL ... LIMIT 1: one index probe per attempt (a plain join is planned as a hash join
+    -- over every node row)
+    SELECT live_attempt.* FROM live_attempt CROSS JOIN LATERAL (
+        SELECT n.epoch <> live_attempt.parent_epoch OR (n.status <> 'running' AND n.status <> 'delegated') AS attempt_over
+          FROM node_runs n
+         WHERE n.run_id = live_attempt.parent_run_id AND n.node_id = live_attempt.parent_node_id LIMIT 1) parent_node
+     WHERE parent_node.attempt_over
+)
+SELECT c.id, c.parent_run_id, c.parent_node_id, c.parent_epoch FROM over_attempt JOIN runs c
+    ON c.parent_run_id = over_attempt.parent_run_id AND c.parent_node_id = over_attempt.parent_node_id
+   AND c.parent_epoch = over_attempt.parent_epoch
+ WHERE c.status IN ('queued', 'running', 'interrupted') AND c.created_at < now() - make_interval(secs => :age)
  LIMIT :limit""")
