@@ -332,7 +332,9 @@ class _Compiler:
         spec, node_type = draft.spec, draft.node_type
         refs = self._scan(draft, spec.inputs, "inputs", local=set())
         config_scanned = {k: v for k, v in spec.config.items() if k not in node_type.opaque_fields}
-        refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs) | set(self.locals))
+        # A body's locals (`item`, `index`) count as references here: they are read from the
+        # child run's inputs, which a node that mentions only them must load too.
+        refs |= self._scan(draft, config_scanned, "config", local=set(spec.inputs))
         draft.needs_run_inputs = any(root == "inputs" or root in self.locals for root, _ in refs)
         draft.deps = {root for root, _ in refs if root != "inputs" and root in self.drafts}
         explicit: set[Edge] = set()
