@@ -330,3 +330,4 @@ def test_a_parent_stream_shows_its_batch_progress_as_each_item_ends(start_web: A
     kinds = [f["event"] for f in frames if f["data"]["node_id"] == "each"]
     assert kinds.index("node.woken") > kinds.index("node.progress")
     assert frames[-1]["event"] == "run.succeeded"
+    assert api.run(run_id)["outputs"] == {"words": ["A", "B", "C"]}
