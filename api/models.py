@@ -135,13 +135,20 @@ class RunListQuery(BaseModel):
     limit: int = Field(default=20, ge=1, le=200)
     # The child runs of this run (composite nodes: sub-workflow, batch, loop). Without it, only the
     # runs clients submitted are listed (a batch's items would drown them).
-    parent: str | None = Field(default=None, max_length=64)
+    parent: str | None = Field(default=None, max_length=64, description=(
+        "List the child runs of this run (a sub-workflow's run, a batch's items), each with parent_node_id "
+        "and item_index; 404 if it is no run of the space. Without it, only top-level (submitted) runs are "
+        "listed, never child runs."))
 
 
 class Progress(BaseModel):
-    done: int
-    total: int
-    started: int
+    """A composite node's child runs: how many ended, how many there are, how many were started."""
+
+    done: int = Field(description="Child runs that ended (succeeded, failed or cancelled).")
+    total: int = Field(description="Child runs of the node's attempt: a batch's items; 1 for a sub-workflow; "
+                                   "0 before the attempt starts them.")
+    started: int = Field(description="Child runs started so far (a batch starts at most `concurrency` at once; "
+                                     "started - done run now).")
 
 
 class NodeOut(BaseModel):
@@ -159,7 +166,9 @@ class NodeOut(BaseModel):
     usage: dict[str, int] | None = None
     # Composite nodes (workflow, batch, loop): how many child runs ended, how many there are, and
     # how many were started; the children are listed by GET /v1/runs?parent=<run_id>.
-    progress: Progress | None = None
+    progress: Progress | None = Field(default=None, description=(
+        "Composite nodes only (workflow, batch): progress of its child runs, which GET /v1/runs?parent=<run_id> "
+        "lists; the run's event stream has a node.progress event per ended child."))
 
 
 class Usage(BaseModel):
@@ -187,7 +196,9 @@ class RunOut(BaseModel):
     # iteration of that node it is (a sub-workflow's child: 0).
     parent_run_id: str | None = None
     parent_node_id: str | None = None
-    item_index: int | None = None
+    item_index: int | None = Field(default=None, description=(
+        "A child run: which item of its batch node it runs (from 0), or 0 for a sub-workflow's child; "
+        "null for a submitted run."))
 
 
 class RunSummary(BaseModel):

@@ -59,7 +59,8 @@ def get_run(path: RunPath) -> Any:
 
 @bp.get("/runs", responses={200: RunList, 401: ErrorBody, 404: ErrorBody, 422: ErrorBody})  # 404: `parent` is no run of the space
 def list_runs(query: RunListQuery) -> Any:
-    """List runs, newest first, cursor-paged."""
+    """List runs, newest first, cursor-paged: the runs clients submitted, or with `parent=RUN_ID` that
+    run's child runs (a sub-workflow's run, a batch's items), never both."""
     who = principal()
     return runtime().service.list_runs(who.space_id, query.workflow_id, query.status, query.cursor, query.limit,
                                        parent=query.parent)

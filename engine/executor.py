@@ -221,7 +221,9 @@ class Executor:
         if ended.parent is not None:
             parent_run, parent_node = ended.parent
             self.dispatcher.send(str(parent_run), parent_node)
-            self.notifier.run_changed(str(parent_run))
+        if ended.counted is not None:
+            # the parent's node.progress (or node.woken) event: wake its stream's followers now
+            self.notifier.run_changed(str(ended.counted))
 
     def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
                  report: dict[str, Any], children: ChildStarter) -> tuple[dict[str, Any], str | None]:

@@ -11,6 +11,7 @@ import click
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from api.cli.client import DEFAULT_URL, Client
@@ -21,6 +22,7 @@ from engine.statuses import FINAL_STATUSES, SETTLED_STATUSES, RunStatus
 
 console = Console(highlight=False)
 POLL_EVERY_S = 0.5
+PROGRESS_WIDTH = 20  # characters of a composite node's progress bar
 _STATUS_STYLE = {
     "succeeded": "green", "failed": "bold red", "cancelled": "yellow", "interrupted": "yellow",
     "running": "cyan", "retrying": "magenta", "queued": "blue", "waiting": "dim", "skipped": "dim",
@@ -71,15 +73,32 @@ def _message(error: Any, *, first_line: bool = False) -> str:
     return text.strip().splitlines()[0] if first_line and text.strip() else text
 
 
+def progress_cell(node: dict[str, Any]) -> Table | str:
+    """A composite node's children as a bar and `done/total` (plus how many run now), else ""."""
+    progress = node.get("progress")
+    if not isinstance(progress, dict) or not progress.get("total"):
+        return ""
+    done, total = int(progress.get("done") or 0), int(progress["total"])
+    running = int(progress.get("started") or 0) - done
+    cell = Table.grid(padding=(0, 1))
+    cell.add_row(ProgressBar(total=total, completed=min(done, total), width=PROGRESS_WIDTH),
+                 f"{done}/{total}" + (f", {running} running" if running > 0 and node.get("status") == "delegated" else ""))
+    return cell
+
+
 def run_table(run: dict[str, Any], title: str | None = None) -> Table:
-    """One run as a table of its nodes: status, attempts, time, error."""
+    """One run as a table of its nodes: status, attempts, time, error; a composite node (sub-workflow,
+    batch...) is one row whose progress column shows how many of its child runs ended."""
     heading = f"{escape(title)} · " if title else ""
     table = Table(title=f"{heading}run {run.get('run_id')} · {_styled(run.get('status'))}", title_justify="left")
-    for column in ("node", "type", "status", "attempts", "time", "error"):
+    nodes = run.get("nodes") or []
+    composite = any("progress" in node for node in nodes)
+    for column in ("node", "type", "status", "attempts", "time", *(["progress"] if composite else []), "error"):
         table.add_column(column, overflow="fold", max_width=60 if column == "error" else None)
-    for node in run.get("nodes") or []:
+    for node in nodes:
         table.add_row(escape(str(node.get("node_id"))), escape(str(node.get("type") or "")),
                       _styled(node.get("status")), str(node.get("attempts", 0)), _duration(node),
+                      *([progress_cell(node)] if composite else []),
                       escape(_message(node.get("error"), first_line=True)))
     return table
 

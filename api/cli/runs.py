@@ -10,6 +10,7 @@ import contextlib
 import json
 import shlex
 import sys
+import time
 from typing import IO, Any, NoReturn
 
 import click
@@ -33,6 +34,10 @@ from engine.statuses import SETTLED_STATUSES, RunStatus
 
 # Events after which the node table is fetched again (token chunks change no status).
 _QUIET_EVENTS = frozenset({"node.chunk"})
+# A composite node's child ended: its event carries the new counts, which the table takes at once;
+# the run is fetched again at most this often for them (a batch of 10,000 items is 10,000 events).
+PROGRESS_EVENT = "node.progress"
+REFETCH_ON_PROGRESS_S = 1.0
 _EXAMPLE_BY_TYPE: dict[str, Any] = {"string": "", "integer": 0, "number": 0, "boolean": False,
                                     "array": [], "object": {}}
 
@@ -102,6 +107,8 @@ def _event_line(event: dict[str, Any]) -> str:
     if event.get("type") in ("node.failed", "node.retrying", "node.crashed", "run.failed"):
         message = detail.get("message") or detail.get("msg") if isinstance(detail, dict) else detail
         detail = f": {message}" if message else ""
+    elif event.get("type") == PROGRESS_EVENT and isinstance(detail, dict):
+        detail = f" {detail.get('done')}/{detail.get('total')}"
     elif isinstance(detail, dict) and detail.get("event_id"):
         detail = f" (event {detail['event_id']})"
     else:
@@ -110,9 +117,20 @@ def _event_line(event: dict[str, Any]) -> str:
     return f"{at} {event.get('type')}{node}{detail}"
 
 
+def _take_progress(run: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Put a `node.progress` event's counts into the run's node; False if it names no such node."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
+    for node in run.get("nodes") or []:
+        if node.get("node_id") == event.get("node_id") and isinstance(node.get("progress"), dict):
+            node["progress"] = {**node["progress"], "done": data.get("done", 0), "total": data.get("total", 0)}
+            return True
+    return False
+
+
 def watch_run(client: Client, run_id: str) -> dict[str, Any]:
     """Follow the run's event stream, showing its node table, until it ends or waits for input."""
-    run = client.get_run(run_id)
+    run, fetched = client.get_run(run_id), time.monotonic()
     last = Text("")
     asked: set[str] = set()  # interrupt event ids the stream has shown
 
@@ -133,7 +151,12 @@ def watch_run(client: Client, run_id: str) -> dict[str, Any]:
                     last = Text(_event_line(event), style="dim")
                 if event["type"] in _QUIET_EVENTS:
                     continue
-            run = client.get_run(run_id)
+                if event["type"] == PROGRESS_EVENT and _take_progress(run, event) \
+                        and time.monotonic() - fetched < REFETCH_ON_PROGRESS_S:
+                    if live is not None:
+                        live.update(view())
+                    continue
+            run, fetched = client.get_run(run_id), time.monotonic()
             if live is not None:
                 live.update(view())
             pending = run.get("interrupt") or {}

@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,8 +20,9 @@ import click
 from rich.markup import escape
 from rich.panel import Panel
 
-from api.cli.base import console, follow, print_error, print_outcome
-from api.cli.client import Client, WorkflowFile
+from api.cli.base import console, print_error
+from api.cli.client import Client
+from api.cli.demo import run_demos
 from api.cli.privileges import child_account
 from api.cli.supervisor import (
     IMPORT_ROOT,
@@ -138,27 +138,6 @@ def _child_account(data_dir: Path, env: dict[str, str]) -> Any:
         console.print(f"[yellow]Added search permission (o+x, not read) to {escape(', '.join(changed))} so that "
                       f"user {account.name} can start this Python.[/]")
     return account
-
-
-def run_demos(client: Client, examples_dir: Path, check: Callable[[], None] | None = None) -> bool:
-    """Register and run every workflow file in `examples_dir` with its `demo_inputs`; show them live.
-
-    True if every one was started and succeeded."""
-    paths = sorted(p for p in examples_dir.glob("*") if p.suffix in (".yaml", ".yml", ".json"))
-    started: list[tuple[str, str | None]] = []
-    for path in paths:
-        try:
-            workflow = WorkflowFile.read(path)
-            created = client.create_workflow(workflow.name, workflow.definition, workflow.description)
-            started.append((client.submit_run(created["workflow_id"], workflow.demo_inputs)["run_id"], path.name))
-        except EngineError as exc:
-            print_error(exc, path.name)
-    if not started:
-        console.print("[yellow]No demo workflow could be started.[/]")
-        return False
-    outcomes = [print_outcome(final, title) for (_, title), final in zip(started, follow(client, started, check),
-                                                                         strict=True)]
-    return len(started) == len(paths) and not any(outcomes)
 
 
 def _start_fake_llm(supervisor: Supervisor, env: dict[str, str], account: Any) -> str:

@@ -123,12 +123,14 @@ class Delegation:
 @dataclass(frozen=True)
 class Ended:
     """What a statement that ends a run did: whether it changed the run, the parent node it queued
-    again (a child run's end) and the next child nodes it started, whose messages the caller sends."""
+    again (a child run's end) and the next child nodes it started, whose messages the caller sends,
+    and the parent run whose node counted the end (a `node.progress` or `node.woken` event)."""
 
     found: bool
     changed: bool
     parent: tuple[uuid.UUID, str] | None = None
     started: tuple[tuple[uuid.UUID, str], ...] = ()
+    counted: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -410,7 +412,8 @@ def _ended(found: bool, changed: bool, row: Any) -> Ended:
     parent = None
     if row is not None and row.parent_run_id is not None:
         parent = (row.parent_run_id, row.parent_node_id)
-    return Ended(found, changed, parent, _pairs(row.started) if row is not None else ())
+    return Ended(found, changed, parent, _pairs(row.started) if row is not None else (),
+                 row.counted_run_id if row is not None else None)
 
 
 def _pairs(started: list[list[str]] | None) -> tuple[tuple[uuid.UUID, str], ...]:

@@ -106,6 +106,37 @@ def test_watch_follows_a_multi_node_run_from_its_event_stream(env: dict[str, str
     assert "succeeded" in output and "all watched" in output
 
 
+BATCH = {"inputs": {"words": {"type": "array", "required": True}},
+         "nodes": [{"id": "each", "type": "batch",
+                    "config": {"items": "{{ inputs.words }}", "concurrency": 2,
+                               "nodes": [{"id": "nap", "type": "sleep", "config": {"seconds": 0.2}},
+                                         {"id": "up", "type": "template", "after": ["nap"],
+                                          "config": {"template": "{{ item | upper }}"}}],
+                               "outputs": {"word": "{{ up.text }}"}}},
+                   {"id": "joined", "type": "template", "config": {"template": "{{ each.word | join(' ') }}"}}],
+         "outputs": {"text": "{{ joined.text }}"}}
+
+
+def test_watch_shows_a_batch_as_one_row_with_its_progress(env: dict[str, str], api: ApiHelper,
+                                                          start_worker: Any) -> None:
+    # Given a run whose batch node maps a two-node body over five words, two at a time
+    start_worker()
+    run_id = api.submit(api.create_workflow(BATCH), {"words": ["a", "b", "c", "d", "e"]})
+    # When a client watches it (not a terminal: one line per event, then the final table)
+    watched = _cli(env, "watch", run_id)
+    # Then each item's end showed as the batch's progress, and the final table has the batch as
+    # one row (none for its body's nodes or its items' runs) with a full bar and 5/5
+    assert watched.returncode == 0, _out(watched)
+    out = watched.stdout
+    assert "node.progress each 1/5" in out and "node.progress each 4/5" in out
+    table = out.split("run.succeeded")[-1]
+    rows = [line for line in table.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["each", "joined"], table
+    assert "progress" in table and "5/5" in rows[0] and "━" * 10 in rows[0]
+    assert "5/5" not in rows[1]
+    assert '"A B C D E"' in out
+
+
 def test_watch_reconnects_when_the_server_closes_the_stream(settings: Settings, token: str, api: ApiHelper,
                                                              start_worker: Any, tmp_path: Path) -> None:
     # Given a web server that closes every event stream after 0.4 s (as a proxy or sse_max_s would)

@@ -279,3 +279,55 @@ def test_a_sync_wait_survives_its_redis_subscription_being_killed(api: ApiHelper
     # Then the waiter resubscribed and was woken by the run's end, not by its 5 s safety re-read
     assert result["status"] == 200 and result["body"]["status"] == "succeeded", result
     assert result["elapsed"] < 4.5, result["elapsed"]
+
+
+BATCH = {"inputs": {"words": {"type": "array", "required": True}},
+         "nodes": [{"id": "each", "type": "batch",
+                    "config": {"items": "{{ inputs.words }}", "concurrency": 1,
+                               "nodes": [{"id": "up", "type": "template", "config": {"template": "{{ item | upper }}"}}],
+                               "outputs": {"word": "{{ up.text }}"}}}],
+         "outputs": {"words": "{{ each.word }}"}}
+
+
+def test_a_parent_stream_shows_its_batch_progress_as_each_item_ends(start_web: Any, token: str, api: ApiHelper,
+                                                                    inline_worker: Any) -> None:
+    # Given a stream (whose safety-net re-read comes only after minutes of keep-alives) of a run
+    # whose batch node has three items, one at a time
+    web_server = start_web(env={"RELAYFLOW_SSE_KEEPALIVE_S": "30"}).url
+    run_id = api.submit(api.create_workflow(BATCH), {"words": ["a", "b", "c"]})
+    frames: list[dict[str, Any]] = []
+
+    def read() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        raw = ""
+        with httpx.stream("GET", f"{web_server}/v1/runs/{run_id}/events", headers=headers, timeout=40) as response:
+            for chunk in response.iter_text():
+                raw += chunk
+                frames[:] = _parse(raw)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_for(lambda: frames, timeout_s=30)  # the stream is open (a fresh web worker imports for seconds)
+    # And the batch node parked, which the stream has shown (so the next read is the item's end)
+    assert inline_worker.run_next()
+    wait_for(lambda: any(f["event"] == "node.delegated" for f in frames), timeout_s=10)
+    time.sleep(1.0)  # and its wake-ups (claimed, parked) have all been read
+    # When the first item's child run ends, and nothing else happens for a while
+    while not (api.node(api.run(run_id), "each").get("progress") or {}).get("done"):
+        assert inline_worker.run_next(), "the batch stopped before its first item ended"
+    # Then the parent's stream shows that item's progress at once (woken, not left to a re-read)
+    first = wait_for(lambda: next((f for f in frames if f["event"] == "node.progress"), None), timeout_s=3)
+    assert first["data"]["node_id"] == "each"
+    assert first["data"]["data"]["done"] == 1 and first["data"]["data"]["total"] == 3
+    assert first["data"]["data"]["status"] == "succeeded" and first["data"]["data"]["child_run_id"]
+    # And once the rest ran: one progress event per item but the last (whose end wakes the node),
+    # in order, then the run's end
+    inline_worker.drain()
+    reader.join(timeout=40)
+    assert not reader.is_alive(), "the stream did not end with the run"
+    progress = [(f["data"]["data"]["done"], f["data"]["data"]["total"]) for f in frames if f["event"] == "node.progress"]
+    assert progress == [(1, 3), (2, 3)]
+    kinds = [f["event"] for f in frames if f["data"]["node_id"] == "each"]
+    assert kinds.index("node.woken") > kinds.index("node.progress")
+    assert frames[-1]["event"] == "run.succeeded"
+    assert api.run(run_id)["outputs"] == {"words": ["A", "B", "C"]}

@@ -442,3 +442,18 @@ def test_a_body_node_whose_config_names_only_a_body_local_loads_the_run_inputs()
     assert label.needs_run_inputs
     config, _ = label.render(label.make_context({"item": "a", "index": 3}, {}))
     assert config.model_dump()["template"] == "{{ index }}"  # raw: rendered by the node itself
+
+
+def test_a_body_node_that_mentions_only_item_or_index_loads_the_run_inputs() -> None:
+    # Given a batch body whose template nodes see `item` / `index` only in a raw config field
+    body = [{"id": "up", "type": "template", "config": {"template": "{{ item | upper }}"}},
+            {"id": "at", "type": "template", "config": {"template": "#{{ index }}"}},
+            {"id": "plain", "type": "template", "config": {"template": "{{ up.text }}"}}]
+    doc = {"inputs": {"words": {"type": "array"}},
+           "nodes": [{"id": "each", "type": "batch",
+                      "config": {"items": "{{ inputs.words }}", "nodes": body, "outputs": {"w": "{{ up.text }}"}}}]}
+    # When it compiles
+    compiled = compile_workflow(doc).body_at("each")
+    # Then those nodes read the child run's inputs (where `item` and `index` live); the other does not
+    assert compiled.nodes["up"].needs_run_inputs and compiled.nodes["at"].needs_run_inputs
+    assert not compiled.nodes["plain"].needs_run_inputs

@@ -87,7 +87,9 @@ ended_child_started AS MATERIALIZED (
 _WOKEN = ("(SELECT woken_parent.run_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_run_id, "
           "(SELECT woken_parent.node_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_node_id, "
           "(SELECT jsonb_agg(jsonb_build_array(next_child_roots.run_id, next_child_roots.node_id)) "
-          "FROM next_child_roots) AS started")
+          "FROM next_child_roots) AS started, "
+          # the parent run whose node counted this end (woken or not): its followers are told
+          "(SELECT woken_parent.run_id FROM woken_parent) AS counted_run_id")
 
 # The live descendants of the run `{ended}` are cancelled with it, in the same statement: locked
 # top-down, their live nodes cancelled, their unreached nodes given a cancelled row, an event each.
