@@ -221,6 +221,8 @@ class Health(BaseModel):
 
 class TokenCreate(Strict):
     name: str = Field(min_length=1, max_length=NAME_MAX_CHARS)
+    user: str | None = Field(default=None, min_length=1, max_length=NAME_MAX_CHARS,
+                             description="the person the token acts for (a prompt's creator); default: its name")
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES) * 2,
                               description="Any of run, manage, admin (admin implies the others); "
                                           "operator cannot be granted through the API (403).")
@@ -239,6 +241,7 @@ class TokenCreated(BaseModel):
     token_id: int
     token: str
     name: str
+    owner: str
     space_id: str
     scopes: list[str]
     expires_at: str | None
@@ -247,6 +250,7 @@ class TokenCreated(BaseModel):
 class TokenOut(BaseModel):
     token_id: int
     name: str
+    owner: str
     space_id: str
     scopes: list[str]
     created_at: str

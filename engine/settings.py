@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # The most items one batch node may run (its own `max_items` may only lower it): each item is a
     # child run, inserted when the batch starts.
     batch_max_items: int = Field(default=10_000, ge=1)
+    # How long an admin may restore a deleted prompt (docs/prompts.md).
+    prompt_restore_window_s: int = Field(default=30 * 86400, ge=0)
     reconcile_every_s: float = 5.0
     resend_queued_after_s: float = 30.0
     retry_grace_s: float = 2.0
