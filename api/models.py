@@ -157,6 +157,8 @@ class NodeOut(BaseModel):
     attempt_errors: list[Any] = []
     model: str | None = None
     usage: dict[str, int] | None = None
+    prompt: dict[str, Any] | None = Field(default=None, description="the library prompt {key, version} the node "
+                                                                   "pinned at its first attempt")
     # Composite nodes (workflow, batch, loop): how many child runs ended, how many there are, and
     # how many were started; the children are listed by GET /v1/runs?parent=<run_id>.
     progress: Progress | None = None
