@@ -42,8 +42,7 @@ bp = APIBlueprint("coze_prompts", __name__, url_prefix="/api/playground_api", ab
                   abp_security=[{"bearer": []}])
 library_bp = APIBlueprint("coze_library", __name__, url_prefix="/api/plugin_api", abp_tags=[tag],
                           abp_security=[{"bearer": []}])
-_ERRORS: dict[str | int, Any] = {401: ErrorBody, 403: CozeCodeResponse, 404: CozeCodeResponse,
-                                 409: CozeCodeResponse, 422: ErrorBody}
+_ERRORS: dict[str | int, Any] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody}
 # backend/types/errno/prompt.go
 INVALID_PARAM, NO_PERMISSION, CREATE_FAILED, GET_FAILED, NOT_FOUND, UPDATE_FAILED, DELETE_FAILED = (
     110000000, 110000001, 110000003, 110000004, 110000005, 110000006, 110000007)
@@ -151,7 +150,7 @@ def delete_prompt_resource(body: CozeDeleteRequest) -> Any:
         if prompt_id is None:
             raise InvalidInputs(errors=[{"field": "prompt_resource_id", "message": "give a prompt id"}])
         found = library.find_by_id(rt.store, who, prompt_id)
-        library.delete(rt.store, who, found.key)
+        library.delete(rt.store, who, found.key, rt.settings.prompt_restore_window_s)
         return {"code": 0, "msg": ""}
 
 

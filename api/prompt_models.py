@@ -143,12 +143,10 @@ class PromptHistory(BaseModel):
     next_cursor: str | None
 
 
-class PromptConflictBody(BaseModel):
-    code: int
-    msg: str
-    current_version: int
-    author: str
-    base_version: int
+class PromptDeleted(BaseModel):
+    key: str
+    deleted_at: str
+    restorable_until: str = Field(description="an admin may restore it until then (POST …/restore)")
 
 
 # -- Coze Studio's shapes (idl/playground/prompt_resource.thrift): ids as strings --------------------

@@ -8,8 +8,8 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.models import ErrorBody
 from api.prompt_models import (
-    PromptConflictBody,
     PromptCreate,
+    PromptDeleted,
     PromptDiff,
     PromptDiffQuery,
     PromptGetQuery,
@@ -57,10 +57,12 @@ def get_prompt(path: PromptPath, query: PromptGetQuery) -> Any:
     return library.get(runtime().store, who, path.key, query.version, query.label)
 
 
-@bp.post("/prompts/<key>/versions", responses={201: PromptOut, **_WRITE, 409: PromptConflictBody})
+@bp.post("/prompts/<key>/versions", responses={201: PromptOut, **_WRITE})
 def create_version(path: PromptPath, body: PromptVersionCreate) -> Any:
-    """Save a new immutable version based on `base_version` (creator or admin). 409 naming the current
-    version and its author when someone saved since; nothing is written then."""
+    """Save a new immutable version based on `base_version` (creator or admin).
+
+    409 when someone saved since, nothing written: its body adds `current_version`, `author` and
+    `base_version` to `code` and `msg`."""
     who = principal("manage")
     return library.save_version(runtime().store, who, path.key, body.base_version, body.doc(), body.name,
                                 body.description), 201
@@ -87,12 +89,12 @@ def prompt_history(path: PromptPath, query: PromptHistoryQuery) -> Any:
     return library.history(runtime().store, who, path.key, query.cursor, query.limit)
 
 
-@bp.delete("/prompts/<key>", responses={204: None, **_WRITE})
+@bp.delete("/prompts/<key>", responses={200: PromptDeleted, **_WRITE})
 def delete_prompt(path: PromptPath) -> Any:
     """Soft-delete a prompt (creator or admin): gone for everyone, restorable by an admin for a while."""
+    rt = runtime()
     who = principal("manage")
-    library.delete(runtime().store, who, path.key)
-    return "", 204
+    return library.delete(rt.store, who, path.key, rt.settings.prompt_restore_window_s)
 
 
 @bp.post("/prompts/<key>/restore", responses={200: PromptOut, **_WRITE})

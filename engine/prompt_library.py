@@ -6,7 +6,7 @@ admin. Another space's prompt is never found (404, not 403: its existence is not
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import Forbidden, InvalidInputs, InvalidTransition, PromptConflict, PromptNotFound, PromptVersionNotFound
@@ -203,11 +203,15 @@ def history(store: Store, who: Principal, key: str, cursor: str | None, limit: i
             "next_cursor": str(page[-1].id) if more and page else None}
 
 
-def delete(store: Store, who: Principal, key: str) -> None:
+def delete(store: Store, who: Principal, key: str, window_s: int) -> dict[str, Any]:
     """Soft-delete: hidden from everyone, restorable by an admin for the restore window."""
     prompt = find(store, who, key)
     require_editor(who, prompt)
-    store.prompts.delete(prompt.id, _actor(who))
+    when = store.prompts.delete(prompt.id, _actor(who))
+    if when is None:  # deleted by someone else meanwhile
+        raise PromptNotFound(f"Prompt '{key}' not found.")
+    return {"key": key, "deleted_at": when.isoformat(),
+            "restorable_until": (when + timedelta(seconds=window_s)).isoformat()}
 
 
 def restore(store: Store, who: Principal, key: str, window_s: int) -> dict[str, Any]:

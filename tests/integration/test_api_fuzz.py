@@ -32,9 +32,12 @@ def lenient_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def seeded(api: Any) -> dict[str, str]:
-    """One workflow and one (queued) run, so that path ids can be real."""
+    """One workflow, one (queued) run and one prompt, so that path ids and keys can be real."""
     workflow_id = api.create_workflow(DEFINITION, name="fuzz")
-    return {"workflow_id": workflow_id, "run_id": api.submit(workflow_id, {"ticket": "t"})}
+    created = api.client.post("/v1/prompts", json={"key": "fuzz", "version": {"text": "Hi {{ name }}"},
+                                                    "labels": ["production"]})
+    assert created.status_code == 201, created.get_json()
+    return {"workflow_id": workflow_id, "run_id": api.submit(workflow_id, {"ticket": "t"}), "key": "fuzz"}
 
 
 @pytest.fixture
