@@ -120,3 +120,22 @@ def test_a_workflow_naming_a_missing_prompt_is_refused_at_save(api: Any, client:
                              config={"intents": ["a", "b"], "query": "{{ topic }}"})
     intent["nodes"][0]["config"].pop("stream")
     assert client.post("/v1/workflows", json={"name": "w", "definition": intent}).status_code == 422
+
+
+def test_a_label_move_is_seen_by_every_worker_process_without_restart(
+        api: Any, client: Any, fake_llm: FakeLLM, write_model: Any, start_worker: Any) -> None:
+    # Given two worker processes that rendered version 1 (their caches filled)
+    write_model("steady", "echo")
+    refresh(client)
+    versions(client, "greeting", "one {{ topic }}", "two {{ topic }}", production=1)
+    start_worker(processes=2, threads=2)
+    workflow_id = api.create_workflow(prompt_workflow("steady", {"key": "greeting", "label": "production"}))
+    before = [api.submit(workflow_id, {"topic": str(i)}) for i in range(4)]
+    assert {api.wait(r, timeout_s=60)["outputs"]["answer"]["text"][:9] for r in before} == {"Echo: one"}
+    # When production moves to version 2
+    client.put("/v1/prompts/greeting/labels/production", json={"version": 2})
+    # Then every next node renders version 2, whichever process runs it
+    after = [api.submit(workflow_id, {"topic": str(i)}) for i in range(6)]
+    runs = [api.wait(r, timeout_s=60) for r in after]
+    assert {r["outputs"]["answer"]["text"][:9] for r in runs} == {"Echo: two"}
+    assert {api.node(r, "ask")["prompt"]["version"] for r in runs} == {2}
