@@ -194,3 +194,19 @@ def test_a_taken_key_is_409_and_a_bad_body_422(app: Any, settings: Settings) -> 
     chat = new_prompt(alice, "chat", text="", version={"messages": [{"role": "system", "text": "be nice"},
                                                                        {"role": "user", "text": "{{ q }}"}]})
     assert chat["version"]["messages"][1] == {"role": "user", "text": "{{ q }}"}
+
+
+def test_a_token_has_an_owner_who_is_the_creator(app: Any, settings: Settings) -> None:
+    # Given an admin who makes a token for alice, and one without a user (its name is its owner)
+    admin = make_client(app, settings, "acme", "dana", scopes=("admin",))
+    made = admin.post("/v1/tokens", json={"name": "alice-laptop", "user": "alice", "scopes": ["manage"]}).get_json()
+    unnamed = admin.post("/v1/tokens", json={"name": "ci-bot", "scopes": ["manage"]}).get_json()
+    assert (made["owner"], unnamed["owner"]) == ("alice", "ci-bot")
+    listed = {t["name"]: t["owner"] for t in admin.get("/v1/tokens").get_json()["tokens"]}
+    assert listed["alice-laptop"] == "alice" and listed["ci-bot"] == "ci-bot"
+    # When alice's token creates a prompt, Then alice (not the token) is its creator: another of her tokens edits it
+    laptop = app.test_client()
+    laptop.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {made['token']}"
+    assert new_prompt(laptop, "owned")["creator"] == "alice"
+    phone = make_client(app, settings, "acme", "alice")
+    assert save(phone, "owned", 1, "from the phone").status_code == 201
