@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from api.localstack.fake_llm import FakeLLM
 from tests.integration.test_llm_node import refresh
@@ -70,9 +71,21 @@ def test_versions_are_cached_and_a_change_is_seen_by_the_next_node(
     refresh(client)
     versions(client, "hello", "hi {{ topic }}", "hello {{ topic }}", production=1)
     workflow_id = api.create_workflow(prompt_workflow("steady", {"key": "hello", "label": "production"}))
-    texts = [api.wait(api.submit(workflow_id, {"topic": t}))["outputs"]["answer"]["text"] for t in ("a", "b")]
-    assert texts == ["Echo: hi a", "Echo: hi b"]
-    assert inline_worker.executor.prompts.loads == 1  # the second node read no version
+    assert api.wait(api.submit(workflow_id, {"topic": "a"}))["outputs"]["answer"]["text"] == "Echo: hi a"
+    # the second node: one statement about prompts (resolve + pin + counter), no version read
+    statements: list[str] = []
+    engine = inline_worker.executor.store.prompts.engine
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert api.wait(api.submit(workflow_id, {"topic": "b"}))["outputs"]["answer"]["text"] == "Echo: hi b"
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len([s for s in statements if "prompt" in s]) == 1, statements
+    assert inline_worker.executor.prompts.loads == 1
     client.put("/v1/prompts/hello/labels/production", json={"version": 2})
     assert api.wait(api.submit(workflow_id, {"topic": "c"}))["outputs"]["answer"]["text"] == "Echo: hello c"
 
