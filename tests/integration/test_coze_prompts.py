@@ -85,6 +85,14 @@ def test_official_prompts_filtered_by_keyword(app: Any, settings: Settings) -> N
     assert [p["name"] for p in found["data"]] == ["Translator"]
 
 
+def test_an_invalid_body_answers_cozes_invalid_param_code(app: Any, settings: Settings) -> None:
+    alice = make_client(app, settings, "acme", "alice")
+    refused = alice.post("/api/playground_api/upsert_prompt_resource", json={"prompt": {"name": ""}})
+    assert refused.status_code == 422 and refused.get_json()["code"] == 110000000
+    bad_id = alice.post("/api/playground_api/delete_prompt_resource", json={"prompt_resource_id": "x1"})
+    assert bad_id.status_code == 422 and bad_id.get_json()["code"] == 110000000
+
+
 def test_coze_routes_need_a_token(app: Any) -> None:
     anonymous = app.test_client()
     assert anonymous.post("/api/playground_api/get_official_prompt_list", json={}).status_code == 401
