@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, errors, health, openapi, registry, runs, tokens, workflows
+    from api import coze, coze_prompts, errors, health, openapi, prompts, registry, runs, tokens, workflows
     from api.models import ErrorBody
     from api.runtime import principal
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     def _authenticate() -> None:
         # Before any parsing: an unauthenticated caller learns nothing of a route's input rules.
         # The scope each route needs is checked in its view (`principal(scope)`).
-        if request.url_rule is not None and request.url_rule.rule.startswith("/v1/"):
+        if request.url_rule is not None and request.url_rule.rule.startswith(("/v1/", "/api/")):
             principal()
 
     @app.before_request
@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(tokens.bp)
     app.register_api(health.bp)
     app.register_api(registry.bp)
+    app.register_api(prompts.bp)
+    app.register_api(coze_prompts.bp)
+    app.register_api(coze_prompts.library_bp)
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
     app.add_url_rule("/openapi.json", "openapi_json", lambda: openapi.document(app))
     return app

@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Response, jsonify, make_response
+from flask import Flask, Response, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -59,12 +59,18 @@ def unstorable_response(where: str) -> Response:
                                   "errors": [{"field": shown, "message": message}]}), 422)
 
 
+# Coze Studio's prompt routes answer its own "invalid param" code (backend/types/errno/prompt.go).
+COZE_PROMPT_PREFIXES = ("/api/playground_api/", "/api/plugin_api/")
+COZE_INVALID_PARAM = 110000000
+
+
 def validation_error(exc: ValidationError) -> Response:
     """422 listing every invalid field; never echoes the submitted values (they may hold secrets)."""
     errors: list[dict[str, Any]] = [{"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]}
                                     for e in exc.errors()]
     summary = "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors)
-    return make_response(jsonify({"code": 4000, "msg": f"Invalid request: {summary}", "errors": errors}), 422)
+    code = COZE_INVALID_PARAM if request.path.startswith(COZE_PROMPT_PREFIXES) else 4000
+    return make_response(jsonify({"code": code, "msg": f"Invalid request: {summary}", "errors": errors}), 422)
 
 
 def init_app(app: Flask) -> None:

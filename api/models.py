@@ -164,6 +164,8 @@ class NodeOut(BaseModel):
     attempt_errors: list[Any] = []
     model: str | None = None
     usage: dict[str, int] | None = None
+    prompt: dict[str, Any] | None = Field(default=None, description="the library prompt {key, version} the node "
+                                                                   "pinned at its first attempt")
     # Composite nodes (workflow, batch, loop): how many child runs ended, how many there are, and
     # how many were started; the children are listed by GET /v1/runs?parent=<run_id>.
     progress: Progress | None = Field(default=None, description=(
@@ -232,6 +234,8 @@ class Health(BaseModel):
 
 class TokenCreate(Strict):
     name: str = Field(min_length=1, max_length=NAME_MAX_CHARS)
+    user: str | None = Field(default=None, min_length=1, max_length=NAME_MAX_CHARS,
+                             description="the person the token acts for (a prompt's creator); default: its name")
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES) * 2,
                               description="Any of run, manage, admin (admin implies the others); "
                                           "operator cannot be granted through the API (403).")
@@ -250,6 +254,7 @@ class TokenCreated(BaseModel):
     token_id: int
     token: str
     name: str
+    owner: str
     space_id: str
     scopes: list[str]
     expires_at: str | None
@@ -258,6 +263,7 @@ class TokenCreated(BaseModel):
 class TokenOut(BaseModel):
     token_id: int
     name: str
+    owner: str
     space_id: str
     scopes: list[str]
     created_at: str

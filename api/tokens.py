@@ -21,8 +21,8 @@ def create_token(body: TokenCreate) -> Any:
     who = principal("admin")
     tokens.check_grantable(tokens.check_scopes(body.scopes))  # unknown names (422) before the refusal (403)
     expires_in = timedelta(seconds=body.expires_in_s) if body.expires_in_s is not None else None
-    issued = tokens.issue_token(runtime().store, who.space_id, body.name, body.scopes, expires_in)
-    return {"token_id": issued.token_id, "token": issued.token, "name": issued.name,
+    issued = tokens.issue_token(runtime().store, who.space_id, body.name, body.scopes, expires_in, owner=body.user)
+    return {"token_id": issued.token_id, "token": issued.token, "name": issued.name, "owner": issued.owner,
             "space_id": issued.space_id, "scopes": list(issued.scopes), "expires_at": _iso(issued.expires_at)}, 201
 
 
@@ -44,7 +44,7 @@ def revoke_token(path: TokenPath) -> Any:
 
 
 def _token_dict(info: TokenInfo) -> dict[str, Any]:
-    return {"token_id": info.id, "name": info.name, "space_id": info.space_id, "scopes": list(info.scopes),
+    return {"token_id": info.id, "name": info.name, "owner": info.owner, "space_id": info.space_id, "scopes": list(info.scopes),
             "created_at": info.created_at.isoformat(), "expires_at": _iso(info.expires_at),
             "last_used_at": _iso(info.last_used_at), "revoked_at": _iso(info.revoked_at)}
 

@@ -82,6 +82,14 @@ class TokenNotFound(NotFound):
     """Token not found."""
 
 
+class PromptNotFound(NotFound):
+    """Prompt not found."""
+
+
+class PromptVersionNotFound(NotFound):
+    """Prompt version not found."""
+
+
 class SpaceNotFound(NotFound):
     """Space not found."""
 
@@ -116,6 +124,10 @@ class InvalidTransition(EngineError):
 
     code = 4090
     http_status = 409
+
+
+class PromptConflict(InvalidTransition):
+    """Someone else saved this prompt since the version this save was based on."""
 
 
 class IdempotencyKeyInUse(InvalidTransition):

@@ -26,6 +26,7 @@ from engine.models.calling import Hub
 from engine.nodes.base import Interrupt, NodeContext, WaitForChildren
 from engine.notify import Notifier, NullNotifier
 from engine.outputs import check_outputs
+from engine.prompt_cache import PromptCache
 from engine.settings import Settings
 from engine.store import Claim, Decision, Ended, Signal, Store
 from engine.template_limits import Limits, configure, deadline, json_size
@@ -92,6 +93,7 @@ class Executor:
         self.notifier = notifier or NullNotifier()
         self.versions = VersionCache(store.catalog)
         self.models = Hub(store, settings)  # handed to nodes as `NodeContext.models`
+        self.prompts = PromptCache(store.prompts)  # bound per attempt as `NodeContext.prompts`
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
         self.watchdog = Watchdog(settings.node_timeout_grace_s)
@@ -263,7 +265,7 @@ class Executor:
                           resume=claim.resume,
                           emit_event=lambda event_type, data: self.emit(run_id, node.id, event_type, data),
                           report=report, declared_outputs=node.declared_outputs, models=self.models,
-                          children=children)
+                          children=children, prompts=self.prompts.bind(claim.space_id, claim.node_row_id, node.id))
         return node.node_type(config).run(ctx, inputs)
 
     @staticmethod

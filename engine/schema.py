@@ -82,6 +82,8 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    # Who the token acts for (migration 0010): a person, so a prompt's creator is not a token.
+    owner: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = _now()
@@ -213,6 +215,9 @@ class NodeRun(Base):
     # LLM nodes: the registry model that answered the deciding attempt, and its token usage.
     model: Mapped[str | None] = mapped_column(String(128))
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Nodes using a library prompt: {key, version, version_id}, pinned at the first attempt so
+    # retries and resumes render the same text (migration 0010).
+    prompt: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -267,3 +272,72 @@ class ModelGeneration(Base):
     models: Mapped[dict[str, Any]] = mapped_column(JSONB)  # model id -> document
     problems: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = _now()
+
+
+class Prompt(Base):
+    """A prompt of a space's library (migration 0010); its versions are immutable, labels move.
+
+    `search_text` is the key, name, description and latest text, lower-cased, for substring
+    search; the migration adds a pg_trgm GIN index on it when the extension is available
+    (engine/store/prompts.py says why trigrams)."""
+
+    __tablename__ = "prompts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    creator: Mapped[str] = mapped_column(String(200))
+    latest_version: Mapped[int] = mapped_column(Integer)
+    search_text: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (UniqueConstraint("space_id", "key", name="uq_prompts_space_key"),
+                      Index("ix_prompts_space_id", "space_id", "id"))
+
+
+class PromptVersion(Base):
+    """One immutable version of a prompt: text or chat messages, variables, model config."""
+
+    __tablename__ = "prompt_versions"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    text_: Mapped[str | None] = mapped_column("text", Text)  # `text` would shadow sqlalchemy.text here
+    messages: Mapped[list[Any] | None] = mapped_column(JSONB)
+    variables: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    model: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    message: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+    __table_args__ = (UniqueConstraint("prompt_id", "version", name="uq_prompt_versions_prompt_version"),
+                      CheckConstraint("(text IS NULL) <> (messages IS NULL)", name="text_or_messages"))
+
+
+class PromptLabel(Base):
+    """A movable pointer to a version (`production`, `staging`, …); `latest` is not stored."""
+
+    __tablename__ = "prompt_labels"
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = _now()
+
+
+class PromptEvent(Base):
+    """The audit of every prompt change (create, version, label, delete, restore). Its newest id
+    is also the library's change counter: a process's prompt cache is dropped when it moves."""
+
+    __tablename__ = "prompt_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+    __table_args__ = (Index("ix_prompt_events_prompt", "prompt_id", "id"),)

@@ -24,6 +24,7 @@ from engine.errors import (
 from engine.models import ModelIds
 from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import ModelChoice, unknown_model_errors
+from engine.nodes.prompt_ref import missing_prompt_errors, prompt_refs
 from engine.notify import Notifier, NullNotifier
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
@@ -55,6 +56,7 @@ class Relayflow:
         doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         self._check_operator_caps(compiled)
+        self._check_prompts(space_id, compiled)
         check_no_recursion(self.store, space_id, None, name, doc)
         record = self.store.catalog.insert_workflow("wf_" + uuid.uuid4().hex[:20], space_id, name,
                                                     description, doc, _node_facts(compiled))
@@ -67,6 +69,7 @@ class Relayflow:
         doc = load_definition(definition, self.definition_limits)
         compiled = compile_workflow(doc)
         self._check_operator_caps(compiled)
+        self._check_prompts(space_id, compiled)
         current = self.store.catalog.get_workflow(workflow_id, space_id)  # WorkflowNotFound first
         check_no_recursion(self.store, space_id, workflow_id, name or current["name"], doc)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
@@ -81,6 +84,18 @@ class Relayflow:
         errors = memory_cap_errors(configs, self.settings.code_memory_max_mb)
         if any(isinstance(config, ModelChoice) for config in configs.values()):  # spare the query otherwise
             errors += unknown_model_errors(configs, self.model_ids.current(self.settings.model_path))
+        if errors:
+            raise DefinitionError(errors=errors)
+
+    def _check_prompts(self, space_id: str, compiled: CompiledWorkflow) -> None:
+        """Refuse (422) a definition naming a prompt, version or label the space's library lacks."""
+        configs = {(f"{body}/{node_id}" if body else node_id): node.config
+                   for body, graph in [("", compiled), *compiled.bodies()] for node_id, node in graph.nodes.items()}
+        refs = prompt_refs(configs)
+        if not refs:
+            return
+        known = self.store.prompts.referenced(space_id, sorted({r.key for r in refs.values()}))
+        errors = missing_prompt_errors(refs, known)
         if errors:
             raise DefinitionError(errors=errors)
 
@@ -277,6 +292,8 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
             "attempt_errors": row["attempt_log"] if row else [],
             "model": row["model"] if row else None,
             "usage": row["usage"] if row else None,
+            "prompt": ({"key": row["prompt"]["key"], "version": row["prompt"]["version"]}
+                       if row and row.get("prompt") else None),
         })
         if node.body is not None or node.type_name == "workflow":
             # a composite node: its children's progress (counters, O(1)); the children themselves

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # The most iterations one loop node may run (its own `max_iterations` may only lower it): a
     # `while` loop still going at the cap fails, so no loop is unbounded.
     loop_max_iterations: int = Field(default=1000, ge=1)
+    # How long an admin may restore a deleted prompt (docs/prompts.md).
+    prompt_restore_window_s: int = Field(default=30 * 86400, ge=0)
     reconcile_every_s: float = 5.0
     resend_queued_after_s: float = 30.0
     retry_grace_s: float = 2.0

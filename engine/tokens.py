@@ -43,11 +43,17 @@ class Principal:
     space_id: str
     token_id: int
     scopes: frozenset[str]
+    owner: str = ""  # the person the token acts for (`--user`; by default the token's name)
 
     def require(self, scope: str) -> None:
         """Refuse with 403 unless the token has `scope` (admin implies the space scopes, never operator)."""
         if scope not in self.scopes and (scope == OPERATOR or "admin" not in self.scopes):
             raise Forbidden(f"This token lacks the '{scope}' scope.")
+
+    @property
+    def is_admin(self) -> bool:
+        """True for a token with the space's admin scope."""
+        return "admin" in self.scopes
 
     @property
     def is_operator(self) -> bool:
@@ -65,6 +71,7 @@ class IssuedToken:
     name: str
     scopes: tuple[str, ...]
     expires_at: datetime | None
+    owner: str = ""
 
 
 def _refuse(field: str, message: str) -> InvalidInputs:
@@ -117,25 +124,32 @@ def hash_token(token: str) -> str:
 
 
 def issue_token(store: Store, space_id: str, name: str, scopes: Iterable[str] = SCOPES,
-                expires_in: timedelta | None = DEFAULT_EXPIRY, *, create_space: bool = False) -> IssuedToken:
-    """Create a token (and its space, if asked); the result holds its plaintext, shown once."""
+                expires_in: timedelta | None = DEFAULT_EXPIRY, *, create_space: bool = False,
+                owner: str | None = None) -> IssuedToken:
+    """Create a token (and its space, if asked); the result holds its plaintext, shown once.
+
+    `owner` is the person it acts for (a prompt's creator is an owner); by default its name.
+    """
     check_space_id(space_id)
     if not name.strip() or len(name) > NAME_MAX_CHARS:
         raise _refuse("name", f"give a name of 1-{NAME_MAX_CHARS} characters")
+    owner = name if owner is None else owner
+    if not owner.strip() or len(owner) > NAME_MAX_CHARS:
+        raise _refuse("user", f"give a user of 1-{NAME_MAX_CHARS} characters")
     clean = check_scopes(scopes)
     if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
         raise _refuse("expires_in", f"must be more than 0 and at most {MAX_EXPIRY.days} days (or never)")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
     token_id = store.catalog.insert_token(space_id, name, hash_token(token), clean, expires_at,
-                                          create_space=create_space)
-    return IssuedToken(token_id, token, space_id, name, clean, expires_at)
+                                          create_space=create_space, owner=owner)
+    return IssuedToken(token_id, token, space_id, name, clean, expires_at, owner)
 
 
 def create_token(store: Store, space_id: str, name: str, scopes: tuple[str, ...] = SCOPES,
-                 expires_in: timedelta | None = None) -> str:
+                 expires_in: timedelta | None = None, owner: str | None = None) -> str:
     """Create a token of an existing space and return its plaintext (shown once, never stored)."""
-    return issue_token(store, space_id, name, scopes, expires_in).token
+    return issue_token(store, space_id, name, scopes, expires_in, owner=owner).token
 
 
 def list_tokens(store: Store, space_id: str | None) -> list[TokenInfo]:
@@ -168,7 +182,7 @@ def authenticate(store: Store, header: str | None) -> Principal:
         raise Unauthorized(f"This token was revoked at {record.revoked_at.isoformat(timespec='seconds')}.")
     if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
         raise Unauthorized(f"This token expired at {record.expires_at.isoformat(timespec='seconds')}.")
-    return Principal(record.space_id, record.id, frozenset(record.scopes))
+    return Principal(record.space_id, record.id, frozenset(record.scopes), record.owner)
 
 
 def ensure_local_token(database_url: str, token_file: Path | None = None) -> str:

@@ -37,6 +37,7 @@ from api.cli.base import (
     run_table,
 )
 from api.cli.client import WorkflowFile, parse_input
+from api.cli.prompts import prompts
 from api.cli.runs import COMMANDS as RUN_COMMANDS
 from api.cli.spaces import spaces
 from api.cli.supervisor import child_env, web_command, worker_command
@@ -163,5 +164,6 @@ def migrate() -> None:
 main.add_command(up)
 main.add_command(tokens)
 main.add_command(spaces)
+main.add_command(prompts)
 for command in RUN_COMMANDS:
     main.add_command(command)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -132,6 +133,12 @@ class Client:
     def _unreachable(self, exc: Exception) -> ServiceUnavailable:
         return ServiceUnavailable(f"cannot reach Relayflow at {self.base_url} ({exc or type(exc).__name__}); "
                                   "is `relayflow up` running, or is --url right?")
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Any route: the JSON answer, or the API's error raised as the engine's (`params`: the query)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return self._request(method, f"{path}?{urlencode(query)}" if query else path, body)
 
     def healthy(self) -> bool:
         """True when `GET /healthz` answers 200 (PostgreSQL and Redis reachable)."""

@@ -68,6 +68,7 @@ def tokens() -> None:
 @click.option("--space", default=token_ops.DEFAULT_SPACE, show_default=True,
               help="The space the token acts in (created if missing).")
 @click.option("--name", required=True, help="What the token is for (e.g. ci, alice-laptop).")
+@click.option("--user", default=None, help="The person the token acts for (a prompt's creator); default: its name.")
 @click.option("--scope", "scopes", multiple=True, type=click.Choice(token_ops.SCOPES),
               help="Repeat for several: run (start/cancel/resume runs), manage (workflows), admin (all of "
                    "the space), operator (the shared model registry and health details).")
@@ -75,7 +76,8 @@ def tokens() -> None:
 @click.option("--expires-in", default="90d", show_default=True, metavar="DURATION",
               help="Lifetime such as 30d, 12h, 90m, or 'never'.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the token (for scripts).")
-def create(space: str, name: str, scopes: tuple[str, ...], operator: bool, expires_in: str, quiet: bool) -> None:
+def create(space: str, name: str, user: str | None, scopes: tuple[str, ...], operator: bool, expires_in: str,
+           quiet: bool) -> None:
     """Create a token and print it once: it is stored only as a hash."""
     if operator:
         scopes = (*scopes, token_ops.OPERATOR)
@@ -83,12 +85,13 @@ def create(space: str, name: str, scopes: tuple[str, ...], operator: bool, expir
         raise click.UsageError("give --scope at least once (or --operator)")
     with _store() as store:
         issued = token_ops.issue_token(store, space, name, scopes, token_ops.parse_duration(expires_in),
-                                       create_space=True)
+                                       create_space=True, owner=user)
     if quiet:
         click.echo(issued.token)
         return
     console.print(f"[green]✔[/] token {issued.token_id} [bold]{escape(issued.name)}[/] in space "
-                  f"[bold]{escape(issued.space_id)}[/], scopes {', '.join(issued.scopes)}, "
+                  f"[bold]{escape(issued.space_id)}[/] for user [bold]{escape(issued.owner)}[/], "
+                  f"scopes {', '.join(issued.scopes)}, "
                   f"expires {_when(issued.expires_at, 'never')}")
     console.print("Copy it now, it is not shown again:")
     click.echo(issued.token)
@@ -103,10 +106,10 @@ def list_(space: str | None) -> None:
     if not found:
         console.print("No tokens" + (f" in space {escape(space)}." if space else "."))
         return
-    # light borders: the eight columns fit an 80-column terminal
+    # light borders: the nine columns fit a 90-column terminal
     table = Table(caption="Times in UTC", caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
     table.add_column("id", no_wrap=True)
-    for column in ("name", "space", "scopes"):
+    for column in ("name", "owner", "space", "scopes"):
         table.add_column(column, overflow="fold", min_width=6)
     for column in ("created", "expires", "last used", "revoked"):
         table.add_column(column, min_width=10)  # a narrow terminal wraps the time under the date
@@ -115,7 +118,7 @@ def list_(space: str | None) -> None:
         expires = _when(info.expires_at, "never", zone="")
         if info.expires_at is not None and info.expires_at <= now:
             expires = f"[red]{expires} expired[/]"
-        table.add_row(str(info.id), escape(info.name), escape(info.space_id), " ".join(info.scopes),
+        table.add_row(str(info.id), escape(info.name), escape(info.owner), escape(info.space_id), " ".join(info.scopes),
                       _when(info.created_at, zone=""), expires, _when(info.last_used_at, zone=""),
                       f"[red]{_when(info.revoked_at, zone='')}[/]" if info.revoked_at else "-")
     console.print(table)

@@ -40,6 +40,14 @@ class ModelSource(Protocol):
         ...
 
 
+class PromptSource(Protocol):
+    """The prompt library as a node sees it (engine/prompt_cache.py `BoundPrompts` is the real one)."""
+
+    def resolve(self, key: str, version: int | None, label: str | None) -> Any:
+        """The `ResolvedPrompt` this node uses (pinned at its first attempt); PermanentNodeError if none."""
+        ...
+
+
 # The input of a body's child runs holding the outputs of the enclosing nodes the body references
 # (not an identifier, so no author's input can take the name).
 OUTER_KEY = "@outer"
@@ -128,6 +136,8 @@ class NodeContext:
     models: ModelSource | None = None
     # Starts child runs (composite nodes); None where none may be started.
     children: ChildRuns | None = None
+    # Resolves library prompts (llm, intent); None where there is no library.
+    prompts: PromptSource | None = None
 
     def remaining_s(self) -> float:
         """Seconds left before this attempt's timeout (never negative)."""

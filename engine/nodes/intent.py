@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from engine.errors import NodeError
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.llm import ModelChoice, ask_model
+from engine.nodes.prompt_ref import PromptRef, library_messages
 
 DEFAULT_PORT = "default"
 _INTEGER = re.compile(r"-?\d+")
@@ -55,6 +56,8 @@ class IntentConfig(ModelChoice):
     query: str = Field(default="{{ query }}", min_length=1,
                        description="the text to classify (a template; by default the node's input `query`)")
     system_prompt: str | None = Field(default=None, description="extra instructions added to the classifier's prompt")
+    prompt: PromptRef | None = Field(default=None, description="the extra instructions as a library prompt "
+                                                               "{key, label | version} instead of system_prompt")
     mode: Literal["standard", "top_speed"] = Field(
         default="standard", description="standard: JSON with a reason; top_speed: the model answers the number only")
 
@@ -95,7 +98,10 @@ class IntentNode(NodeType[IntentConfig]):
         listed = json.dumps([{"classificationId": 0, "content": "Other intentions"},
                              *({"classificationId": i + 1, "content": text} for i, text in enumerate(cfg.intents))],
                             ensure_ascii=False, indent=0)
-        advance = f"\n{ctx.render_text(cfg.system_prompt, inputs)}\n" if cfg.system_prompt and not fast else ""
+        extra = ctx.render_text(cfg.system_prompt, inputs) if cfg.system_prompt else ""
+        if cfg.prompt is not None:
+            extra = "\n".join(m["content"] for m in library_messages(ctx, cfg.prompt, inputs))
+        advance = f"\n{extra}\n" if extra and not fast else ""
         system = _PROMPT.format(intents=listed, advance=advance, reply=_NUMBER_REPLY if fast else _JSON_REPLY)
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": ctx.render_text(cfg.query, inputs)}]

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from engine.errors import NodeError, PermanentNodeError
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.llm_params import LlmParameters, sampling_params
+from engine.nodes.prompt_ref import PromptRef, library_messages
 from engine.outputs import check_outputs
 from engine.templates import is_template
 
@@ -47,7 +48,15 @@ class LlmConfig(ModelChoice):
     """Config of an `llm` node."""
 
     system_prompt: str | None = None
-    prompt: str = Field(min_length=1)
+    prompt: str | PromptRef = Field(description="the user prompt (a template), or a library prompt "
+                                                "`{key, label}` / `{key, version}` (docs/prompts.md)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: str | PromptRef) -> str | PromptRef:
+        if isinstance(value, str) and not value:
+            raise ValueError("give the prompt text, or a library prompt {key, label | version}")
+        return value
     output_format: Literal["text", "markdown", "json"] = "text"
     stream: bool = True
 
@@ -132,9 +141,12 @@ class LlmNode(NodeType[LlmConfig]):
     def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the model and its fallbacks, as LiteLLM's Router tries them."""
         cfg = self.config
-        messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
-        if cfg.system_prompt:
-            messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
+        if isinstance(cfg.prompt, PromptRef):
+            messages = library_messages(ctx, cfg.prompt, inputs, cfg.system_prompt)
+        else:
+            messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
+            if cfg.system_prompt:
+                messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
         wants_json = cfg.output_format == "json"
         answer = ask_model(ctx, cfg.model, cfg.fallback_models, cfg.parameters, messages,
                            wants_json=wants_json, stream=cfg.stream and not wants_json)

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
 from engine.store.lifecycle import Claim, Decision, Delegation, Ended, LifecycleStore, NewItems, NewRun, Signal, Submitted
 from engine.store.models import Generation, ModelStore
+from engine.store.prompts import PromptStore
 from engine.store.views import ViewStore
 
 
@@ -19,11 +20,13 @@ class Store:
     lifecycle: LifecycleStore
     views: ViewStore
     models: ModelStore
+    prompts: PromptStore
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Store:
         """Build the store on a pooled engine."""
-        return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine))
+        return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine),
+                   PromptStore(engine))
 
 
 __all__ = [

@@ -23,6 +23,7 @@ class TokenRecord:
     scopes: tuple[str, ...]
     expires_at: datetime | None
     revoked_at: datetime | None
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class TokenInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,14 @@ class CatalogStore:
         return [SpaceLoad(r.id, r.max_running_nodes, r.running_nodes, r.waiting) for r in rows]
 
     def insert_token(self, space_id: str, name: str, token_hash: str, scopes: Sequence[str],
-                     expires_at: datetime | None, create_space: bool = False) -> int:
+                     expires_at: datetime | None, create_space: bool = False, owner: str | None = None) -> int:
         """Store a token's hash (creating its space first if asked); returns its id."""
         with self.engine.begin() as conn:
             if create_space:
                 conn.execute(sql.INSERT_SPACE_NAMED_BY_ID.clause,
                              {"id": space_id})
             return int(conn.execute(sql.INSERT_TOKEN.clause,
-                {"space": space_id, "name": name, "hash": token_hash, "scopes": list(scopes),
+                {"space": space_id, "name": name, "owner": owner or name, "hash": token_hash, "scopes": list(scopes),
                  "expires": expires_at}).scalar_one())
 
     def list_tokens(self, space_id: str | None) -> list[TokenInfo]:
@@ -103,7 +105,7 @@ class CatalogStore:
         with self.reads.connect() as conn:
             rows = conn.execute(sql.LIST_TOKENS.clause, {"space": space_id}).all()
         return [TokenInfo(r.id, r.space_id, r.name, tuple(r.scopes), r.created_at, r.expires_at,
-                          r.revoked_at, r.last_used_at) for r in rows]
+                          r.revoked_at, r.last_used_at, r.owner) for r in rows]
 
     def revoke_token(self, token_id: int, space_id: str | None) -> tuple[bool, datetime | None]:
         """Revoke a token of the space (None: of any space) unless it already is.
@@ -121,7 +123,8 @@ class CatalogStore:
             row = conn.execute(sql.USE_TOKEN.clause, {"hash": token_hash}).first()
         if row is None:
             return None
-        return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at)
+        return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at,
+                           row.owner)
 
     def token_states(self, token_ids: Sequence[int]) -> dict[int, tuple[datetime | None, datetime | None]]:
         """(revoked_at, expires_at) of each token that still exists, in one read (open streams re-check)."""

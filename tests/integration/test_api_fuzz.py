@@ -32,9 +32,12 @@ def lenient_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def seeded(api: Any) -> dict[str, str]:
-    """One workflow and one (queued) run, so that path ids can be real."""
+    """One workflow, one (queued) run and one prompt, so that path ids and keys can be real."""
     workflow_id = api.create_workflow(DEFINITION, name="fuzz")
-    return {"workflow_id": workflow_id, "run_id": api.submit(workflow_id, {"ticket": "t"})}
+    created = api.client.post("/v1/prompts", json={"key": "fuzz", "version": {"text": "Hi {{ name }}"},
+                                                    "labels": ["production"]})
+    assert created.status_code == 201, created.get_json()
+    return {"workflow_id": workflow_id, "run_id": api.submit(workflow_id, {"ticket": "t"}), "key": "fuzz"}
 
 
 @pytest.fixture
@@ -115,6 +118,9 @@ def _reach_deeper(case: Any, data: Any, seeded: dict[str, str]) -> None:
             case.body["inputs"] = {"ticket": data.draw(st.text(max_size=40), label="ticket")}
 
 
+# One test function walks every operation (30 examples each): past the suite's 120 s per test
+# once the prompt library's 14 operations joined, on a shared 2-core machine.
+@pytest.mark.timeout(600)
 @schema.parametrize()
 @schema.given(data=st.data())
 @settings(max_examples=30, deadline=None, derandomize=True, database=None,

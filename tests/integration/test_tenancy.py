@@ -226,7 +226,7 @@ def test_token_lifecycle_create_list_revoke(app: Any, store: Store) -> None:
     text = listing.get_data(as_text=True)
     assert created["token"] not in text and hash_token(created["token"]) not in text
     shown = {t["token_id"]: t for t in listing.get_json()["tokens"]}[created["token_id"]]
-    assert set(shown) == {"token_id", "name", "space_id", "scopes", "created_at", "expires_at",
+    assert set(shown) == {"token_id", "name", "owner", "space_id", "scopes", "created_at", "expires_at",
                           "last_used_at", "revoked_at"}
     assert shown["revoked_at"] is None and shown["expires_at"] == created["expires_at"]
     # When it is revoked, it is refused; a second revoke is a 409

@@ -43,7 +43,8 @@ TRANSITIONS: dict[str, Mapping[Any, Mapping[Any, tuple[str, ...]]]] = {
 OTHER_LITERALS = {"synchronous_commit", "off", "{}", "1 minute", "relayflow.model_generations",
                   "attempt", "event_id", "type", "data", "node_id",
                   "child_run_id", "status", "outputs", "error",  # a child's outcome (WAKE_PARENT)
-                  "item", "index", "done", "total", "async"}  # a batch item's inputs; progress; run_mode
+                  "item", "index", "done", "total", "async",  # a batch item's inputs; progress; run_mode
+                  "key", "version", "version_id", "latest"}  # a node's pinned prompt (PIN_PROMPT)
 # Where a statement writes the status a row already has (not a move, so not in the transitions):
 # a resume leaves its run interrupted while another of its interrupts is still pending.
 STAYS = {("RESUME_NODE", "runs", "interrupted")}

@@ -20,11 +20,11 @@ SELECT s.id, s.max_running_nodes, s.running_nodes,
 
 # -- tokens ---------------------------------------------------------------------------------------
 INSERT_TOKEN = Statement("Store a token's hash; returns its id.", """
-INSERT INTO api_tokens (space_id, name, token_hash, scopes, expires_at)
-VALUES (:space, :name, :hash, :scopes, :expires) RETURNING id""")
+INSERT INTO api_tokens (space_id, name, owner, token_hash, scopes, expires_at)
+VALUES (:space, :name, :owner, :hash, :scopes, :expires) RETURNING id""")
 
 LIST_TOKENS = Statement("Tokens of a space (NULL: of every space), oldest first, without their hashes.", """
-SELECT id, space_id, name, scopes, created_at, expires_at, revoked_at, last_used_at
+SELECT id, space_id, name, owner, scopes, created_at, expires_at, revoked_at, last_used_at
   FROM api_tokens WHERE CAST(:space AS text) IS NULL OR space_id = :space
  ORDER BY id""")
 
@@ -42,14 +42,14 @@ SELECT (SELECT count(*) FROM token) AS found, (SELECT revoked_at FROM revoked) A
 
 USE_TOKEN = Statement("Look a token up by hash and record its use (at most once a minute).", """
 WITH token AS (
-    SELECT id, space_id, name, scopes, expires_at, revoked_at, last_used_at
+    SELECT id, space_id, name, owner, scopes, expires_at, revoked_at, last_used_at
       FROM api_tokens WHERE token_hash = :hash
 ), recorded_use AS (
     UPDATE api_tokens SET last_used_at = now() FROM token
      WHERE api_tokens.id = token.id
        AND (token.last_used_at IS NULL OR token.last_used_at < now() - interval '1 minute')
 )
-SELECT id, space_id, name, scopes, expires_at, revoked_at FROM token""")
+SELECT id, space_id, name, owner, scopes, expires_at, revoked_at FROM token""")
 
 TOKEN_STATES = Statement("(revoked_at, expires_at) of each of the given tokens that still exists.",
                          "SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = ANY(:ids)")
