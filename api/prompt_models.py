@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.models import PgInt, Strict
 from engine.prompt_docs import TEXT_MAX_CHARS, VersionDoc
@@ -210,6 +210,9 @@ class CozeCodeResponse(BaseModel):
 
 
 class CozeLibraryRequest(BaseModel):
+    # strict: a boolean where the schema says integer (`user_filter: false`) is refused, not coerced
+    model_config = ConfigDict(strict=True)
+
     space_id: str | int | None = None
     res_type_filter: list[int] | None = None
     name: str | None = Field(default=None, max_length=200)

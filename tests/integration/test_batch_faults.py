@@ -123,6 +123,9 @@ def test_kill_9_mid_batch_reruns_only_the_items_in_flight_and_the_batch_succeeds
     # When the worker group is killed with SIGKILL once about a third of the items have called
     wait_for(lambda: len(item_server.snapshot()) >= 20, timeout_s=60)
     worker.kill()
+    # A statement a killed worker had already sent still commits in Postgres: let those land
+    # before reading what was committed
+    time.sleep(1.0)
     called = item_server.snapshot()  # no worker is left to call after this point
     fetched = {i for i, (status, _) in _fetch_status(settings, run_id).items() if status == "succeeded"}
     finished = {r[0] for r in _sql(settings, "SELECT item_index FROM runs WHERE parent_run_id = %s "
