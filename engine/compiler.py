@@ -341,27 +341,13 @@ class _Compiler:
             return "a node cannot reference its own outputs"
         if root not in self.known_ids and root in self.outer:
             self.outer_used.add(root)
-            outer = self.outer[root]
-            if attr is None or outer is None:
-                return None
-            fields = _output_fields(outer)
-            if fields is None or attr in fields:
-                return None
-            listed = ", ".join(sorted(fields)) or "none"
-            return f"node '{root}' has no output '{attr}'{_hint(attr, fields)}; its outputs: {listed}"
+            return _output_problem(root, attr, self.outer[root])
         if root not in self.known_ids:
             where = (" (inside a body: its inputs, " + ", ".join(sorted(self.locals)) +
                      ", its own nodes and the enclosing graph's nodes)" if self.locals
                      else " (run inputs are 'inputs.<name>')")
             return f"unknown reference '{root}': no node has that id{_hint(root, self.known_ids)}{where}"
-        target = self.drafts.get(root)
-        if attr is None or target is None:
-            return None
-        allowed = _output_fields(target)
-        if allowed is None or attr in allowed:
-            return None
-        listed = ", ".join(sorted(allowed)) or "none"
-        return f"node '{root}' has no output '{attr}'{_hint(attr, allowed)}; its outputs: {listed}"
+        return _output_problem(root, attr, self.drafts.get(root))
 
     def _references(self, draft: _Draft) -> None:
         spec, node_type = draft.spec, draft.node_type
@@ -517,6 +503,17 @@ class _Compiler:
             config_template=compile_value(templated, "config") if templated else None,
             config_source=spec.config, body=draft.body, locals=tuple(sorted(self.locals)),
             outer=tuple(sorted(draft.outer_refs)))
+
+
+def _output_problem(root: str, attr: str | None, target: _Draft | None) -> str | None:
+    """Why `root.attr` names no output of the node `target` (None: it does, or cannot be told)."""
+    if attr is None or target is None:
+        return None
+    allowed = _output_fields(target)
+    if allowed is None or attr in allowed:
+        return None
+    listed = ", ".join(sorted(allowed)) or "none"
+    return f"node '{root}' has no output '{attr}'{_hint(attr, allowed)}; its outputs: {listed}"
 
 
 def _output_fields(draft: _Draft) -> frozenset[str] | None:

@@ -7,7 +7,7 @@ stops the iteration's other nodes. Anywhere else they are refused at save time (
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -41,33 +41,31 @@ class FlagConfig(NodeConfig):
     """`break` and `continue` take no config."""
 
 
-class BreakNode(NodeType[FlagConfig]):
+class _FlagNode(NodeType[FlagConfig]):
+    """A body-only node whose one output, `{flag: true}`, the woken loop reads."""
+
+    Config = FlagConfig
+    only_inside = "loop"
+    flag: ClassVar[str]
+
+    @classmethod
+    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
+        return frozenset({cls.flag})
+
+    def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Record the flag."""
+        return {self.flag: True}
+
+
+class BreakNode(_FlagNode):
     """When it runs, the loop ends after this iteration (which completes, outputs and variables kept)."""
 
     type_name = "break"
-    Config = FlagConfig
-    only_inside = "loop"
-
-    @classmethod
-    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
-        return frozenset({"break"})
-
-    def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Record the break."""
-        return {"break": True}
+    flag = "break"
 
 
-class ContinueNode(NodeType[FlagConfig]):
+class ContinueNode(_FlagNode):
     """When it runs, this iteration is left out of the loop's output arrays; the loop goes on."""
 
     type_name = "continue"
-    Config = FlagConfig
-    only_inside = "loop"
-
-    @classmethod
-    def output_fields(cls, config: NodeConfig, declared: Mapping[str, str] | None) -> frozenset[str] | None:
-        return frozenset({"continue"})
-
-    def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Record the continue."""
-        return {"continue": True}
+    flag = "continue"
