@@ -3,8 +3,8 @@
 No I/O. `plan_rerun` reads the compiled graph and the source's recorded outcomes and says, for the
 new run, what the store inserts: the reused rows (copied from the source), and the frontier rows
 with the join counters the normal successor logic (COMMIT_NODE's successor upsert) continues from,
-as if each reused node had committed in this run. `apply_overrides` changes the rendered inputs
-and config of the rerun-from node's attempts.
+as if each reused node had committed in this run; `render_with_overrides` changes the rendered inputs
+and config of the rerun-from node's attempts (`render_with_overrides`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.compiler import CompiledWorkflow
+from engine.compiler import CompiledNode, CompiledWorkflow
 from engine.errors import InvalidInputs
 from engine.nodes.base import NodeConfig
 from engine.statuses import NodeStatus
@@ -180,14 +180,14 @@ def input_names(workflow: CompiledWorkflow, node_id: str) -> set[str]:
     return set()
 
 
-def apply_overrides(config: NodeConfig, inputs: dict[str, Any],
-                    overrides: dict[str, Any] | None) -> tuple[NodeConfig, dict[str, Any]]:
-    """The rerun-from node's rendered config and inputs with the run's overrides applied (validated
-    when the rerun was accepted); unchanged for any other node (`overrides` is None then)."""
+def render_with_overrides(node: CompiledNode, context: dict[str, Any],
+                          overrides: dict[str, Any] | None) -> tuple[NodeConfig, dict[str, Any]]:
+    """Render the node's config and inputs, with a rerun's overrides when it is the node the rerun
+    started from (`overrides` is None for every other node): named inputs replaced before the config
+    renders (so templated config fields see them), then the model and the prompt version."""
     if not overrides:
-        return config, inputs
-    if overrides.get("inputs"):
-        inputs = {**inputs, **overrides["inputs"]}
+        return node.render(context)
+    config, inputs = node.render(context, overrides.get("inputs"))
     update: dict[str, Any] = {}
     if overrides.get("model") and hasattr(config, "model"):
         update["model"] = overrides["model"]
