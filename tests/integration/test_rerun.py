@@ -280,3 +280,27 @@ def test_bulk_rerun_counts_first_then_reruns_each_failed_run_once(
     # A range ending before it starts is refused naming `until`
     bad = client.post(f"/v1/workflows/{workflow_id}/reruns", json={"since": until, "until": since})
     assert bad.status_code == 422 and bad.get_json()["errors"][0]["field"] == "until"
+
+
+def test_the_command_line_reruns_one_run_and_counts_a_bulk_dry_run(
+        settings: Any, web_server: str, token: str, api: Any, start_worker: Any, counter: Any) -> None:
+    # Given real web and worker processes, and a run that failed at B
+    from tests.integration.test_cli_client import _cli, _env, _out
+
+    env = _env(settings, web_server, token)
+    start_worker()
+    workflow_id, source_id = failed_at_b(api, counter)
+    # When `relayflow rerun --workflow --dry-run` counts, then `relayflow rerun RUN --from B --watch` reruns
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    until = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    dry = _cli(env, "rerun", "--workflow", workflow_id, "--since", since, "--until", until, "--dry-run", "--json")
+    assert dry.returncode == 0, _out(dry)
+    assert json.loads(dry.stdout)["count"] == 1
+    watched = _cli(env, "rerun", source_id, "--from", "B", "--watch")
+    # Then it exits 0 with the rerun succeeded, A's endpoint untouched
+    assert watched.returncode == 0, _out(watched)
+    assert "reused: A" in watched.stdout and "succeeded" in watched.stdout
+    assert counter.hits == Counter({"/a": 1, "/b": 2, "/c": 1})
+    # And an unknown node is refused naming it, exit 1
+    refused = _cli(env, "rerun", source_id, "--from", "Z")
+    assert refused.returncode == 1 and "from_node" in _out(refused)
