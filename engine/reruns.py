@@ -145,7 +145,7 @@ class Reruns:
         out unless `again`."""
         if status not in BULK_STATUSES:
             raise refused("status", f"must be one of {', '.join(BULK_STATUSES)}")
-        since, until = _utc(since), _utc(until)
+        since, until = _utc(since, "since"), _utc(until, "until")
         if since >= until:
             raise refused("until", "must be later than `since`")
         if not 1 <= limit <= BULK_MAX:
@@ -205,5 +205,9 @@ def _bulk_from(source: dict[str, Any], workflow: CompiledWorkflow, outcomes: dic
     return next((n for n in workflow.order if n not in outcomes or not outcomes[n].reusable), None)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _utc(moment: datetime, field_: str) -> datetime:
+    """The moment in UTC (a naive one is read as UTC); 422 naming the field if it has no UTC equivalent."""
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise refused(field_, "is out of range") from None

@@ -225,16 +225,21 @@ def test_refusals_name_the_field(api: Any, client: Any, app: Any, settings: Any,
     # Another space's run: 404
     other = make_client(app, settings, "space-b", "bob")
     assert rerun(other, source_id, from_node="A").status_code == 404
+    window = {"since": "2020-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z", "dry_run": True}
+    assert other.post(f"/v1/workflows/{workflow_id}/reruns", json=window).status_code == 404
+    assert other.get(f"/v1/runs?source={source_id}").get_json()["runs"] == []
     # Nothing was started by the refusals
     assert api.run(source_id)["reruns"] == []
 
 
-def test_a_child_run_as_source_is_refused(api: Any, client: Any, inline_worker: Any) -> None:
+def test_a_child_run_as_source_is_refused_and_composite_nodes_rerun_or_are_reused_whole(
+        api: Any, client: Any, inline_worker: Any) -> None:
     child_wf = api.create_workflow({"nodes": [{"id": "t", "type": "template", "config": {"template": "hi"}}],
                                     "outputs": {"text": "{{ t.text }}"}}, name="child")
     parent = api.wait(api.submit(api.create_workflow(
-        {"nodes": [{"id": "sub", "type": "workflow", "config": {"workflow": child_wf}}],
-         "outputs": {"text": "{{ sub.text }}"}}, name="parent")))
+        {"nodes": [{"id": "sub", "type": "workflow", "config": {"workflow": child_wf}},
+                   {"id": "tail", "type": "template", "config": {"template": "{{ sub.text }}!"}}],
+         "outputs": {"text": "{{ tail.text }}"}}, name="parent")))
     assert parent["status"] == "succeeded", parent
     child_id = client.get(f"/v1/runs?parent={parent['run_id']}").get_json()["runs"][0]["run_id"]
     response = rerun(client, child_id, from_node="t")
@@ -244,6 +249,11 @@ def test_a_child_run_as_source_is_refused(api: Any, client: Any, inline_worker: 
     assert again["status"] == "succeeded" and again["outputs"] == parent["outputs"]
     children = client.get(f"/v1/runs?parent={again['run_id']}").get_json()["runs"]
     assert len(children) == 1 and children[0]["run_id"] != child_id
+    # A composite upstream of from_node is reused as a whole: its outputs, no child runs copied
+    tail = api.wait(rerun(client, parent["run_id"], from_node="tail").get_json()["run_id"])
+    assert tail["status"] == "succeeded" and tail["outputs"] == {"text": "hi!"}
+    assert api.node(tail, "sub")["reused"] is True and api.node(tail, "sub")["progress"]["done"] == 1
+    assert client.get(f"/v1/runs?parent={tail['run_id']}").get_json()["runs"] == []
 
 
 def test_bulk_rerun_counts_first_then_reruns_each_failed_run_once(
