@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, coze_prompts, errors, health, openapi, prompts, registry, runs, tokens, workflows
+    from api import coze, coze_prompts, errors, health, openapi, prompts, registry, reruns, runs, tokens, workflows
     from api.models import ErrorBody
     from api.runtime import principal
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     app.register_api(workflows.bp)
     app.register_api(runs.bp)
+    app.register_api(reruns.bp)
     app.register_api(coze.bp)
     app.register_api(coze.history_bp)
     app.register_api(tokens.bp)

@@ -139,6 +139,8 @@ class RunListQuery(BaseModel):
         "List the child runs of this run (a sub-workflow's run, a batch's items), each with parent_node_id "
         "and item_index; 404 if it is no run of the space. Without it, only top-level (submitted) runs are "
         "listed, never child runs."))
+    source: str | None = Field(default=None, max_length=64, description=(
+        "List the reruns of this run (POST /v1/runs/{run_id}/rerun), newest first; `workflow_id` is ignored."))
 
 
 class Progress(BaseModel):
@@ -171,6 +173,8 @@ class NodeOut(BaseModel):
     progress: Progress | None = Field(default=None, description=(
         "Composite nodes only (workflow, batch): progress of its child runs, which GET /v1/runs?parent=<run_id> "
         "lists; the run's event stream has a node.progress event per ended child."))
+    reused: bool | None = Field(default=None, description=(
+        "A rerun only: true when the node's outcome was copied from the source run (it did not run again)."))
 
 
 class Usage(BaseModel):
@@ -201,6 +205,12 @@ class RunOut(BaseModel):
     item_index: int | None = Field(default=None, description=(
         "A child run: which item of its batch node it runs (from 0), or 0 for a sub-workflow's child; "
         "null for a submitted run."))
+    # Rerun lineage (docs/ops/rerun.md)
+    source_run_id: str | None = Field(default=None, description="A rerun: the run it reran (that run may "
+                                                                "have been deleted since).")
+    rerun_from: str | None = Field(default=None, description="A rerun: the node it reran from.")
+    reruns: list[str] = Field(default_factory=list, description="The newest reruns of this run (at most 20; "
+                                                                "GET /v1/runs?source=<run_id> lists them all).")
 
 
 class RunSummary(BaseModel):
@@ -216,6 +226,8 @@ class RunSummary(BaseModel):
     parent_run_id: str | None = None
     parent_node_id: str | None = None
     item_index: int | None = None
+    source_run_id: str | None = None
+    rerun_from: str | None = None
 
 
 class RunList(BaseModel):

@@ -60,10 +60,10 @@ def get_run(path: RunPath) -> Any:
 @bp.get("/runs", responses={200: RunList, 401: ErrorBody, 404: ErrorBody, 422: ErrorBody})  # 404: `parent` is no run of the space
 def list_runs(query: RunListQuery) -> Any:
     """List runs, newest first, cursor-paged: the runs clients submitted, or with `parent=RUN_ID` that
-    run's child runs (a sub-workflow's run, a batch's items), never both."""
+    run's child runs (a sub-workflow's run, a batch's items), never both; `source=RUN_ID`: that run's reruns."""
     who = principal()
     return runtime().service.list_runs(who.space_id, query.workflow_id, query.status, query.cursor, query.limit,
-                                       parent=query.parent)
+                                       parent=query.parent, source=query.source)
 
 
 @bp.post("/runs/<run_id>/cancel", responses={202: RunAccepted, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,

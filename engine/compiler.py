@@ -94,9 +94,13 @@ class CompiledNode:
             context[dep] = dep_outputs.get(dep)
         return context
 
-    def render(self, context: dict[str, Any]) -> tuple[NodeConfig, dict[str, Any]]:
-        """Render inputs, then templated config fields (seeing the inputs at top level); re-validate."""
+    def render(self, context: dict[str, Any],
+               replace: dict[str, Any] | None = None) -> tuple[NodeConfig, dict[str, Any]]:
+        """Render inputs (`replace`: a rerun's overrides of some), then templated config fields (seeing
+        the inputs at top level); re-validate."""
         inputs = self.inputs_template.render(context)
+        if replace:
+            inputs = {**inputs, **replace}
         if self.config_template is None:
             return self.config, inputs
         rendered = self.config_template.render({**context, **inputs})

@@ -27,6 +27,7 @@ from engine.nodes.base import Interrupt, NodeContext, WaitForChildren
 from engine.notify import Notifier, NullNotifier
 from engine.outputs import check_outputs
 from engine.prompt_cache import PromptCache
+from engine.rerun_plan import render_with_overrides
 from engine.settings import Settings
 from engine.store import Claim, Decision, Ended, Signal, Store
 from engine.template_limits import Limits, configure, deadline, json_size
@@ -255,7 +256,7 @@ class Executor:
     def _run_type(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
                   report: dict[str, Any], started: float, children: ChildStarter) -> dict[str, Any]:
         context = node.make_context(claim.run_inputs, claim.dep_outputs)
-        config, inputs = node.render(context)
+        config, inputs = render_with_overrides(node, context, claim.overrides)  # a rerun's, for its from_node
         rendered_config = config.model_dump() if node.config_template is not None else None
         self._check_size(node.id, "rendered inputs", [inputs, rendered_config], self.settings.node_input_max_bytes,
                          "RELAYFLOW_NODE_INPUT_MAX_BYTES")

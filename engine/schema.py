@@ -163,8 +163,16 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _now()
+    # Rerun lineage (migration 0012): the run this one reran (no foreign key: retention may delete
+    # the source), the node it reran from, and the overrides applied to that node's attempts.
+    source_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    rerun_from: Mapped[str | None] = mapped_column(Text)
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     __table_args__ = (
         UniqueConstraint("space_id", "idempotency_key", name="uq_runs_space_idempotency"),
+        # Migration 0012: a source's reruns, newest first (the run object's `reruns`, ?source=).
+        Index("ix_runs_source", "source_run_id", "created_at", "id",
+              postgresql_where=text("source_run_id IS NOT NULL")),
         Index("ix_runs_space_created", "space_id", "created_at", "id"),
         Index("ix_runs_workflow_created", "workflow_id", "created_at", "id"),
         Index("ix_runs_parent", "parent_run_id", "parent_node_id", "parent_epoch", "item_index",

@@ -26,6 +26,7 @@ from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import ModelChoice, unknown_model_errors
 from engine.nodes.prompt_ref import missing_prompt_errors, prompt_refs
 from engine.notify import Notifier, NullNotifier
+from engine.reruns import Reruns
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
 from engine.store import NewRun, Store
@@ -48,6 +49,7 @@ class Relayflow:
         self.model_ids = ModelIds(store.models)
         self.definition_limits = DefinitionLimits.from_settings(settings)
         configure(Limits.from_settings(settings))
+        self.reruns = Reruns(self)  # rerun from a node, in bulk (engine/reruns.py)
 
     # -- workflows --------------------------------------------------------------------------
     def create_workflow(self, space_id: str, name: str, description: str | None,
@@ -157,17 +159,25 @@ class Relayflow:
             raise RunNotFound(f"Run {run_id} not found.")
         run, rows = found
         compiled = self.versions.get(run["version_id"], run.get("body") or "")
-        return _run_object(run, rows, compiled)
+        shown = _run_object(run, rows, compiled)
+        shown.update(self.reruns.lineage(space_id, run, shown["nodes"]))  # rerun: source_run_id, rerun_from, reruns
+        return shown
 
     def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
-                  cursor: str | None = None, limit: int = 20, parent: str | None = None) -> dict[str, Any]:
-        """Runs of the space (the child runs of `parent`, if given), newest first, cursor-paged."""
+                  cursor: str | None = None, limit: int = 20, parent: str | None = None,
+                  source: str | None = None) -> dict[str, Any]:
+        """Runs of the space (the child runs of `parent`, or the reruns of `source`, if given), newest
+        first, cursor-paged."""
         if status is not None and status not in frozenset(RunStatus):
             raise InvalidInputs(errors=[{"field": "status", "message": f"must be one of {', '.join(RunStatus)}"}])
         limit = max(1, min(limit, 200))
         parent_id = _run_uuid(parent) if parent is not None else None
-        rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1,
-                                          parent=parent_id)
+        if source is not None:
+            rows = self.store.reruns.list_reruns(space_id, _run_uuid(source), status, _decode_cursor(cursor),
+                                                 limit + 1)
+        else:
+            rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1,
+                                              parent=parent_id)
         page, more = rows[:limit], len(rows) > limit
         runs = [{"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
                  "status": r["status"], "error": r["error"],
@@ -175,7 +185,9 @@ class Relayflow:
                  "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
                  "finished_at": _iso(r["finished_at"]),
                  "parent_run_id": str(r["parent_run_id"]) if r["parent_run_id"] else None,
-                 "parent_node_id": r["parent_node_id"], "item_index": r["item_index"]} for r in page]
+                 "parent_node_id": r["parent_node_id"], "item_index": r["item_index"],
+                 "source_run_id": str(r["source_run_id"]) if r.get("source_run_id") else None,
+                 "rerun_from": r.get("rerun_from")} for r in page]
         next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return {"runs": runs, "next_cursor": next_cursor}
 

@@ -85,7 +85,8 @@ NODE_IN_FLIGHT_STATUSES: frozenset[NodeStatus] = NODE_CLAIMABLE_STATUSES | {Node
 # status -> {status it may move to: the statements (engine/store/sql/) that move it}. The key
 # None is "no row yet": the statuses a row is inserted with. Staying in a status is not a move.
 RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] = {
-    None: {RunStatus.QUEUED: ("INSERT_RUN", "INSERT_ITEMS")},  # submit; a composite node's child runs
+    # submit; a composite node's child runs; a rerun of an ended run
+    None: {RunStatus.QUEUED: ("INSERT_RUN", "INSERT_ITEMS", "INSERT_RERUN")},
     RunStatus.QUEUED: {
         RunStatus.RUNNING: ("CLAIM",),  # its first node is claimed
         # cancel by a user; an ancestor ended; a batch item that never started (fail-fast, superseded)
@@ -110,10 +111,15 @@ RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] 
 
 NODE_TRANSITIONS: Mapping[NodeStatus | None, Mapping[NodeStatus, tuple[str, ...]]] = {
     None: {
-        NodeStatus.QUEUED: ("INSERT_RUN", "COMMIT_NODE", "PROPAGATE_SKIP"),  # a root; a successor now ready
+        # a root; a successor now ready; a rerun's frontier (INSERT_RERUN: engine/rerun_plan.py)
+        NodeStatus.QUEUED: ("INSERT_RUN", "COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RERUN"),
         # a successor with undecided predecessors; a child run's root, until its parent waits
-        NodeStatus.WAITING: ("COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RUN", "INSERT_ITEMS"),
-        NodeStatus.SKIPPED: ("COMMIT_NODE", "PROPAGATE_SKIP"),  # a successor with no active incoming edge
+        NodeStatus.WAITING: ("COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RUN", "INSERT_ITEMS", "INSERT_RERUN"),
+        # a successor with no active incoming edge
+        NodeStatus.SKIPPED: ("COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RERUN"),
+        # a rerun's reused node: the source's outcome, copied final
+        NodeStatus.SUCCEEDED: ("INSERT_RERUN",),
+        NodeStatus.FAILED: ("INSERT_RERUN",),
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),  # never reached by a run that ended
     },
     NodeStatus.WAITING: {

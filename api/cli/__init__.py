@@ -13,7 +13,7 @@ and nothing in `api`'s HTTP modules, `engine` or `workers` imports this package
 
 Exit codes: 0 success; 1 a run failed or was cancelled, or an error; 2 (`status`, `run`) the run
 has not ended (still queued, running, or waiting for input); 3 (`status`) the API could not answer.
-`submit`, `watch`, `resume` and `cancel` live in api/cli/runs.py, `up` in api/cli/up.py.
+`submit`, `watch`, `resume` and `cancel` live in api/cli/runs.py, `rerun` in api/cli/reruns.py, `up` in api/cli/up.py.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from api.cli.base import (
 )
 from api.cli.client import WorkflowFile, parse_input
 from api.cli.prompts import prompts
+from api.cli.reruns import rerun
 from api.cli.runs import COMMANDS as RUN_COMMANDS
 from api.cli.spaces import spaces
 from api.cli.supervisor import child_env, web_command, worker_command
@@ -165,5 +166,6 @@ main.add_command(up)
 main.add_command(tokens)
 main.add_command(spaces)
 main.add_command(prompts)
+main.add_command(rerun)
 for command in RUN_COMMANDS:
     main.add_command(command)

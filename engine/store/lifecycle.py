@@ -52,6 +52,7 @@ class Claim:
     resume: dict[str, Any] | None = None
     space_id: str | None = None
     body: str = ""  # the inline body the run executes ('': the whole workflow)
+    overrides: dict[str, Any] | None = None  # a rerun's overrides, when this node is the one it reran from
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class LifecycleStore:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
                      deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
-                     resume=row.resume, space_id=row.space_id, body=row.body or "")
+                     resume=row.resume, space_id=row.space_id, body=row.body or "", overrides=row.overrides)
 
     def wake_waiters(self, space_id: str | None, space_cap: int, limit: int) -> list[tuple[uuid.UUID, str]]:
         """Take up to `limit` waiting nodes off the waitlist of a space with free slots (None: of

@@ -6,7 +6,8 @@ from engine.store.sql import Statement
 GET_RUN = Statement("A run of a space (NULL space: any), as the API shows it.", """
 SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
        input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
-       idempotency_key, run_mode, parent_run_id, parent_node_id, depth, body, item_index
+       idempotency_key, run_mode, parent_run_id, parent_node_id, depth, body, item_index,
+       source_run_id, rerun_from
   FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
 
 FIRST_PENDING_INTERRUPT = Statement("The run's oldest unanswered interrupt (the one a resume answers).", """
@@ -21,7 +22,7 @@ SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
 LIST_RUNS = Statement(
     "Runs of a space, newest first, optionally of one workflow, status or parent run, older than a cursor.", """
 SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
-       input_tokens, output_tokens, run_mode, parent_run_id, parent_node_id, item_index
+       input_tokens, output_tokens, run_mode, parent_run_id, parent_node_id, item_index, source_run_id, rerun_from
   FROM runs
  WHERE space_id = :space
    AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)

@@ -182,7 +182,8 @@ CLAIM = Statement(
     "Take a queued node (or a due retry) of a live run if its space has a free slot, else waitlist it.", """
 WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v
 ), run_lock AS MATERIALIZED (
-    SELECT id, status, version_id, body, deadline_at, inputs, space_id FROM runs WHERE id = :run FOR UPDATE
+    SELECT id, status, version_id, body, deadline_at, inputs, space_id, rerun_from, overrides
+      FROM runs WHERE id = :run FOR UPDATE
 ), space_slot AS MATERIALIZED (
     -- a row only if the space has room: checked on the snapshot first (a full space is refused
     -- without taking its lock, so refusals run in parallel), then again on the latest committed
@@ -230,6 +231,8 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
 SELECT claimed_node.id, claimed_node.epoch, claimed_node.attempts, claimed_node.resume, run_lock.version_id,
        run_lock.body, run_lock.deadline_at, run_lock.space_id,
        CASE WHEN wn.needs_inputs THEN run_lock.inputs END AS inputs,
+       -- a rerun's overrides apply to the attempts of the node it reran from only
+       CASE WHEN run_lock.rerun_from = :node THEN run_lock.overrides END AS overrides,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = run_lock.id AND d.node_id = ANY(wn.deps)) AS deps
   FROM claimed_node CROSS JOIN run_lock CROSS JOIN async_commit
