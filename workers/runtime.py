@@ -1,11 +1,16 @@
-"""Per-process worker runtime: the executor, the lease keeper and the reconciler threads.
+"""Per-process worker runtime: the executor, the lease keeper, heartbeat and reconciler threads.
 
-Built in `after_process_boot` (after fork), so no connection is shared between processes.
+Built in `after_process_boot` (after fork), so no connection is shared between processes. Each
+process registers itself in the `workers` table (`<hostname>:<pid>:<6 hex>`), beats every
+RELAYFLOW_WORKER_HEARTBEAT_S and removes its row when it stops cleanly; a run's diagnosis reads
+those rows (docs/ops/diagnosis.md).
 """
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import socket
 import threading
 
 import dramatiq
@@ -32,6 +37,8 @@ class WorkerRuntime(dramatiq.Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._queues: list[str] = []
 
     def executor(self, broker: dramatiq.Broker | None = None) -> Executor:
         """This process's executor (created on first use)."""
@@ -56,10 +63,19 @@ class WorkerRuntime(dramatiq.Middleware):
         # An idle consumer polls Redis with a backoff capped by this timeout (Dramatiq: 1 s), so
         # a node sent to an idle worker could wait up to that long before it starts.
         worker.worker_timeout = self.settings.queue_poll_max_ms
+        # The queues this process really consumes (`dramatiq --queues` narrows them): said at once.
+        if worker.consumer_whitelist:
+            self._queues = sorted(worker.consumer_whitelist)
+            self._beat(self.executor(broker))
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""
         executor = self.executor(broker)
+        # After the fork: the parent's id (its pid) is not this process's.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        executor.worker_id = self.worker_id
+        self._queues = sorted(broker.get_declared_queues())
+        self._beat(executor)
         if self.settings.code_sandbox == "none":
             warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
         else:
@@ -67,6 +83,7 @@ class WorkerRuntime(dramatiq.Middleware):
         reconciler = Reconciler(executor, executor.dispatcher, self.settings)
         self._threads = [
             threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
+            threading.Thread(target=self._keep_beating, args=(executor,), name="relayflow-heartbeat", daemon=True),
             threading.Thread(target=reconciler.run_forever, args=(self._stop,), name="relayflow-reconciler",
                              daemon=True),
         ]
@@ -82,6 +99,29 @@ class WorkerRuntime(dramatiq.Middleware):
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
         """Stop the background threads."""
         self._stop.set()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """A clean stop: stop the threads and remove this process's `workers` row.
+
+        Here and not in `before_process_stop`, which Dramatiq 2's CLI never emits.
+        """
+        self._stop.set()
+        if self._executor is not None and self._executor.worker_id is not None:
+            try:
+                self._executor.store.diagnosis.drop(self._executor.worker_id)
+            except Exception:
+                log.warning("could not remove worker %s from the registry", self._executor.worker_id, exc_info=True)
+
+    def _beat(self, executor: Executor) -> None:
+        try:
+            executor.store.diagnosis.beat(self.worker_id, socket.gethostname(), os.getpid(), self._queues)
+        except Exception:
+            log.warning("worker heartbeat failed", exc_info=True)
+
+    def _keep_beating(self, executor: Executor) -> None:
+        # One small statement per interval: a row silent for 3 intervals reads as a dead worker.
+        while not self._stop.wait(self.settings.worker_heartbeat_s):
+            self._beat(executor)
 
     def _keep_leases(self, executor: Executor) -> None:
         # One UPDATE per interval for every node this process runs, so long nodes keep their lease.
