@@ -192,8 +192,8 @@ def _lease(shape: NodeShape, row: Mapping[str, Any], run: Mapping[str, Any], dep
                            f"next sweep will {action}{_no_reconciler(run)}.")
     elif alive and beat is not None:
         timeout = f"; its timeout is {shape.timeout_s:g} s" if shape.timeout_s else ""
-        found["detail"] = (f"running on {who} (alive, last heartbeat {_ago(now, beat)}) since {_iso(since)} "
-                           f"({_ago(now, since)}); lease held until {_iso(lease)}{timeout}.")
+        found["detail"] = (f"running on {who} (alive, last heartbeat {_ago(now, beat)}), attempt "
+                           f"{row['attempts']}, first started {_ago(now, since)}; lease held until {_iso(lease)}{timeout}.")
     else:
         found["reconciler_action"] = action
         silent = f"last heartbeat at {_iso(beat)}, {_ago(now, beat)}" if beat is not None else "no heartbeat on record"

@@ -8,6 +8,7 @@ those rows (docs/ops/diagnosis.md).
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
 import secrets
 import socket
@@ -37,8 +38,9 @@ class WorkerRuntime(dramatiq.Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.worker_id = new_worker_id()
         self._queues: list[str] = []
+        self._heartbeat: threading.Thread | None = None
 
     def executor(self, broker: dramatiq.Broker | None = None) -> Executor:
         """This process's executor (created on first use)."""
@@ -71,19 +73,25 @@ class WorkerRuntime(dramatiq.Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""
         executor = self.executor(broker)
-        # After the fork: the parent's id (its pid) is not this process's.
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.worker_id = new_worker_id()  # after the fork: the parent's pid is not this process's
         executor.worker_id = self.worker_id
         self._queues = sorted(broker.get_declared_queues())
         self._beat(executor)
+        # Leave the registry however the process exits cleanly: a SIGTERM sent to the whole group
+        # (as platforms do) reaches a worker process twice, and Dramatiq's second-signal handler
+        # exits at once, past `after_worker_shutdown`; multiprocessing's exit function still runs
+        # this (fork, spawn and forkserver alike). A SIGKILL leaves the row, silent: it looks dead.
+        multiprocessing.util.Finalize(None, self._leave, exitpriority=10)
         if self.settings.code_sandbox == "none":
             warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
         else:
             threading.Thread(target=self._check_sandbox, name="relayflow-sandbox-check", daemon=True).start()
         reconciler = Reconciler(executor, executor.dispatcher, self.settings)
+        self._heartbeat = threading.Thread(target=self._keep_beating, args=(executor,), name="relayflow-heartbeat",
+                                           daemon=True)
         self._threads = [
             threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
-            threading.Thread(target=self._keep_beating, args=(executor,), name="relayflow-heartbeat", daemon=True),
+            self._heartbeat,
             threading.Thread(target=reconciler.run_forever, args=(self._stop,), name="relayflow-reconciler",
                              daemon=True),
         ]
@@ -97,15 +105,20 @@ class WorkerRuntime(dramatiq.Middleware):
             log.error("code nodes will fail on this worker: %s", problem)
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
-        """Stop the background threads."""
-        self._stop.set()
+        """Stop the background threads and leave the worker registry."""
+        self._leave()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        """A clean stop: stop the threads and remove this process's `workers` row.
+        """A clean stop (SIGTERM): stop the threads and remove this process's `workers` row.
 
-        Here and not in `before_process_stop`, which Dramatiq 2's CLI never emits.
+        Here too, not only in `before_process_stop`: Dramatiq 2's CLI never emits that one.
         """
+        self._leave()
+
+    def _leave(self) -> None:
         self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=2)  # a beat in flight must not re-insert the row after the delete
         if self._executor is not None and self._executor.worker_id is not None:
             try:
                 self._executor.store.diagnosis.drop(self._executor.worker_id)
@@ -131,3 +144,7 @@ class WorkerRuntime(dramatiq.Middleware):
             except Exception:
                 log.exception("lease renewal failed")
 
+
+def new_worker_id() -> str:
+    """`<hostname>:<pid>:<6 hex>`: readable, and unique even when a pid is reused."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

@@ -277,3 +277,13 @@ def test_another_spaces_run_has_no_diagnosis(api: ApiHelper, settings: Settings)
     assert api.client.get(f"/v1/runs/{run_id}/diagnosis").status_code == 404
     assert api.client.get(f"/v1/runs/{run_id}").status_code == 404
     assert api.client.get("/v1/runs/not-a-run/diagnosis").status_code == 404
+
+
+def test_the_diagnosis_is_documented_in_the_openapi_document(client: Any) -> None:
+    document = client.get("/openapi.json").get_json()
+    route = document["paths"]["/v1/runs/{run_id}/diagnosis"]["get"]
+    assert "DiagnosisOut" in json.dumps(route["responses"]["200"])
+    node = document["components"]["schemas"]["DiagnosisNode"]
+    assert set(node["properties"]["waiting_for"]["enum"]) == {
+        "predecessors", "worker", "retry", "lease", "answer", "children", "space_cap", "deadline"}
+    assert "worker" in document["components"]["schemas"]["NodeOut"]["properties"]
