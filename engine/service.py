@@ -232,8 +232,8 @@ class Relayflow:
 
     def diagnose_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:
         """Why the run is not moving: what each node that is not final waits for (engine/diagnosis.py)."""
-        deployment = Deployment(self.settings.queue_name, self.settings.worker_heartbeat_s, self.settings.max_crashes,
-                        self.settings.space_max_running_nodes)
+        deployment = Deployment(self.settings.queue_name, self.settings.worker_heartbeat_s,
+                                self.settings.max_crashes, self.settings.space_max_running_nodes)
         facts = self.store.diagnosis.facts(_run_uuid(run_id), space_id, deployment.queue, deployment.stale_s)
         if facts is None:
             raise RunNotFound(f"Run {run_id} not found.")
