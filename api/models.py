@@ -168,6 +168,8 @@ class NodeOut(BaseModel):
     usage: dict[str, int] | None = None
     prompt: dict[str, Any] | None = Field(default=None, description="the library prompt {key, version} the node "
                                                                    "pinned at its first attempt")
+    worker: str | None = Field(default=None, description="A running node: the worker process holding it "
+                                                        "(`<hostname>:<pid>:<id>`); null otherwise.")
     # Composite nodes (workflow, batch, loop): how many child runs ended, how many there are, and
     # how many were started; the children are listed by GET /v1/runs?parent=<run_id>.
     progress: Progress | None = Field(default=None, description=(

@@ -8,6 +8,7 @@ from typing import Any
 from flask import request
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.diagnosis_models import DiagnosisOut
 from api.models import (
     ErrorBody,
     EventsQuery,
@@ -55,6 +56,14 @@ def get_run(path: RunPath) -> Any:
     """Poll a run: status, outputs, error, every node's status and attempts, and what it waits for."""
     who = principal()
     return runtime().service.get_run(who.space_id, path.run_id)
+
+
+@bp.get("/runs/<run_id>/diagnosis", responses={200: DiagnosisOut, 401: ErrorBody, 404: ErrorBody})
+def diagnose_run(path: RunPath) -> Any:
+    """Why the run is not moving: for each node that is not final, what it waits for (predecessors, a
+    worker, a retry, a lease, an answer, child runs, the space's cap, the deadline) since when, in words."""
+    who = principal()
+    return runtime().service.diagnose_run(who.space_id, path.run_id)
 
 
 @bp.get("/runs", responses={200: RunList, 401: ErrorBody, 404: ErrorBody, 422: ErrorBody})  # 404: `parent` is no run of the space

@@ -96,6 +96,7 @@ class Executor:
         self.models = Hub(store, settings)  # handed to nodes as `NodeContext.models`
         self.prompts = PromptCache(store.prompts)  # bound per attempt as `NodeContext.prompts`
         self._inflight: set[int] = set()
+        self.worker_id: str | None = None  # this process's `workers` row (set by the worker runtime)
         self._inflight_lock = threading.Lock()
         self.watchdog = Watchdog(settings.node_timeout_grace_s)
         configure(Limits.from_settings(settings))
@@ -105,7 +106,7 @@ class Executor:
         """Claim and execute one node; a duplicate or stale message is a no-op."""
         rid = uuid.UUID(run_id)
         claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
-                                           self.settings.space_max_running_nodes)
+                                           self.settings.space_max_running_nodes, self.worker_id)
         if claim is None:  # a duplicate, or its space is at its cap (then it waits for a freed slot)
             return
         self.notifier.run_changed(run_id)

@@ -22,6 +22,7 @@ from engine.statuses import RunStatus
 log = logging.getLogger("relayflow.reconciler")
 
 LEADER_LOCK_KEY = 0x52_46_4C_57  # "RFLW"
+WORKER_ROWS_KEPT_S = 86_400.0  # a dead worker's row is kept a day (diagnosis names it meanwhile)
 WAKE_BATCH = 1000  # waiting nodes woken per space per sweep, at most (never more than its free slots)
 
 
@@ -95,6 +96,7 @@ class Reconciler:
                     self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None)))
                 self.executor.notifier.run_changed(str(run_id))
                 oplog.run_deadline(run_id)
+            self.store.diagnosis.purge(WORKER_ROWS_KEPT_S)  # workers silent for a day are gone for good
         repaired = len(unsettled) + len(unfinished) + len(unwoken) + len(orphans)
         return SweepReport(True, len(crashed), len(stale), len(overdue), repaired)
 

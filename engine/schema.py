@@ -227,6 +227,9 @@ class NodeRun(Base):
     # retries and resumes render the same text (migration 0010).
     prompt: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The worker (`workers.id`) whose claim started the current or last attempt (migration 0011);
+    # no foreign key: a worker's row goes when it stops, its history stays.
+    worker: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -236,6 +239,19 @@ class NodeRun(Base):
     # migration sets fillfactor 70 for room). The reconciler finds work through active runs.
     __table_args__ = (UniqueConstraint("run_id", "node_id", name="uq_node_runs_run_node"),
                       CheckConstraint(_status_in(NodeStatus), name="status"))
+
+
+class Worker(Base):
+    """A live (or lately dead) worker process: it refreshes `heartbeat_at` every
+    RELAYFLOW_WORKER_HEARTBEAT_S and deletes its row when it stops cleanly (migration 0011)."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # <hostname>:<pid>:<6 hex>
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    started_at: Mapped[datetime] = _now()
+    heartbeat_at: Mapped[datetime] = _now()
 
 
 class RunInterrupt(Base):

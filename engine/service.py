@@ -12,6 +12,7 @@ from typing import Any
 from engine.children import check_no_recursion
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
+from engine.diagnosis import Deployment, diagnose, shapes_of
 from engine.dispatch import Dispatcher
 from engine.errors import (
     DefinitionError,
@@ -241,6 +242,16 @@ class Relayflow:
         return {"run_id": run_id, "status": status, "event_id": event_id, "node_id": node_id}
 
 
+    def diagnose_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:
+        """Why the run is not moving: what each node that is not final waits for (engine/diagnosis.py)."""
+        deployment = Deployment(self.settings.queue_name, self.settings.worker_heartbeat_s,
+                                self.settings.max_crashes, self.settings.space_max_running_nodes)
+        facts = self.store.diagnosis.facts(_run_uuid(run_id), space_id, deployment.queue, deployment.stale_s)
+        if facts is None:
+            raise RunNotFound(f"Run {run_id} not found.")
+        compiled = self.versions.get(facts.run["version_id"], facts.run.get("body") or "")
+        return diagnose(facts, shapes_of(compiled), deployment)
+
     def node_messages(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
         """The run's recorded message-node events after `after_id`, in order (a stream opened late replays them)."""
         rid, found = _run_uuid(run_id), []
@@ -306,6 +317,8 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
             "usage": row["usage"] if row else None,
             "prompt": ({"key": row["prompt"]["key"], "version": row["prompt"]["version"]}
                        if row and row.get("prompt") else None),
+            # diagnosis: the worker process holding a running node (`workers.id`)
+            "worker": row.get("worker") if row and row["status"] == NodeStatus.RUNNING else None,
         })
         if node.body is not None or node.type_name == "workflow":
             # a composite node: its children's progress (counters, O(1)); the children themselves

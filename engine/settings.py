@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # threads (docs/configuration.md), or one space can still fill them all.
     space_max_running_nodes: int = Field(default=8, ge=0)
 
+    # Diagnosis (issue 13, `diagnosis`): every worker process refreshes its row of `workers` this
+    # often; a row silent for 3 intervals counts as a dead worker (docs/ops/diagnosis.md). Web
+    # and worker processes must agree on it.
+    worker_heartbeat_s: float = Field(default=5.0, gt=0)
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
 

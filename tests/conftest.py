@@ -154,7 +154,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"})
     for name in ("queue_name", "lease_s", "lease_renew_every_s", "reconcile_every_s",
                  "resend_queued_after_s", "retry_grace_s", "redis_heartbeat_timeout_ms",
-                 "http_allow_private", "max_crashes", "sse_keepalive_s",
+                 "http_allow_private", "max_crashes", "sse_keepalive_s", "worker_heartbeat_s",
                  # limits for untrusted authors (tests/security lower them)
                  "definition_max_bytes", "definition_max_depth", "definition_max_nodes", "template_max_chars",
                  "node_input_max_bytes", "node_output_max_bytes", "run_output_max_bytes", "node_timeout_grace_s"):

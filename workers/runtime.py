@@ -1,11 +1,17 @@
-"""Per-process worker runtime: the executor, the lease keeper and the reconciler threads.
+"""Per-process worker runtime: the executor, the lease keeper, heartbeat and reconciler threads.
 
-Built in `after_process_boot` (after fork), so no connection is shared between processes.
+Built in `after_process_boot` (after fork), so no connection is shared between processes. Each
+process registers itself in the `workers` table (`<hostname>:<pid>:<6 hex>`), beats every
+RELAYFLOW_WORKER_HEARTBEAT_S and removes its row when it stops cleanly; a run's diagnosis reads
+those rows (docs/ops/diagnosis.md).
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
+import secrets
+import socket
 import threading
 
 import dramatiq
@@ -32,6 +38,9 @@ class WorkerRuntime(dramatiq.Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.worker_id = new_worker_id()
+        self._queues: list[str] = []
+        self._heartbeat: threading.Thread | None = None
 
     def executor(self, broker: dramatiq.Broker | None = None) -> Executor:
         """This process's executor (created on first use)."""
@@ -56,17 +65,33 @@ class WorkerRuntime(dramatiq.Middleware):
         # An idle consumer polls Redis with a backoff capped by this timeout (Dramatiq: 1 s), so
         # a node sent to an idle worker could wait up to that long before it starts.
         worker.worker_timeout = self.settings.queue_poll_max_ms
+        # The queues this process really consumes (`dramatiq --queues` narrows them): said at once.
+        if worker.consumer_whitelist:
+            self._queues = sorted(worker.consumer_whitelist)
+            self._beat(self.executor(broker))
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """Start the lease keeper and the reconciler in this worker process."""
         executor = self.executor(broker)
+        self.worker_id = new_worker_id()  # after the fork: the parent's pid is not this process's
+        executor.worker_id = self.worker_id
+        self._queues = sorted(broker.get_declared_queues())
+        self._beat(executor)
+        # Leave the registry however the process exits cleanly: a SIGTERM sent to the whole group
+        # (as platforms do) reaches a worker process twice, and Dramatiq's second-signal handler
+        # exits at once, past `after_worker_shutdown`; multiprocessing's exit function still runs
+        # this (fork, spawn and forkserver alike). A SIGKILL leaves the row, silent: it looks dead.
+        multiprocessing.util.Finalize(None, self._leave, exitpriority=10)
         if self.settings.code_sandbox == "none":
             warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
         else:
             threading.Thread(target=self._check_sandbox, name="relayflow-sandbox-check", daemon=True).start()
         reconciler = Reconciler(executor, executor.dispatcher, self.settings)
+        self._heartbeat = threading.Thread(target=self._keep_beating, args=(executor,), name="relayflow-heartbeat",
+                                           daemon=True)
         self._threads = [
             threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
+            self._heartbeat,
             threading.Thread(target=reconciler.run_forever, args=(self._stop,), name="relayflow-reconciler",
                              daemon=True),
         ]
@@ -80,8 +105,36 @@ class WorkerRuntime(dramatiq.Middleware):
             log.error("code nodes will fail on this worker: %s", problem)
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
-        """Stop the background threads."""
+        """Stop the background threads and leave the worker registry."""
+        self._leave()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """A clean stop (SIGTERM): stop the threads and remove this process's `workers` row.
+
+        Here too, not only in `before_process_stop`: Dramatiq 2's CLI never emits that one.
+        """
+        self._leave()
+
+    def _leave(self) -> None:
         self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=2)  # a beat in flight must not re-insert the row after the delete
+        if self._executor is not None and self._executor.worker_id is not None:
+            try:
+                self._executor.store.diagnosis.drop(self._executor.worker_id)
+            except Exception:
+                log.warning("could not remove worker %s from the registry", self._executor.worker_id, exc_info=True)
+
+    def _beat(self, executor: Executor) -> None:
+        try:
+            executor.store.diagnosis.beat(self.worker_id, socket.gethostname(), os.getpid(), self._queues)
+        except Exception:
+            log.warning("worker heartbeat failed", exc_info=True)
+
+    def _keep_beating(self, executor: Executor) -> None:
+        # One small statement per interval: a row silent for 3 intervals reads as a dead worker.
+        while not self._stop.wait(self.settings.worker_heartbeat_s):
+            self._beat(executor)
 
     def _keep_leases(self, executor: Executor) -> None:
         # One UPDATE per interval for every node this process runs, so long nodes keep their lease.
@@ -91,3 +144,7 @@ class WorkerRuntime(dramatiq.Middleware):
             except Exception:
                 log.exception("lease renewal failed")
 
+
+def new_worker_id() -> str:
+    """`<hostname>:<pid>:<6 hex>`: readable, and unique even when a pid is reused."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

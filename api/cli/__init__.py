@@ -13,7 +13,8 @@ and nothing in `api`'s HTTP modules, `engine` or `workers` imports this package
 
 Exit codes: 0 success; 1 a run failed or was cancelled, or an error; 2 (`status`, `run`) the run
 has not ended (still queued, running, or waiting for input); 3 (`status`) the API could not answer.
-`submit`, `watch`, `resume` and `cancel` live in api/cli/runs.py, `rerun` in api/cli/reruns.py, `up` in api/cli/up.py.
+`submit`, `watch`, `resume` and `cancel` live in api/cli/runs.py, `why` in api/cli/why.py,
+`rerun` in api/cli/reruns.py, `up` in api/cli/up.py.
 """
 from __future__ import annotations
 

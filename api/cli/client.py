@@ -176,6 +176,10 @@ class Client:
         """The run object: status, outputs, error and its nodes."""
         return self._request("GET", f"/v1/runs/{run_id}")
 
+    def diagnose_run(self, run_id: str) -> dict[str, Any]:
+        """Why the run is not moving: what each node that is not final waits for."""
+        return self._request("GET", f"/v1/runs/{run_id}/diagnosis")
+
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Ask for a run to be cancelled."""
         return self._request("POST", f"/v1/runs/{run_id}/cancel")

@@ -29,6 +29,7 @@ from api.cli.base import (
     run_table,
 )
 from api.cli.client import Client, parse_input
+from api.cli.why import why
 from engine.errors import EngineError, InvalidTransition
 from engine.statuses import SETTLED_STATUSES, RunStatus
 
@@ -308,4 +309,4 @@ def _refused(exc: EngineError, action: str, run_id: str) -> NoReturn:
     sys.exit(1)
 
 
-COMMANDS = (submit, watch, resume, cancel)
+COMMANDS = (submit, watch, resume, cancel, why)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
+from engine.store.diagnosis import DiagnosisStore
 from engine.store.lifecycle import Claim, Decision, Delegation, Ended, LifecycleStore, NewItems, NewRun, Signal, Submitted
 from engine.store.models import Generation, ModelStore
 from engine.store.prompts import PromptStore
@@ -23,12 +24,13 @@ class Store:
     models: ModelStore
     prompts: PromptStore
     reruns: RerunStore
+    diagnosis: DiagnosisStore
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Store:
         """Build the store on a pooled engine."""
         return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine),
-                   PromptStore(engine), RerunStore(engine))
+                   PromptStore(engine), RerunStore(engine), DiagnosisStore(engine))
 
 
 __all__ = [

@@ -212,15 +212,15 @@ class LifecycleStore:
 
     # -- execute ----------------------------------------------------------------------------
     def claim(self, run_id: uuid.UUID, node_id: str, lease_s: float, grace_s: float,
-              space_cap: int = 0) -> Claim | None:
+              space_cap: int = 0, worker: str | None = None) -> Claim | None:
         """Take the node if it is queued (or its retry is due) and its space has a free slot.
 
         None on a duplicate delivery, and when the space already runs `space_cap` nodes (or its
         own `max_running_nodes`): the node stays queued, on the space's waitlist, until
-        `wake_waiters` sends it again.
+        `wake_waiters` sends it again. `worker`: the claiming worker process's id (`workers.id`).
         """
         row = self._one(sql.CLAIM, {"run": run_id, "node": node_id, "lease_s": lease_s, "grace_s": grace_s,
-                                    "cap": space_cap})
+                                    "cap": space_cap, "worker": worker})
         if row is None:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,

@@ -1,7 +1,7 @@
 """rerun lineage: runs.source_run_id, runs.rerun_from, runs.overrides, ix_runs_source
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-03 07:30:00
 
 A rerun (POST /v1/runs/{id}/rerun) is a new run of the source's version that reuses the recorded
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

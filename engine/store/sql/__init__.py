@@ -3,8 +3,8 @@
 The modules of this package hold nothing but statements: `runs` (the run lifecycle's hot path:
 submit, claim, commit, retry, fail, cancel, interrupt), `repairs` (leases and the reconciler's
 sweep), `catalog` (spaces, tokens, workflows and versions), `reads` (runs and events as clients
-see them), `registry` (model registry generations), `prompts` (the prompt library) and `reruns` (a
-rerun's insert and lineage). The store classes in engine/store/
+see them), `registry` (model registry generations), `prompts` (the prompt library), `reruns` (a
+rerun's insert and lineage) and `diagnosis` (the worker registry, why a run is stuck). The store classes in engine/store/
 execute them; nothing else in the project writes SQL (tests/unit/test_sql_convention.py checks
 it, and tests/integration/test_sql_prepared.py prepares every statement against the migrated
 schema). Alembic (migrations/) alone defines the schema.
@@ -30,7 +30,7 @@ from functools import cached_property
 
 from sqlalchemy import TextClause, text
 
-MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "reruns")
+MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "reruns", "diagnosis")
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 

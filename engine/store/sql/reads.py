@@ -16,7 +16,8 @@ SELECT event_id, node_id, type, data FROM run_interrupts
 
 RUN_NODES = Statement("The node rows of a run, in the order they were created.", """
 SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
-       started_at, finished_at, model, usage, children_total, children_done, children_started, prompt
+       started_at, finished_at, model, usage, children_total, children_done, children_started, prompt,
+       worker
   FROM node_runs WHERE run_id = :id ORDER BY id""")
 
 LIST_RUNS = Statement(

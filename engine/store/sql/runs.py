@@ -203,7 +203,8 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
            -- a resumed node finishing with its answer is the same attempt, not a new one
            attempts = n.attempts + CASE WHEN n.resume IS NULL THEN 1 ELSE 0 END,
            lease_expires_at = now() + make_interval(secs => :lease_s),
-           started_at = coalesce(n.started_at, now()), next_attempt_at = NULL
+           started_at = coalesce(n.started_at, now()), next_attempt_at = NULL,
+           worker = CAST(:worker AS text)  -- the claiming worker process (diagnosis names it)
       FROM run_lock, space_slot
      WHERE n.run_id = run_lock.id AND n.node_id = :node AND run_lock.status IN ('queued', 'running', 'interrupted')
        AND (n.status = 'queued'
