@@ -1,4 +1,4 @@
-"""Per-process worker runtime: the executor, the lease keeper and the reconciler threads.
+"""Per-process worker runtime: the executor, the lease keeper, the reconciler and retention threads.
 
 Built in `after_process_boot` (after fork), so no connection is shared between processes.
 """
@@ -17,6 +17,7 @@ from engine.nodes.code import sandbox_problem
 from engine.nodes.sandbox import warn_unsandboxed
 from engine.notify import RedisNotifier
 from engine.reconciler import Reconciler
+from engine.retention import Retention
 from engine.settings import Settings
 from engine.store import Store
 
@@ -69,6 +70,8 @@ class WorkerRuntime(dramatiq.Middleware):
             threading.Thread(target=self._keep_leases, args=(executor,), name="relayflow-leases", daemon=True),
             threading.Thread(target=reconciler.run_forever, args=(self._stop,), name="relayflow-reconciler",
                              daemon=True),
+            threading.Thread(target=Retention(executor.store.lifecycle.engine, self.settings).run_forever,
+                             args=(self._stop,), name="relayflow-retention", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
