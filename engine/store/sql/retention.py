@@ -40,20 +40,22 @@ WITH RECURSIVE {_EXPIRED_ROOTS}, locked_roots AS (
     UNION ALL
     SELECT c.id, run_tree.root_id FROM runs c JOIN run_tree ON c.parent_run_id = run_tree.id
 ), doomed_runs AS (
-    -- a tree with any live run (an orphan the reconciler has not cancelled yet) waits
-    SELECT tree.id FROM run_tree tree
+    -- a tree with any live run (an orphan the reconciler has not cancelled yet) waits; one array,
+    -- so each delete below probes its table's run_id index once per run (an array of unknown
+    -- length plans as index probes, where a CTE's rows could plan as a scan of the table)
+    SELECT array_agg(tree.id) AS ids FROM run_tree tree
      WHERE NOT EXISTS (SELECT 1 FROM run_tree live JOIN runs c ON c.id = live.id
                         WHERE live.root_id = tree.root_id AND c.status IN ('queued', 'running', 'interrupted'))
 ), deleted_events AS (
-    DELETE FROM run_events e WHERE e.run_id IN (SELECT id FROM doomed_runs) RETURNING 1
+    DELETE FROM run_events e WHERE e.run_id = ANY(CAST((SELECT ids FROM doomed_runs) AS uuid[])) RETURNING 1
 ), deleted_interrupts AS (
-    DELETE FROM run_interrupts i WHERE i.run_id IN (SELECT id FROM doomed_runs) RETURNING 1
+    DELETE FROM run_interrupts i WHERE i.run_id = ANY(CAST((SELECT ids FROM doomed_runs) AS uuid[])) RETURNING 1
 ), deleted_nodes AS (
-    DELETE FROM node_runs n WHERE n.run_id IN (SELECT id FROM doomed_runs) RETURNING n.id
+    DELETE FROM node_runs n WHERE n.run_id = ANY(CAST((SELECT ids FROM doomed_runs) AS uuid[])) RETURNING n.id
 ), deleted_waiters AS (
     DELETE FROM space_waiters w WHERE w.node_row_id IN (SELECT id FROM deleted_nodes) RETURNING 1
 ), deleted_runs AS (
-    DELETE FROM runs r WHERE r.id IN (SELECT id FROM doomed_runs) RETURNING r.parent_run_id
+    DELETE FROM runs r WHERE r.id = ANY(CAST((SELECT ids FROM doomed_runs) AS uuid[])) RETURNING r.parent_run_id
 )
 SELECT (SELECT count(*) FROM expired_roots) AS picked,
        (SELECT count(*) FROM deleted_runs WHERE parent_run_id IS NULL) AS roots,
