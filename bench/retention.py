@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Retention under load: `python bench/retention.py [--events 1000000] [--pauses 0.2,0] [--stream-s 15]`.
+"""Retention under load: `python bench/retention.py [--events 1000000] [--pauses 0.5,0.2,0] [--window-s 5]`.
 
 On a fresh database `relayflow_bench_retention` of the local PostgreSQL (dropped if left over,
 migrated, dropped at the end; no Redis: node messages stay in process), for each pause between
@@ -9,13 +9,14 @@ batches in `--pauses`:
   batch item), 4 node rows and 20 events per run, one answered question per top-level run;
 - EXPLAIN ANALYZE of one batch's delete (rolled back): the plan must pick runs through
   `ix_runs_expired`, not a scan of `runs`;
-- baseline: a steady stream of small workflows (3 template nodes, submitted through the service
-  as the API does, each node run by the engine's executor as a worker does: engine/testing.py's
-  in-process dispatcher) for `--stream-s`; per-node latency = one `Executor.run_node` (claim,
+- a steady stream of small workflows (3 template nodes, one run at a time, submitted through the
+  service as the API does, each node run by the engine's executor as a worker does, with
+  engine/testing.py's in-process dispatcher); per-node latency = one `Executor.run_node` (claim,
   execute, commit, send successors);
-- then the same stream while the retention sweep (engine/retention.py, production batch size
-  100) deletes everything built: the sweep's wall time, events and runs deleted per second, and
-  the stream's per-node p50/p95 meanwhile.
+- meanwhile the retention sweep (engine/retention.py) deletes everything built, in windows of
+  `--window-s` alternating with windows without deletes (the machine is shared and its load
+  drifts: each node is compared with its neighbours); the sweep's time (its windows only),
+  events and runs deleted per second, and the stream's per-node p50/p95 in and out of them.
 Prints a table, writes bench/results/retention.json. A budget timer ends the process whatever
 happens (`--budget-s`).
 """
@@ -49,9 +50,10 @@ RESULT = ROOT / "bench" / "results" / "retention.json"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="run_events to build and delete per round")
-    parser.add_argument("--pauses", default="0.2,0", help="RELAYFLOW_RETENTION_PAUSE_S of each round, comma-separated")
+    parser.add_argument("--pauses", default="0.5,0.2,0", help="RELAYFLOW_RETENTION_PAUSE_S of each round, comma-separated")
     parser.add_argument("--batch", type=int, default=100, help="RELAYFLOW_RETENTION_BATCH")
-    parser.add_argument("--stream-s", type=float, default=15.0, help="seconds of the baseline stream")
+    parser.add_argument("--window-s", type=float, default=5.0,
+                        help="sweep windows alternate with windows without deletes, this long each")
     parser.add_argument("--budget-s", type=float, default=1500.0, help="the whole bench stops by itself after this")
     return parser.parse_args(argv)
 
@@ -170,20 +172,20 @@ class Stream:
         self.space = DEFAULT_SPACE
         self.workflow_id = self.service.create_workflow(self.space, "stream", None, linear(3))["workflow_id"]
 
-    def run(self, stop: threading.Event) -> list[float]:
-        """Submit and run workflows until `stop`; the seconds of each node's `run_node`."""
-        took: list[float] = []
+    def run(self, stop: threading.Event) -> list[tuple[float, float]]:
+        """Submit and run workflows until `stop`; (when it began, seconds) of each node's `run_node`."""
+        took: list[tuple[float, float]] = []
         while not stop.is_set():
             self.service.submit_run(self.space, self.workflow_id, {})
             while (message := self.messages.pop_due()) is not None:
                 began = time.perf_counter()
                 self.executor.run_node(*message)
-                took.append(time.perf_counter() - began)
+                took.append((began, time.perf_counter() - began))
         return took
 
 
 def latency(took: list[float]) -> dict[str, Any]:
-    """p50/p95/max in ms, and nodes per second of the stream."""
+    """p50/p95/max in ms."""
     if len(took) < 20:
         return {"n": len(took)}
     cuts = statistics.quantiles(took, n=100)
@@ -191,36 +193,49 @@ def latency(took: list[float]) -> dict[str, Any]:
             "max_ms": round(1000 * max(took), 2)}
 
 
-def streamed(stream: Stream, seconds: float) -> list[float]:
-    stop = threading.Event()
-    threading.Timer(seconds, stop.set).start()
-    return stream.run(stop)
+def sweep_under_stream(stream: Stream, bench_url: str, pause_s: float, batch: int, window_s: float) -> dict[str, Any]:
+    """Sweep in windows of `window_s` alternating with windows without, while the stream runs.
 
-
-def sweep_under_stream(stream: Stream, bench_url: str, pause_s: float, batch: int) -> dict[str, Any]:
-    """Run the retention sweep to its end while the stream runs; both measured."""
+    The machine is shared (its load moves by the minute): comparing each node with its
+    neighbours a few seconds away, rather than a baseline taken before, keeps that drift out.
+    A node counts as `during` if it began while a sweep window was open.
+    """
     from engine.db import get_engine
     from engine.retention import Retention
     from engine.settings import Settings
+    from engine.store.retention import Deleted
 
     settings = Settings(database_url=bench_url, retention_pause_s=pause_s, retention_batch=batch)
     sweeper = Retention(get_engine(settings), settings)
     stop_stream = threading.Event()
-    took: list[float] = []
+    took: list[tuple[float, float]] = []
     runner = threading.Thread(target=lambda: took.extend(stream.run(stop_stream)), name="stream")
     runner.start()
-    time.sleep(1.0)  # the stream is in its stride before the deletes begin
-    began = time.monotonic()
-    report = sweeper.sweep()
-    elapsed = time.monotonic() - began
+    windows: list[tuple[float, float]] = []
+    done, batches, finished = Deleted(), 0, False
+    while not finished:
+        time.sleep(window_s)  # a window without deletes
+        stop = threading.Event()
+        timer = threading.Timer(window_s, stop.set)
+        began = time.perf_counter()
+        timer.start()
+        report = sweeper.sweep(stop)
+        timer.cancel()
+        windows.append((began, time.perf_counter()))
+        done, batches = done + report.deleted, batches + report.batches
+        finished = not stop.is_set()  # it ended by itself: nothing expired is left
+    time.sleep(window_s)
     stop_stream.set()
     runner.join()
-    done = report.deleted
-    return {"pause_s": pause_s, "batch": batch, "sweep_s": round(elapsed, 1), "batches": report.batches,
+    sweep_s = sum(end - began for began, end in windows)
+    during = [t for at, t in took if any(began <= at < end for began, end in windows)]
+    between = [t for at, t in took if not any(began <= at < end for began, end in windows)]
+    return {"pause_s": pause_s, "batch": batch, "window_s": window_s, "sweep_s": round(sweep_s, 1),
+            "windows": len(windows), "batches": batches,
             "deleted": {"runs": done.runs, "top_level_runs": done.roots, "node_runs": done.nodes,
                         "run_events": done.events, "run_interrupts": done.interrupts},
-            "events_per_s": round(done.events / elapsed), "runs_per_s": round(done.runs / elapsed),
-            "stream_during_sweep": latency(took)}
+            "events_per_s": round(done.events / sweep_s), "runs_per_s": round(done.runs / sweep_s),
+            "stream_without_sweep": latency(between), "stream_during_sweep": latency(during)}
 
 
 def measure(args: argparse.Namespace, bench_url: str) -> dict[str, Any]:
@@ -229,16 +244,17 @@ def measure(args: argparse.Namespace, bench_url: str) -> dict[str, Any]:
     ensure_local_token(bench_url)  # creates the default space
     stream = Stream(bench_url)
     bulk = stream.service.create_workflow(DEFAULT_SPACE, "bulk", None, linear(NODES))["workflow_id"]
-    streamed(stream, 3.0)  # warm-up: pools, caches, prepared statements
+    warm = threading.Event()
+    threading.Timer(3.0, warm.set).start()
+    stream.run(warm)  # warm-up: pools, caches, prepared statements
     rounds = []
     with psycopg.connect(bench_url, autocommit=True) as conn:
         for pause in (float(p) for p in args.pauses.split(",")):
             built = build(conn, bulk, args.events)
             plan = explain_batch(conn, args.batch)
-            baseline = latency(streamed(stream, args.stream_s))
-            swept = sweep_under_stream(stream, bench_url, pause, args.batch)
+            swept = sweep_under_stream(stream, bench_url, pause, args.batch, args.window_s)
             left = counts(conn, bulk)
-            rounds.append({"built": built, "explain": plan, "stream_without_sweep": baseline, **swept, "left": left})
+            rounds.append({"built": built, "explain": plan, **swept, "left": left})
             print_round(rounds[-1])
     return {"rounds": rounds}
 
@@ -248,7 +264,7 @@ def print_round(r: dict[str, Any]) -> None:
     print(f"\npause {r['pause_s']} s, batch {r['batch']}: built {r['built']['run_events']:,} events, "
           f"{r['built']['runs']:,} runs, {r['built']['node_runs']:,} node rows in {r['built']['build_s']} s; "
           f"plan uses ix_runs_expired: {r['explain']['uses_ix_runs_expired']}")
-    print(f"  sweep: {r['sweep_s']} s, {r['batches']} batches, {r['events_per_s']:,} events/s, "
+    print(f"  sweep: {r['sweep_s']} s in {r['windows']} windows, {r['batches']} batches, {r['events_per_s']:,} events/s, "
           f"{r['runs_per_s']:,} runs/s; left after: {r['left']}")
     print(f"  {'per-node latency':<24}{'n':>8}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for name, lat in (("without deletion", off), ("during deletion", on)):
