@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     retention_every_s: float = Field(default=60.0, gt=0)  # how often one worker process sweeps
     retention_batch: int = Field(default=100, ge=1)       # top-level runs deleted per transaction
     # Rest between two batches of one sweep, so the deletes never hold the disk and the
-    # database's CPU for long while nodes run.
-    retention_pause_s: float = Field(default=0.2, ge=0)
+    # database's CPU for long while nodes run: 0.5 s kept nodes' latency within ~10% of their
+    # neighbours' and still deletes ~6,600 events/s (bench/retention.py, docs/ops/retention.md).
+    retention_pause_s: float = Field(default=0.5, ge=0)
 
     db_pool_size: int = 10
     db_max_overflow: int = 10
