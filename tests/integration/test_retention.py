@@ -20,7 +20,7 @@ from engine.db import get_engine
 from engine.retention import Retention
 from engine.settings import Settings
 from engine.store import Store
-from engine.store.retention import RetentionStore
+from engine.store.retention import RETENTION_LOCK_KEY, RetentionStore
 from engine.tokens import DEFAULT_SPACE, issue_token
 from tests.conftest import ROOT, ApiHelper, settings_env, wait_for
 
@@ -243,3 +243,23 @@ def test_the_operator_sets_a_retention_counts_and_sweeps_from_the_command_line(
     bad = cli(env, "spaces", "set-retention", DEFAULT_SPACE, "a-week")
     assert bad.returncode == 2 and "'a-week' is not a retention" in bad.stderr
     assert "forever" in cli(env, "spaces", "set-retention", DEFAULT_SPACE, "0").stdout
+
+
+def test_a_tree_with_a_live_run_waits_and_a_held_lock_stops_the_sweep(api: ApiHelper, inline_worker: Any,
+                                                                       settings: Settings) -> None:
+    # Given two expired runs with child runs; one has a child still running (an orphan not yet cancelled)
+    kept, gone = finished_tree(api), finished_tree(api)
+    with connect(settings) as conn:
+        orphan = tree_of(conn, kept)[-1]
+        conn.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = %s", (orphan,))
+        for run_id in (kept, gone):
+            age(conn, run_id, 31)
+        # When another process holds the sweep's lock, a sweep gives way and deletes nothing
+        with connect(settings) as holder, holder.transaction():
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
+            assert retention(settings).sweep().leader is False
+        assert rows_of(conn, [kept, gone])["runs"] == 2
+        # When the lock is free, the tree whose runs all ended goes; the one with a live child stays whole
+        report = retention(settings).sweep()
+        assert report.deleted.roots == 1 and rows_of(conn, [gone])["runs"] == 0
+        assert len(tree_of(conn, kept)) == 7
