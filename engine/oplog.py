@@ -15,6 +15,7 @@ from typing import Any
 node_log = logging.getLogger("relayflow.node")
 repair_log = logging.getLogger("relayflow.reconciler")
 connection_log = logging.getLogger("relayflow.connection")
+retention_log = logging.getLogger("relayflow.retention")
 
 
 def node_failure(run_id: uuid.UUID | str, node_id: str, attempt: int, space_id: str | None,
@@ -67,3 +68,11 @@ def connection_lost(service: str, error: BaseException | str, action: str) -> No
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     connection_log.warning("connection lost", extra={
         "event": f"{service}.connection_lost", "service": service, "error": text, "action": action})
+
+
+def retention_deleted(deleted: Any, elapsed_ms: float) -> None:
+    """One retention batch deleted expired runs (engine/retention.py): the rows it removed, by table."""
+    retention_log.info("expired runs deleted", extra={
+        "event": "retention.deleted", "roots": deleted.roots, "runs": deleted.runs, "nodes": deleted.nodes,
+        "events": deleted.events, "interrupts": deleted.interrupts, "waiters": deleted.waiters,
+        "elapsed_ms": round(elapsed_ms, 1)})

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from engine.statuses import LIVE_STATUSES, InterruptStatus, NodeStatus, RunStatus
+from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, InterruptStatus, NodeStatus, RunStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -61,6 +62,9 @@ class Space(Base):
     # (migration 0004) for every transition into or out of `running`.
     max_running_nodes: Mapped[int | None] = mapped_column(Integer)
     running_nodes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Retention (migration 0014): days this space's ended runs are kept (NULL:
+    # RELAYFLOW_RETENTION_DAYS; 0: forever); engine/retention.py deletes older ones.
+    retention_days: Mapped[float | None] = mapped_column(Float)
 
 
 class SpaceWaiter(Base):
@@ -184,6 +188,10 @@ class Run(Base):
         Index("ix_runs_live_children", "parent_run_id", "parent_node_id", "parent_epoch",
               postgresql_where=text("parent_run_id IS NOT NULL AND "
                                     + _status_in(s for s in RunStatus if s in LIVE_STATUSES))),
+        # Migration 0014: ended top-level runs per space by end time (the retention sweep's pick).
+        Index("ix_runs_expired", "space_id", "finished_at",
+              postgresql_where=text("parent_run_id IS NULL AND "
+                                    + _status_in(s for s in RunStatus if s in FINAL_STATUSES))),
         # Migration 0006 (its list written out; tests/unit/test_statuses.py compares them).
         CheckConstraint(_status_in(RunStatus), name="status"),
     )

@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     # often; a row silent for 3 intervals counts as a dead worker (docs/ops/diagnosis.md). Web
     # and worker processes must agree on it.
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    # Retention (issue 13, part `retention`; docs/ops/retention.md): ended top-level runs older
+    # than this many days are deleted with their child runs, nodes, events and interrupts; 0 keeps
+    # them forever. A space's own value (`relayflow spaces set-retention`) overrides it. 30 days:
+    # a month of history to investigate and rerun from, while the tables stay bounded.
+    retention_days: float = Field(default=30.0, ge=0)
+    retention_every_s: float = Field(default=60.0, gt=0)  # how often one worker process sweeps
+    retention_batch: int = Field(default=100, ge=1)       # top-level runs deleted per transaction
+    # Rest between two batches of one sweep, so the deletes never hold the disk and the
+    # database's CPU for long while nodes run: 0.5 s kept nodes' latency within ~10% of their
+    # neighbours' and still deletes ~6,600 events/s (bench/retention.py, docs/ops/retention.md).
+    retention_pause_s: float = Field(default=0.5, ge=0)
 
     db_pool_size: int = 10
     db_max_overflow: int = 10

@@ -1,4 +1,4 @@
-"""Per-process worker runtime: the executor, the lease keeper, heartbeat and reconciler threads.
+"""Per-process worker runtime: the executor, the lease keeper, heartbeat, reconciler and retention threads.
 
 Built in `after_process_boot` (after fork), so no connection is shared between processes. Each
 process registers itself in the `workers` table (`<hostname>:<pid>:<6 hex>`), beats every
@@ -23,6 +23,7 @@ from engine.nodes.code import sandbox_problem
 from engine.nodes.sandbox import warn_unsandboxed
 from engine.notify import RedisNotifier
 from engine.reconciler import Reconciler
+from engine.retention import Retention
 from engine.settings import Settings
 from engine.store import Store
 
@@ -94,6 +95,8 @@ class WorkerRuntime(dramatiq.Middleware):
             self._heartbeat,
             threading.Thread(target=reconciler.run_forever, args=(self._stop,), name="relayflow-reconciler",
                              daemon=True),
+            threading.Thread(target=Retention(executor.store.lifecycle.engine, self.settings).run_forever,
+                             args=(self._stop,), name="relayflow-retention", daemon=True),
         ]
         for thread in self._threads:
             thread.start()

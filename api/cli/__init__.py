@@ -3,7 +3,7 @@
 What belongs here: everything an operator or a developer runs from a terminal — the command line
 (`main`, the `relayflow` script: docs/cli.md), the API client it uses (`client`), how runs and
 errors look (`base`), the supervisor of `relayflow up` (`supervisor`, `privileges`, `up`), and the
-operator commands that work on the database directly (`tokens`, `spaces`).
+operator commands that work on the database directly (`tokens`, `spaces`, `retention`).
 
 What it may import: `engine` (settings, the store for operator commands, the error tree),
 `api.localstack` (embedded servers, the fake LLM provider) and third-party libraries. It starts
@@ -40,6 +40,7 @@ from api.cli.base import (
 from api.cli.client import WorkflowFile, parse_input
 from api.cli.prompts import prompts
 from api.cli.reruns import rerun
+from api.cli.retention import retention
 from api.cli.runs import COMMANDS as RUN_COMMANDS
 from api.cli.spaces import spaces
 from api.cli.supervisor import child_env, web_command, worker_command
@@ -166,6 +167,7 @@ def migrate() -> None:
 main.add_command(up)
 main.add_command(tokens)
 main.add_command(spaces)
+main.add_command(retention)
 main.add_command(prompts)
 main.add_command(rerun)
 for command in RUN_COMMANDS:
