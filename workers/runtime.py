@@ -10,6 +10,7 @@ import threading
 
 import dramatiq
 
+from engine import telemetry
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
@@ -58,7 +59,8 @@ class WorkerRuntime(dramatiq.Middleware):
         worker.worker_timeout = self.settings.queue_poll_max_ms
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        """Start the lease keeper and the reconciler in this worker process."""
+        """Start tracing (if configured), the lease keeper and the reconciler in this worker process."""
+        telemetry.configure("relayflow-worker", self.settings)  # after the fork: this process's own exporter
         executor = self.executor(broker)
         if self.settings.code_sandbox == "none":
             warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
@@ -82,6 +84,10 @@ class WorkerRuntime(dramatiq.Middleware):
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
         """Stop the background threads."""
         self._stop.set()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """The worker threads are done: export the spans still buffered."""
+        telemetry.shutdown()
 
     def _keep_leases(self, executor: Executor) -> None:
         # One UPDATE per interval for every node this process runs, so long nodes keep their lease.

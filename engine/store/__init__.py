@@ -9,6 +9,7 @@ from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
 from engine.store.lifecycle import Claim, Decision, Delegation, Ended, LifecycleStore, NewItems, NewRun, Signal, Submitted
 from engine.store.models import Generation, ModelStore
 from engine.store.prompts import PromptStore
+from engine.store.traces import TraceStore
 from engine.store.views import ViewStore
 
 
@@ -21,12 +22,13 @@ class Store:
     views: ViewStore
     models: ModelStore
     prompts: PromptStore
+    traces: TraceStore  # read only when traces are exported (engine/telemetry.py)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Store:
         """Build the store on a pooled engine."""
         return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine),
-                   PromptStore(engine))
+                   PromptStore(engine), TraceStore(engine))
 
 
 __all__ = [

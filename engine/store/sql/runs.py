@@ -228,7 +228,7 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
            jsonb_build_object('attempt', claimed_node.attempts) FROM claimed_node
 )
 SELECT claimed_node.id, claimed_node.epoch, claimed_node.attempts, claimed_node.resume, run_lock.version_id,
-       run_lock.body, run_lock.deadline_at, run_lock.space_id,
+       run_lock.body, run_lock.deadline_at, run_lock.space_id, EXISTS (SELECT 1 FROM started_run) AS run_started,
        CASE WHEN wn.needs_inputs THEN run_lock.inputs END AS inputs,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = run_lock.id AND d.node_id = ANY(wn.deps)) AS deps
