@@ -196,6 +196,7 @@ def node_settled(run_id: uuid.UUID, node: CompiledNode, claim: Claim, outcome: s
     span = getattr(_local, "attempt", None) if ENABLED else None
     if span is not None:
         span.set_attribute("relayflow.outcome", outcome)
+        node_finished()  # the attempt ended with its commit (what follows, the run's end, is not its time)
 
 
 def node_failed(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
@@ -211,10 +212,11 @@ def node_failed(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, 
         span.set_attributes({"relayflow.outcome": outcome, "relayflow.error.code": error.get("code") or 0,
                              "error.type": str(error.get("kind") or "error")})
         span.set_status(Status(StatusCode.ERROR, str(error.get("kind") or "error")))
+        node_finished()
 
 
 def node_finished() -> None:
-    """The message is done: end this thread's attempt span, if one is open."""
+    """End this thread's attempt span, if one is still open (at its outcome, or when the message is done)."""
     span = getattr(_local, "attempt", None)
     if span is None:
         return
