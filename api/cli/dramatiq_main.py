@@ -24,7 +24,7 @@ def main() -> int:
     from dramatiq.cli import main as dramatiq_main
 
     sys.argv = ["dramatiq", "workers", *sys.argv[1:]]
-    return int(dramatiq_main() or 0)
+    return int(dramatiq_main() or 0)  # type: ignore[no-untyped-call]  # dramatiq has no annotations here
 
 
 if __name__ == "__main__":
