@@ -140,5 +140,5 @@ def configure(level: str = "INFO", log_format: str = "json") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Libraries that are chatty at INFO (one line per HTTP call to a model provider)
-    for name in ("httpx", "httpcore", "LiteLLM", "litellm"):
+    for name in ("httpx", "httpcore", "LiteLLM", "LiteLLM Router", "litellm"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

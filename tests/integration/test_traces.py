@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tests.conftest import free_port
 from tests.integration.llm_fixtures import FAKE_KEY
 from tests.integration.test_llm_node import refresh
+from tests.integration.test_subworkflow import caller, leaf
 
 pytestmark = pytest.mark.integration
 OTLP_DEFAULT_PORT = 4318  # where an SDK configured by default would send its spans
@@ -191,3 +192,32 @@ def test_nothing_is_exported_when_no_exporter_is_configured(
         assert "telemetry.configured" not in worker.log_path.read_text()
     finally:
         collector.stop()
+
+
+def test_child_runs_join_their_top_runs_trace_under_their_parents_span(
+        api: Any, start_worker: Any, collector: Collector) -> None:
+    # Given top -> middle -> leaf (each a sub-workflow node), and a worker exporting traces
+    api.create_workflow(leaf(), name="leaf")
+    api.create_workflow(caller("leaf"), name="middle")
+    top = api.create_workflow(caller("middle"), name="top")
+    start_worker(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    # When the top run runs
+    run = api.wait(api.submit(top, {"text": "hi"}), timeout_s=60)
+    assert run["status"] == "succeeded", run
+    top_span = _wait_for_run_span(collector, f"run {top}")
+    # Then the three runs' spans are in the top run's trace, each child under its parent's span
+    runs = {s["attributes"]["relayflow.run_id"]: s for s in collector.spans if s["name"].startswith("run ")}
+    assert len(runs) == 3 and {s["trace_id"] for s in collector.spans} == {uuid.UUID(run["run_id"]).hex}
+    middle = next(s for s in runs.values() if s["attributes"].get("relayflow.parent_run_id") == run["run_id"])
+    leaf_span = next(s for s in runs.values() if s["attributes"].get("relayflow.parent_run_id")
+                     == middle["attributes"]["relayflow.run_id"])
+    assert middle["parent_id"] == top_span["span_id"] and leaf_span["parent_id"] == middle["span_id"]
+    assert middle["attributes"]["relayflow.depth"] == 1 and leaf_span["attributes"]["relayflow.depth"] == 2
+    # ... and each run's node spans are under that run's span (`sub` waited for its child: delegated, then succeeded)
+    for run_span in runs.values():
+        nodes = [s for s in collector.spans if s["name"].startswith("node ")
+                 and s["attributes"]["relayflow.run_id"] == run_span["attributes"]["relayflow.run_id"]]
+        assert nodes and all(s["parent_id"] == run_span["span_id"] for s in nodes)
+    subs = [s["attributes"]["relayflow.outcome"] for s in collector.spans if s["name"] == "node sub"
+            and s["attributes"]["relayflow.run_id"] == run["run_id"]]
+    assert subs == ["delegated", "succeeded"], subs
