@@ -21,6 +21,8 @@ connection_log = logging.getLogger("relayflow.connection")
 
 def run_started(run_id: uuid.UUID | str, space_id: str | None, node_id: str, **ids: Any) -> None:
     """The run's first node was claimed: the run is running (`node_id`: that node)."""
+    if not run_log.isEnabledFor(logging.INFO):  # transition lines are per node: skip building them
+        return
     run_log.info("run started", extra={"event": "run.started", "run_id": str(run_id), "space_id": space_id,
                                        "node_id": node_id, **ids})
 
@@ -29,6 +31,8 @@ def run_ended(run_id: uuid.UUID | str, status: str, space_id: str | None, error:
               **ids: Any) -> None:
     """The run ended (`status`: succeeded, failed, cancelled) or waits for a person (interrupted)."""
     level = logging.WARNING if status == "failed" else logging.INFO
+    if not run_log.isEnabledFor(level):
+        return
     run_log.log(level, f"run {status}", extra={
         "event": f"run.{status}", "run_id": str(run_id), "space_id": space_id,
         **({"code": error.get("code"), "node_id": error.get("node_id")} if error else {}), **ids})
@@ -37,6 +41,8 @@ def run_ended(run_id: uuid.UUID | str, status: str, space_id: str | None, error:
 def node_started(run_id: uuid.UUID | str, node_id: str, attempt: int, space_id: str | None, node_type: str,
                  resumed: bool, **ids: Any) -> None:
     """A worker claimed the node: an attempt starts (or a resumed node finishes its attempt)."""
+    if not node_log.isEnabledFor(logging.INFO):
+        return
     node_log.info("node started", extra={
         "event": "node.resumed" if resumed else "node.started", "run_id": str(run_id), "node_id": node_id,
         "attempt": attempt, "space_id": space_id, "node_type": node_type, **ids})
@@ -46,12 +52,16 @@ def node_settled(event: str, run_id: uuid.UUID | str, node_id: str, attempt: int
                  **details: Any) -> None:
     """An attempt ended without failing: `node.succeeded`, `node.interrupted` (asked a person) or
     `node.delegated` (waits for its child runs)."""
+    if not node_log.isEnabledFor(logging.INFO):
+        return
     node_log.info(event.replace(".", " "), extra={"event": event, "run_id": str(run_id), "node_id": node_id,
                                                   "attempt": attempt, "space_id": space_id, **details})
 
 
 def nodes_skipped(run_id: uuid.UUID | str, node_ids: Any, **ids: Any) -> None:
     """Nodes no active edge reaches any more were skipped."""
+    if not node_ids or not node_log.isEnabledFor(logging.INFO):
+        return
     for node_id in node_ids:
         node_log.info("node skipped", extra={"event": "node.skipped", "run_id": str(run_id), "node_id": node_id,
                                              **ids})
