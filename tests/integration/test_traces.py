@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -21,6 +22,7 @@ from tests.conftest import free_port
 from tests.integration.llm_fixtures import FAKE_KEY
 from tests.integration.test_llm_node import refresh
 from tests.integration.test_subworkflow import caller, leaf
+from tests.log_lines import log_events
 
 pytestmark = pytest.mark.integration
 OTLP_DEFAULT_PORT = 4318  # where an SDK configured by default would send its spans
@@ -221,3 +223,23 @@ def test_child_runs_join_their_top_runs_trace_under_their_parents_span(
     subs = [s["attributes"]["relayflow.outcome"] for s in collector.spans if s["name"] == "node sub"
             and s["attributes"]["relayflow.run_id"] == run["run_id"]]
     assert subs == ["delegated", "succeeded"], subs
+
+
+def test_a_run_cancelled_through_the_web_process_is_exported_by_it(
+        start_web: Any, token: str, collector: Collector) -> None:
+    # Given a web process exporting traces, and a run no worker takes (it stays queued)
+    web = start_web(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        created = http.post("/v1/workflows", json={"name": "wf", "definition": {"nodes": [
+            {"id": "a", "type": "template", "config": {"template": "x"}}]}})
+        assert created.status_code == 201, created.text
+        workflow_id = created.json()["workflow_id"]
+        run_id = http.post(f"/v1/workflows/{workflow_id}/runs", json={"inputs": {}}).json()["run_id"]
+        # When it is cancelled through the API
+        assert http.post(f"/v1/runs/{run_id}/cancel").status_code == 202
+    # Then the web process exported the run's span, in the run's trace, as cancelled
+    span = _wait_for_run_span(collector, f"run {workflow_id}")
+    assert span["service"] == "relayflow-web" and span["trace_id"] == uuid.UUID(run_id).hex
+    assert span["attributes"]["relayflow.status"] == "cancelled" and span["start"] <= span["end"]
+    # ... and its access lines are JSON like the workers' lines
+    assert [line["status"] for line in log_events(web.log_path, "http.request")] == ["201", "202", "202"]
