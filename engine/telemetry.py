@@ -314,7 +314,9 @@ def chat(model: str, protocol: str | None, params: Mapping[str, Any],
         if isinstance(params.get(key), int | float) and not isinstance(params.get(key), bool):
             attributes[name] = params[key]
     if _capture_content:
-        attributes["gen_ai.input.messages"] = mask_keys(json.dumps(messages, ensure_ascii=False, default=str))
+        attributes["gen_ai.input.messages"] = mask_keys(json.dumps(
+            [{"role": m.get("role"), "parts": [{"type": "text", "content": m.get("content")}]} for m in messages],
+            ensure_ascii=False, default=str))
     attempt = getattr(_local, "attempt", None)
     context = trace.set_span_in_context(attempt) if attempt is not None else None
     span = _tracer.start_span(f"chat {model}", context=context, kind=SpanKind.CLIENT, attributes=attributes)

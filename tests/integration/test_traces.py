@@ -4,6 +4,7 @@ exporter is configured."""
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 import uuid
@@ -243,3 +244,25 @@ def test_a_run_cancelled_through_the_web_process_is_exported_by_it(
     assert span["attributes"]["relayflow.status"] == "cancelled" and span["start"] <= span["end"]
     # ... and its access lines are JSON like the workers' lines
     assert [line["status"] for line in log_events(web.log_path, "http.request")] == ["201", "202", "202"]
+
+
+def test_prompt_and_answer_are_on_model_spans_only_when_capture_is_on(
+        api: Any, client: Any, write_model: Any, start_worker: Any, collector: Collector) -> None:
+    # Given a worker exporting traces with content capture turned on
+    write_model("answerer", "echo")
+    refresh(client)
+    start_worker(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+                      "RELAYFLOW_OTEL_CAPTURE_CONTENT": "true"})
+    # When a model node runs
+    workflow_id = api.create_workflow({"inputs": {"topic": {"type": "string", "default": "otters"}}, "nodes": [
+        {"id": "ask", "type": "llm", "config": {"model": "answerer", "prompt": "Tell me about {{ inputs.topic }}"}}]})
+    run = api.wait(api.submit(workflow_id), timeout_s=60)
+    assert run["status"] == "succeeded", run
+    _wait_for_run_span(collector, f"run {workflow_id}")
+    # Then its chat span holds the messages sent and the answer (GenAI message JSON), and no key
+    chat = next(s for s in collector.spans if s["name"] == "chat echo")
+    sent = json.loads(chat["attributes"]["gen_ai.input.messages"])
+    answer = json.loads(chat["attributes"]["gen_ai.output.messages"])
+    assert sent[-1] == {"role": "user", "parts": [{"type": "text", "content": "Tell me about otters"}]}
+    assert answer == [{"role": "assistant", "parts": [{"type": "text", "content": "Echo: Tell me about otters"}]}]
+    assert FAKE_KEY[3:20] not in json.dumps(chat["attributes"])
