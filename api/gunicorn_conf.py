@@ -7,9 +7,10 @@ gunicorn's gevent worker after the fork and before it imports the app, which is 
 preloaded): threads become greenlets, and psycopg 3 (>= 3.1.14), redis-py, SQLAlchemy's pool
 and our pub/sub listener all wait cooperatively. Why gevent: docs/streaming.md.
 
-Logging (docs/operations.md): one access line per request, as `key=value` pairs like every
-other line of the web process; each worker process configures logging once, after it loaded
-the app (`post_worker_init`). A 413 closes its connection (`_close_after_refused_body`).
+Logging (docs/ops/logs.md): one access line per request, a JSON object (or `key=value` pairs)
+like every other line of the web process; each worker process configures logging and tracing
+(docs/ops/traces.md) once, after it loaded the app (`post_worker_init`), and flushes its spans
+when it exits (`worker_exit`). A 413 closes its connection (`_close_after_refused_body`).
 """
 from __future__ import annotations
 
@@ -59,13 +60,22 @@ def post_worker_init(worker: Any) -> None:
             if not monkey.is_module_patched(module):
                 raise RuntimeError(f"gevent did not patch '{module}'; the web process would block")
     # The app is loaded by now (never preloaded): importing ours costs nothing more here.
-    from engine import logfmt
+    from engine import logfmt, telemetry
     from engine.settings import get_settings
 
-    logfmt.configure(get_settings().log_level)
+    settings = get_settings()
+    logfmt.configure(settings.log_level, settings.log_format)
     for handler in logging.getLogger("gunicorn.access").handlers:
-        handler.setFormatter(logfmt.LogfmtFormatter(message_is_pairs=True))
+        handler.setFormatter(logfmt.formatter(settings.log_format, message_is_pairs=True))
+    telemetry.configure("relayflow-web", settings)  # after the fork: this process's own exporter
     worker.wsgi = _close_after_refused_body(worker.wsgi)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Export the spans this web process still holds before it exits."""
+    from engine import telemetry
+
+    telemetry.shutdown()
 
 
 StartResponse = Callable[..., Any]

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from engine import telemetry
 from engine.errors import DefinitionError, InvalidInputs, NotFound, PermanentNodeError
 from engine.nodes.base import ChildOutcome
 from engine.settings import Settings
@@ -120,7 +121,9 @@ class ChildStarter:
         epoch = self.store.views.child_epoch(child)
         count = 0
         for started in self.store.views.live_started_children(child):
-            count += int(self.store.lifecycle.end_run(started, "cancelled").changed)
+            ended = self.store.lifecycle.end_run(started, "cancelled")
+            telemetry.run_ended(self.store, ended)
+            count += int(ended.changed)
         if epoch is not None:
             count += self.store.lifecycle.cancel_unstarted_children(self.run_id, self.node_id, epoch)
         return count

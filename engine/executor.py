@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from engine import oplog
+from engine import oplog, telemetry
 from engine.children import ChildStarter
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
@@ -113,11 +113,13 @@ class Executor:
         try:
             self._run_claimed(rid, node_id, claim)
         finally:
+            telemetry.node_finished()
             self.notifier.run_changed(run_id)
 
     def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
         workflow = self.versions.get(claim.version_id, claim.body)
         node = workflow.nodes[node_id]
+        telemetry.node_started(self.store, rid, node, claim)
         deadline_left = _seconds_until(claim.deadline_at)
         if deadline_left is not None and deadline_left <= 0:
             self.send_parent(self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id)))
@@ -189,6 +191,7 @@ class Executor:
             signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
             event_data=_succeeded_event(node, claim.attempt, port, done.outputs),
             log=[entry] if report else None, report=report)
+        telemetry.node_settled(run_id, node, claim, "succeeded" if decision.committed else "superseded", port=port)
         if decision.wake:
             self.wake(claim.space_id)
         self._after(run_id, workflow, decision)
@@ -197,6 +200,7 @@ class Executor:
         """Park the node on its question; its slot is freed for the space's next waiting node."""
         if self.store.lifecycle.interrupt_node(run_id, node.id, claim, event_id=uuid.uuid4().hex, kind=asked.kind,
                                                data=asked.data):
+            telemetry.node_settled(run_id, node, claim, "interrupted", kind=asked.kind)
             self.wake(claim.space_id)
 
     def _delegated(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, waiting: Delegated) -> None:
@@ -212,6 +216,7 @@ class Executor:
         if not parked.parked:  # superseded (the run ended, or a newer attempt): the children must not run
             self.store.lifecycle.cancel_unstarted_children(run_id, node.id, claim.epoch)
             return
+        telemetry.node_settled(run_id, node, claim, "delegated", children=waiting.total)
         for child_id, root in parked.started:
             self.dispatcher.send(str(child_id), root)
         if parked.wake:
@@ -220,6 +225,7 @@ class Executor:
     def send_parent(self, ended: Ended) -> None:
         """A child run's end queued its parent node again, or started the next child: send those
         messages (a lost one is re-sent by the reconciler, as any queued node's)."""
+        telemetry.run_ended(self.store, ended)
         for child_id, root in ended.started:
             self.dispatcher.send(str(child_id), root)
         if ended.parent is not None:
@@ -396,6 +402,7 @@ class Executor:
             if decision.remaining is not None and decision.remaining <= 0:
                 self.finish(run_id, workflow)
                 return
+            oplog.nodes_skipped(run_id, decision.skipped)
             skipped.extend(decision.skipped)
             if not skipped:
                 return
@@ -441,7 +448,7 @@ class Executor:
 
 def _log_failure(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
                  **details: Any) -> None:
-    oplog.node_failure(run_id, node_id, claim.attempt, claim.space_id, error, outcome, **details)
+    telemetry.node_failed(run_id, node_id, claim, error, outcome, **details)
 
 
 def _succeeded_event(node: CompiledNode, attempt: int, port: str | None, outputs: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,21 @@
-"""Log lines as `key=value` pairs (logfmt), one line per record, and the one call that installs them.
+"""Log lines, one per record: a JSON object (the default) or `key=value` pairs (logfmt), and
+the one call that installs them.
 
 The entry points call `configure` once: each worker process (workers/__init__.py) and each web
 process (api/gunicorn_conf.py `post_worker_init`); nothing configures logging at import time of
 an engine module. Engine modules log to `relayflow.*` loggers and pass the ids of what they
-report as `extra` fields, which become pairs of the line (docs/operations.md lists them).
+report as `extra` fields, which become keys of the line (docs/ops/logs.md lists them).
 
-Why logfmt rather than JSON: the same line is read by a person in `relayflow up`'s log files
-and parsed by log shippers (Loki, Vector, Datadog and Grafana read logfmt as they read JSON);
-`grep run_id=<id>` finds every line of a run in either case.
+Why JSON by default: log shippers (Loki, Vector, Datadog, CloudWatch) index a JSON line's keys
+without a parser rule, and `jq 'select(.run_id=="…")'` finds every line of a run. logfmt
+(`RELAYFLOW_LOG_FORMAT=logfmt`) stays for people who read the lines themselves: the same keys,
+and `grep run_id=<id>` finds a run's lines. Both formats mask key-shaped secrets.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +26,8 @@ from engine.models.registry import mask_keys
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 MAX_VALUE_CHARS = 2000  # a provider's error text can be long; a line stays readable
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMATS = ("json", "logfmt")
+_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')  # one key=value of a logfmt message
 
 
 def _value(value: Any) -> str:
@@ -64,19 +70,75 @@ class LogfmtFormatter(logging.Formatter):
         return mask_keys(f"{line} {tail}" if tail else line)
 
 
-def configure(level: str = "INFO") -> None:
-    """Send every logger's records to stderr as logfmt lines at `level` and above.
+class JsonFormatter(logging.Formatter):
+    """`{"ts": …, "level": …, "logger": …, "msg": …, <extra keys>, ["exc": …]}` on one line, secrets masked.
+
+    `message_is_pairs`: the record's message is `key=value` pairs (gunicorn's access line,
+    api/gunicorn_conf.py); they become keys of the object.
+    """
+
+    def __init__(self, message_is_pairs: bool = False) -> None:
+        super().__init__()
+        self.message_is_pairs = message_is_pairs
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        line: dict[str, Any] = {"ts": stamp.replace("+00:00", "Z"), "level": record.levelname.lower(),
+                                "logger": record.name}
+        message = record.getMessage()
+        if self.message_is_pairs:
+            line.update((key, _unquote(value)) for key, value in _PAIR.findall(message))
+        else:
+            line["msg"] = message
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = _json_value(value)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        # json.dumps escapes newlines, so a record stays one line; the masking is the last guard
+        # as in logfmt (error texts are scrubbed where they are made).
+        return mask_keys(json.dumps(line, ensure_ascii=False, default=str))
+
+
+def _json_value(value: Any) -> Any:
+    """Numbers, booleans and None as they are; long texts cut like logfmt's."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
+    if isinstance(value, dict | list | tuple):
+        text = json.dumps(value, default=str)
+        return value if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "…"
+    return _json_value(str(value))
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def formatter(log_format: str = "json", message_is_pairs: bool = False) -> logging.Formatter:
+    """The formatter of `log_format` (`json` or `logfmt`)."""
+    if log_format == "logfmt":
+        return LogfmtFormatter(message_is_pairs)
+    return JsonFormatter(message_is_pairs)
+
+
+def configure(level: str = "INFO", log_format: str = "json") -> None:
+    """Send every logger's records to stderr as one line each (`json` or `logfmt`) at `level` and above.
 
     Replaces the root logger's handlers (dramatiq's `basicConfig`, if it ran), so each record
     is written once. Library loggers propagate to it; gunicorn's own loggers keep theirs.
     """
     handler = logging.StreamHandler(sys.stderr)  # looked up now: dramatiq redirects it per process
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Libraries that are chatty at INFO (one line per HTTP call to a model provider)
-    for name in ("httpx", "httpcore", "LiteLLM", "litellm"):
+    for name in ("httpx", "httpcore", "LiteLLM", "LiteLLM Router", "litellm"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -1,10 +1,11 @@
-"""The operations log: one line per node failure, per reconciler repair, per lost connection.
+"""The operations log: one line per run and node transition, per reconciler repair, per lost connection.
 
 One function per event, so each call site is one line and every line of an event carries the
-same keys (docs/operations.md lists them). Texts logged here are ones already stored in the
-node's error (scrubbed of the registry's secrets where they are made, engine/models/calling.py);
-the formatter (engine/logfmt.py) masks anything key-shaped again. Nothing here configures
-logging: the entry points do.
+same keys (docs/ops/logs.md lists them): `event`, and `run_id`, `node_id`, `attempt`,
+`space_id` where they apply (`trace_id` too when traces are exported, engine/telemetry.py).
+Texts logged here are ones already stored in the node's error (scrubbed of the registry's
+secrets where they are made, engine/models/calling.py); the formatter (engine/logfmt.py) masks
+anything key-shaped again. Nothing here configures logging: the entry points do.
 """
 from __future__ import annotations
 
@@ -13,9 +14,58 @@ import uuid
 from typing import Any
 
 node_log = logging.getLogger("relayflow.node")
+run_log = logging.getLogger("relayflow.run")
 repair_log = logging.getLogger("relayflow.reconciler")
 connection_log = logging.getLogger("relayflow.connection")
 retention_log = logging.getLogger("relayflow.retention")
+
+
+def run_started(run_id: uuid.UUID | str, space_id: str | None, node_id: str, **ids: Any) -> None:
+    """The run's first node was claimed: the run is running (`node_id`: that node)."""
+    if not run_log.isEnabledFor(logging.INFO):  # transition lines are per node: skip building them
+        return
+    run_log.info("run started", extra={"event": "run.started", "run_id": str(run_id), "space_id": space_id,
+                                       "node_id": node_id, **ids})
+
+
+def run_ended(run_id: uuid.UUID | str, status: str, space_id: str | None, error: dict[str, Any] | None,
+              **ids: Any) -> None:
+    """The run ended (`status`: succeeded, failed, cancelled) or waits for a person (interrupted)."""
+    level = logging.WARNING if status == "failed" else logging.INFO
+    if not run_log.isEnabledFor(level):
+        return
+    run_log.log(level, f"run {status}", extra={
+        "event": f"run.{status}", "run_id": str(run_id), "space_id": space_id,
+        **({"code": error.get("code"), "node_id": error.get("node_id")} if error else {}), **ids})
+
+
+def node_started(run_id: uuid.UUID | str, node_id: str, attempt: int, space_id: str | None, node_type: str,
+                 resumed: bool, **ids: Any) -> None:
+    """A worker claimed the node: an attempt starts (or a resumed node finishes its attempt)."""
+    if not node_log.isEnabledFor(logging.INFO):
+        return
+    node_log.info("node started", extra={
+        "event": "node.resumed" if resumed else "node.started", "run_id": str(run_id), "node_id": node_id,
+        "attempt": attempt, "space_id": space_id, "node_type": node_type, **ids})
+
+
+def node_settled(event: str, run_id: uuid.UUID | str, node_id: str, attempt: int, space_id: str | None,
+                 **details: Any) -> None:
+    """An attempt ended without failing: `node.succeeded`, `node.interrupted` (asked a person) or
+    `node.delegated` (waits for its child runs)."""
+    if not node_log.isEnabledFor(logging.INFO):
+        return
+    node_log.info(event.replace(".", " "), extra={"event": event, "run_id": str(run_id), "node_id": node_id,
+                                                  "attempt": attempt, "space_id": space_id, **details})
+
+
+def nodes_skipped(run_id: uuid.UUID | str, node_ids: Any, **ids: Any) -> None:
+    """Nodes no active edge reaches any more were skipped."""
+    if not node_ids or not node_log.isEnabledFor(logging.INFO):
+        return
+    for node_id in node_ids:
+        node_log.info("node skipped", extra={"event": "node.skipped", "run_id": str(run_id), "node_id": node_id,
+                                             **ids})
 
 
 def node_failure(run_id: uuid.UUID | str, node_id: str, attempt: int, space_id: str | None,

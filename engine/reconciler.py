@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from engine import oplog
+from engine import oplog, telemetry
 from engine.dispatch import Dispatcher
 from engine.errors import RunDeadlineExceeded
 from engine.executor import Executor
@@ -87,7 +87,8 @@ class Reconciler:
                 if self.store.lifecycle.cancel_unstarted_children(*attempt):
                     oplog.decision_completed(attempt[0], "orphans_cancelled", attempt[1])
             for row in orphans:
-                if self.store.lifecycle.end_run(row.id, RunStatus.CANCELLED).changed:
+                if (ended := self.store.lifecycle.end_run(row.id, RunStatus.CANCELLED)).changed:
+                    telemetry.run_ended(self.store, ended)
                     self.executor.notifier.run_changed(str(row.id))
                     oplog.decision_completed(row.id, "orphan_cancelled")
             overdue = self.store.lifecycle.overdue_runs()

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from engine import telemetry
 from engine.children import check_no_recursion
 from engine.compiler import CompiledWorkflow, compile_workflow
 from engine.definition import DefinitionLimits, load_definition
@@ -196,6 +197,7 @@ class Relayflow:
         """Cancel a live run (queued, running or interrupted)."""
         ended = self.store.lifecycle.end_run(_run_uuid(run_id), RunStatus.CANCELLED, None, space_id=space_id)
         found, changed = ended.found, ended.changed
+        telemetry.run_ended(self.store, ended, space_id)
         if ended.parent is not None:  # a child run cancelled by itself: its parent node fails (or retries)
             self.dispatcher.send(str(ended.parent[0]), ended.parent[1])
             self.notifier.run_changed(str(ended.parent[0]))

@@ -52,8 +52,12 @@ class Settings(BaseSettings):
     retry_grace_s: float = 2.0
     redis_heartbeat_timeout_ms: int = 60_000
     queue_poll_max_ms: int = 100
-    # Workers and web processes log logfmt lines at this level and above (docs/operations.md)
+    # Workers and web processes log lines at this level and above (docs/ops/logs.md)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # telemetry (issue 13): one JSON object per log line, or `key=value` pairs (logfmt); traces
+    # are configured by the standard OTEL_* variables (docs/ops/traces.md), not here
+    log_format: Literal["json", "logfmt"] = "json"
+    otel_capture_content: bool = False  # prompt and completion text on LLM spans (off: never)
 
     sse_keepalive_s: float = 15.0
     sse_max_s: float = 1800.0
@@ -133,6 +137,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

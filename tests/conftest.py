@@ -172,7 +172,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes),
+            [sys.executable, "-m", "api.cli.dramatiq_main", "--processes", str(processes),
              "--threads", str(threads), "--worker-shutdown-timeout", "2000"],
             cwd=ROOT, env=settings_env(settings) | (env or {}), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)

@@ -21,8 +21,8 @@ except ConfigurationError as exc:
     # dramatiq's main process sees its workers exit and stops.
     raise SystemExit(f"relayflow worker: {exc.message}") from None
 # The worker process's entry point: its logging is configured here, once (dramatiq's own
-# `basicConfig`, when not skipped, is replaced, so each record is one logfmt line).
-logfmt.configure(settings.log_level)
+# `basicConfig`, when not skipped, is replaced, so each record is one line).
+logfmt.configure(settings.log_level, settings.log_format)
 broker = make_broker(settings)
 runtime = WorkerRuntime(settings)
 broker.add_middleware(runtime)

@@ -16,6 +16,7 @@ import threading
 
 import dramatiq
 
+from engine import telemetry
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
@@ -72,7 +73,8 @@ class WorkerRuntime(dramatiq.Middleware):
             self._beat(self.executor(broker))
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        """Start the lease keeper and the reconciler in this worker process."""
+        """Start tracing (if configured), the lease keeper and the reconciler in this worker process."""
+        telemetry.configure("relayflow-worker", self.settings)  # after the fork: this process's own exporter
         executor = self.executor(broker)
         self.worker_id = new_worker_id()  # after the fork: the parent's pid is not this process's
         executor.worker_id = self.worker_id
@@ -127,6 +129,7 @@ class WorkerRuntime(dramatiq.Middleware):
                 self._executor.store.diagnosis.drop(self._executor.worker_id)
             except Exception:
                 log.warning("could not remove worker %s from the registry", self._executor.worker_id, exc_info=True)
+        telemetry.shutdown()  # the worker threads are done: export the spans still buffered (idempotent)
 
     def _beat(self, executor: Executor) -> None:
         try:

@@ -55,8 +55,8 @@ def _gunicorn_knows(setting: str) -> bool:
 
 
 def worker_command(processes: int, threads: int = 8, *, shutdown_timeout_s: float | None = None) -> list[str]:
-    """The dramatiq command line running the `workers` module."""
-    command = [sys.executable, "-m", "dramatiq", "workers", "--processes", str(processes),
+    """The dramatiq command line running the `workers` module (its main process logging as the workers do)."""
+    command = [sys.executable, "-m", "api.cli.dramatiq_main", "--processes", str(processes),
                "--threads", str(threads)]
     if shutdown_timeout_s is not None:
         command += ["--worker-shutdown-timeout", str(int(shutdown_timeout_s * 1000))]

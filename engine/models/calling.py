@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import telemetry
 from engine.errors import NodeError, PermanentNodeError
 from engine.models.files import ModelDoc, load_sources
 from engine.models.registry import Registry, current_generation
@@ -145,8 +146,28 @@ def call(router: Any, registry: Registry, node_id: str, chain: list[str], messag
 
     A stream that breaks after it started is beyond the Router: `on_reset` tells the client to
     drop the partial text, and the rest of the chain is asked, so no text is ever duplicated.
+    When traces are exported, the call is a `chat {model}` span (engine/telemetry.py).
     """
     params = _call_params(registry, chain[0], params)
+    if not telemetry.ENABLED:
+        return _call(router, registry, node_id, chain, messages, params, stream, on_chunk, on_reset)
+    doc = registry.models.get(chain[0])
+    with telemetry.chat(_provider_model(registry, chain[0]), doc.meta.protocol if doc else None, params,
+                        messages) as span:
+        answer = _call(router, registry, node_id, chain, messages, params, stream, on_chunk, on_reset)
+        span.answered(_provider_model(registry, answer.model), answer.usage, answer.text)
+        return answer
+
+
+def _provider_model(registry: Registry, model_id: str) -> str:
+    """The provider's name of a registry model (what `gen_ai.*.model` means), else its id."""
+    doc = registry.models.get(model_id)
+    return str(doc.meta.conn_config.model or model_id) if doc is not None else model_id
+
+
+def _call(router: Any, registry: Registry, node_id: str, chain: list[str], messages: list[dict[str, Any]],
+          params: dict[str, Any], stream: bool, on_chunk: Callable[[str, str], None],
+          on_reset: Callable[[str], None]) -> Answer:
     _journal.entries = []
     try:
         while True:

@@ -11,6 +11,7 @@ from engine.store.lifecycle import Claim, Decision, Delegation, Ended, Lifecycle
 from engine.store.models import Generation, ModelStore
 from engine.store.prompts import PromptStore
 from engine.store.reruns import NewRerun, RerunStore
+from engine.store.traces import TraceStore
 from engine.store.views import ViewStore
 
 
@@ -25,12 +26,13 @@ class Store:
     prompts: PromptStore
     reruns: RerunStore
     diagnosis: DiagnosisStore
+    traces: TraceStore  # read only when traces are exported (engine/telemetry.py)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Store:
         """Build the store on a pooled engine."""
         return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine),
-                   PromptStore(engine), RerunStore(engine), DiagnosisStore(engine))
+                   PromptStore(engine), RerunStore(engine), DiagnosisStore(engine), TraceStore(engine))
 
 
 __all__ = [

@@ -53,6 +53,7 @@ class Claim:
     space_id: str | None = None
     body: str = ""  # the inline body the run executes ('': the whole workflow)
     overrides: dict[str, Any] | None = None  # a rerun's overrides, when this node is the one it reran from
+    run_started: bool = False  # this claim started the run (its first node): `run.started` is logged
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ class Ended:
     parent: tuple[uuid.UUID, str] | None = None
     started: tuple[tuple[uuid.UUID, str], ...] = ()
     counted: uuid.UUID | None = None
+    run_id: uuid.UUID | None = None  # which run, its new status and error (logs and traces, engine/telemetry.py)
+    status: str | None = None
+    error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +229,8 @@ class LifecycleStore:
             return None
         return Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
                      deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
-                     resume=row.resume, space_id=row.space_id, body=row.body or "", overrides=row.overrides)
+                     resume=row.resume, space_id=row.space_id, body=row.body or "", overrides=row.overrides,
+                     run_started=row.run_started)
 
     def wake_waiters(self, space_id: str | None, space_cap: int, limit: int) -> list[tuple[uuid.UUID, str]]:
         """Take up to `limit` waiting nodes off the waitlist of a space with free slots (None: of
@@ -269,7 +274,7 @@ class LifecycleStore:
         """Mark the run succeeded with its outputs, once all its nodes are decided (a child: wake its parent)."""
         row = self._one(sql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs),
                                          **_child_outcome(run_id, "succeeded", outputs, None)})
-        return _ended(row is not None, row is not None, row)
+        return _ended(row is not None, row is not None, row, run_id, RunStatus.SUCCEEDED, None)
 
     def schedule_retry(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, error: dict[str, Any],
                        delay_s: float, log: list[dict[str, Any]], report: dict[str, Any] | None = None) -> bool:
@@ -290,14 +295,14 @@ class LifecycleStore:
             "run": run_id, "node": node_id, "nid": node_row_id, "epoch": epoch, "error": dumps(error),
             "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status),
             **_token_params(report), **_child_outcome(run_id, "failed", None, run_error)})
-        return _ended(row is not None, row is not None, row)
+        return _ended(row is not None, row is not None, row, run_id, RunStatus.FAILED, run_error)
 
     def end_run(self, run_id: uuid.UUID, status: str, error: dict[str, Any] | None = None,
                 space_id: str | None = None) -> Ended:
         """Cancel (or fail) an unfinished run, its pending nodes and its live descendants."""
         row = self._one(sql.END_RUN, {"run": run_id, "space": space_id, "status": status,
                                       "run_error": dumps(error), **_child_outcome(run_id, status, None, error)})
-        return _ended(bool(row.found), bool(row.changed), row)
+        return _ended(bool(row.found), bool(row.changed), row, run_id, status, error)
 
     # -- composite nodes ------------------------------------------------------------------
     def delegate_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, total: int, first: int,
@@ -409,12 +414,13 @@ def _child_outcome(run_id: uuid.UUID, status: str, outputs: dict[str, Any] | Non
             "child_event": dumps(event if error is None else {**event, "error": error})}
 
 
-def _ended(found: bool, changed: bool, row: Any) -> Ended:
+def _ended(found: bool, changed: bool, row: Any, run_id: uuid.UUID, status: str,
+           error: dict[str, Any] | None) -> Ended:
     parent = None
     if row is not None and row.parent_run_id is not None:
         parent = (row.parent_run_id, row.parent_node_id)
     return Ended(found, changed, parent, _pairs(row.started) if row is not None else (),
-                 row.counted_run_id if row is not None else None)
+                 row.counted_run_id if row is not None else None, run_id, status, error)
 
 
 def _pairs(started: list[list[str]] | None) -> tuple[tuple[uuid.UUID, str], ...]:

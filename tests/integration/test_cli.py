@@ -100,7 +100,7 @@ def _worker_group(up: subprocess.Popen[bytes]) -> psutil.Process | None:
     """The `dramatiq workers` main process `up` runs (None between a death and its restart)."""
     for child in psutil.Process(up.pid).children():
         try:
-            if "dramatiq" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if "api.cli.dramatiq_main" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
                 return child
         except psutil.NoSuchProcess:
             continue

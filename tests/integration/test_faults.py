@@ -20,6 +20,7 @@ from engine.settings import Settings
 from engine.store import Store
 from engine.tokens import DEFAULT_SPACE
 from tests.conftest import wait_for
+from tests.log_lines import log_events
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +63,11 @@ def test_worker_killed_with_sigkill_mid_node_still_completes_the_run(api: Any, s
     assert _event_count(settings, run_id, "node.succeeded", "after") == 1
     assert _event_count(settings, run_id, "run.succeeded") == 1
     # And the new worker's reconciler logged the repair: one line, naming the run, node and attempt
-    repairs = [line for line in second.log_path.read_text().splitlines() if "event=repair.lease_expired" in line]
+    repairs = log_events(second.log_path, "repair.lease_expired")
     assert len(repairs) == 1, second.log_path.read_text()
-    for pair in (f"run_id={run_id}", "node_id=slow", "attempt=1", "space_id=default", "crashes=1", "outcome=requeued"):
-        assert pair in repairs[0], repairs[0]
+    assert {k: repairs[0][k] for k in ("run_id", "node_id", "attempt", "space_id", "crashes", "outcome")} == {
+        "run_id": run_id, "node_id": "slow", "attempt": 1, "space_id": "default", "crashes": 1,
+        "outcome": "requeued"}, repairs[0]
 
 
 def test_reconciler_resends_a_message_lost_from_redis(api: Any, start_worker: Any, redis_url: str) -> None:
@@ -76,8 +78,8 @@ def test_reconciler_resends_a_message_lost_from_redis(api: Any, start_worker: An
     worker = start_worker()
     # Then the reconciler re-sends the node from Postgres and the run completes, and says so once
     assert api.wait(run_id, timeout_s=60)["status"] == "succeeded"
-    resent = [line for line in worker.log_path.read_text().splitlines() if "event=repair.message_resent" in line]
-    assert len(resent) == 1 and f"run_id={run_id}" in resent[0] and "node_id=before" in resent[0], resent
+    resent = log_events(worker.log_path, "repair.message_resent")
+    assert len(resent) == 1 and resent[0]["run_id"] == run_id and resent[0]["node_id"] == "before", resent
 
 
 def test_run_survives_redis_flushed_mid_run(api: Any, start_worker: Any, redis_url: str) -> None:
@@ -176,8 +178,8 @@ def test_run_survives_its_database_connections_being_killed(api: Any, start_work
     assert run["status"] == "succeeded", run
     assert [n["attempts"] for n in run["nodes"]] == [1, 1, 1]
     # And the worker logged each connection it found dropped
-    lost = [line for line in worker.log_path.read_text().splitlines() if "event=postgres.connection_lost" in line]
-    assert 1 <= len(lost) <= killed and all("terminat" in line for line in lost), worker.log_path.read_text()
+    lost = log_events(worker.log_path, "postgres.connection_lost")
+    assert 1 <= len(lost) <= killed and all("terminat" in line["error"] for line in lost), worker.log_path.read_text()
 
 
 def _started(settings: Settings, definition: dict[str, Any]) -> tuple[Store, Relayflow, Executor, Reconciler, Any, uuid.UUID]:

@@ -25,6 +25,7 @@ from engine.tokens import issue_token, revoke_token
 from tests.conftest import ROOT, WebProcess, settings_env
 from tests.integration.llm_fixtures import FAKE_KEY
 from tests.integration.test_llm_node import llm_workflow
+from tests.log_lines import log_events
 
 pytestmark = pytest.mark.integration
 
@@ -129,14 +130,15 @@ def test_a_header_secret_echoed_by_a_failing_provider_leaks_nowhere(
     message = run["error"]["message"]
     assert run["status"] == "failed" and "request headers" in message and "Bearer ***" in message, message
     # ... and the worker logged the failure once per attempt, with the ids and the masked message
-    worker_log = (tmp_path / "worker0.log").read_text(errors="replace")
-    failed = [line for line in worker_log.splitlines() if "event=node.failed" in line]
+    worker_log = tmp_path / "worker0.log"
+    failed = log_events(worker_log, "node.failed")
     attempts = run["nodes"][0]["attempts"]
-    assert len(failed) == 1 and len([line for line in worker_log.splitlines() if "logger=relayflow.node" in line]) \
-        == attempts, worker_log
-    for pair in (f"run_id={run['run_id']}", "node_id=ask", f"attempt={attempts}", "space_id=default",
-                 "outcome=run_failed", f"code={run['error']['code']}", "Bearer ***"):
-        assert pair in failed[0], failed[0]
+    assert len(failed) == 1 and len(log_events(worker_log, "node.retry_scheduled")) == attempts - 1, \
+        worker_log.read_text()
+    assert {k: failed[0][k] for k in ("run_id", "node_id", "attempt", "space_id", "outcome", "code")} == {
+        "run_id": run["run_id"], "node_id": "ask", "attempt": attempts, "space_id": "default",
+        "outcome": "run_failed", "code": run["error"]["code"]}, failed[0]
+    assert "Bearer ***" in failed[0]["error"], failed[0]
 
 
 def test_a_space_token_sees_no_key_fragment_base_url_header_or_path_in_the_model_list(

@@ -28,7 +28,8 @@ def test_every_statement_is_named_and_described_in_one_line() -> None:
         assert statement.description.endswith("."), name
     # every module of the package holds statements
     assert {name.partition(".")[0] for name in statements} == {"runs", "repairs", "catalog", "reads", "registry",
-                                                               "prompts", "reruns", "diagnosis", "retention"}
+                                                               "prompts", "reruns", "diagnosis", "retention",
+                                                               "traces"}
 
 
 def test_every_cte_is_named_for_its_purpose() -> None:

@@ -4,8 +4,9 @@ The modules of this package hold nothing but statements: `runs` (the run lifecyc
 submit, claim, commit, retry, fail, cancel, interrupt), `repairs` (leases and the reconciler's
 sweep), `catalog` (spaces, tokens, workflows and versions), `reads` (runs and events as clients
 see them), `registry` (model registry generations), `prompts` (the prompt library), `reruns` (a
-rerun's insert and lineage), `diagnosis` (the worker registry, why a run is stuck) and `retention`
-(deleting ended runs past their retention). The store classes in engine/store/
+rerun's insert and lineage), `diagnosis` (the worker registry, why a run is stuck), `retention`
+(deleting ended runs past their retention) and `traces` (read only when traces are exported). The
+store classes in engine/store/
 execute them; nothing else in the project writes SQL (tests/unit/test_sql_convention.py checks
 it, and tests/integration/test_sql_prepared.py prepares every statement against the migrated
 schema). Alembic (migrations/) alone defines the schema.
@@ -31,7 +32,8 @@ from functools import cached_property
 
 from sqlalchemy import TextClause, text
 
-MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "reruns", "diagnosis", "retention")
+MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "reruns", "diagnosis", "retention",
+           "traces")
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 

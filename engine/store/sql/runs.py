@@ -230,7 +230,7 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
            jsonb_build_object('attempt', claimed_node.attempts) FROM claimed_node
 )
 SELECT claimed_node.id, claimed_node.epoch, claimed_node.attempts, claimed_node.resume, run_lock.version_id,
-       run_lock.body, run_lock.deadline_at, run_lock.space_id,
+       run_lock.body, run_lock.deadline_at, run_lock.space_id, EXISTS (SELECT 1 FROM started_run) AS run_started,
        CASE WHEN wn.needs_inputs THEN run_lock.inputs END AS inputs,
        -- a rerun's overrides apply to the attempts of the node it reran from only
        CASE WHEN run_lock.rerun_from = :node THEN run_lock.overrides END AS overrides,
