@@ -10,6 +10,7 @@ import threading
 
 import dramatiq
 
+from engine import metrics
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
@@ -72,6 +73,8 @@ class WorkerRuntime(dramatiq.Middleware):
         ]
         for thread in self._threads:
             thread.start()
+        if self.settings.metrics_port is not None:
+            metrics.serve(self.settings.metrics_port)
 
     def _check_sandbox(self) -> None:
         """Say at start, not at the first author's run, when code nodes cannot run here."""
@@ -80,8 +83,9 @@ class WorkerRuntime(dramatiq.Middleware):
             log.error("code nodes will fail on this worker: %s", problem)
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
-        """Stop the background threads."""
+        """Stop the background threads; this process's live gauges stop counting."""
         self._stop.set()
+        metrics.process_exited(os.getpid())
 
     def _keep_leases(self, executor: Executor) -> None:
         # One UPDATE per interval for every node this process runs, so long nodes keep their lease.

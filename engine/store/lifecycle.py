@@ -16,7 +16,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from engine import oplog
+from engine import metrics, oplog
 from engine.statuses import NodeStatus, RunStatus
 from engine.store.sql import Statement, repairs
 from engine.store.sql import runs as sql
@@ -244,7 +244,8 @@ class LifecycleStore:
                     log: list[dict[str, Any]] | None = None, report: dict[str, Any] | None = None) -> Decision:
         """Store a decided node (fenced by epoch), signal successors, count it, record events.
 
-        `report` (LLM nodes) gives the model that answered and the token usage, added to the run's.
+        `report` (LLM nodes) gives the model that answered, the token usage (added to the run's) and
+        the attempt's cost (added to the node's and the run's).
         """
         params = {"run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
                   "status": status, "output": dumps(output), "error": dumps(error), "port": port,
@@ -268,7 +269,7 @@ class LifecycleStore:
         """Mark the run succeeded with its outputs, once all its nodes are decided (a child: wake its parent)."""
         row = self._one(sql.FINISH_RUN, {"run": run_id, "outputs": dumps(outputs),
                                          **_child_outcome(run_id, "succeeded", outputs, None)})
-        return _ended(row is not None, row is not None, row)
+        return _ended(row is not None, row is not None, row, "succeeded")
 
     def schedule_retry(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, error: dict[str, Any],
                        delay_s: float, log: list[dict[str, Any]], report: dict[str, Any] | None = None) -> bool:
@@ -289,14 +290,14 @@ class LifecycleStore:
             "run": run_id, "node": node_id, "nid": node_row_id, "epoch": epoch, "error": dumps(error),
             "log": dumps(log), "run_error": dumps(run_error), "from_status": list(from_status),
             **_token_params(report), **_child_outcome(run_id, "failed", None, run_error)})
-        return _ended(row is not None, row is not None, row)
+        return _ended(row is not None, row is not None, row, "failed")
 
     def end_run(self, run_id: uuid.UUID, status: str, error: dict[str, Any] | None = None,
                 space_id: str | None = None) -> Ended:
         """Cancel (or fail) an unfinished run, its pending nodes and its live descendants."""
         row = self._one(sql.END_RUN, {"run": run_id, "space": space_id, "status": status,
                                       "run_error": dumps(error), **_child_outcome(run_id, status, None, error)})
-        return _ended(bool(row.found), bool(row.changed), row)
+        return _ended(bool(row.found), bool(row.changed), row, status)
 
     # -- composite nodes ------------------------------------------------------------------
     def delegate_node(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, total: int, first: int,
@@ -408,7 +409,9 @@ def _child_outcome(run_id: uuid.UUID, status: str, outputs: dict[str, Any] | Non
             "child_event": dumps(event if error is None else {**event, "error": error})}
 
 
-def _ended(found: bool, changed: bool, row: Any) -> Ended:
+def _ended(found: bool, changed: bool, row: Any, status: str) -> Ended:
+    if changed and row is not None and row.top_level:
+        metrics.run_ended(status)  # every run a client started ends through here, once
     parent = None
     if row is not None and row.parent_run_id is not None:
         parent = (row.parent_run_id, row.parent_node_id)
@@ -421,9 +424,11 @@ def _pairs(started: list[list[str]] | None) -> tuple[tuple[uuid.UUID, str], ...]
     return tuple((uuid.UUID(str(run)), str(node)) for run, node in started or ())
 
 
-def _token_params(report: dict[str, Any] | None) -> dict[str, int]:
+def _token_params(report: dict[str, Any] | None) -> dict[str, Any]:
     usage = (report or {}).get("usage") or {}
-    return {"in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0)}
+    # the attempt's cost (a float in the report) as exact decimal text: numeric sums stay exact
+    return {"in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0),
+            "cost": repr(float((report or {}).get("cost") or 0))}
 
 
 def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:

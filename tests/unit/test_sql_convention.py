@@ -27,7 +27,8 @@ def test_every_statement_is_named_and_described_in_one_line() -> None:
         assert statement.description.strip() and "\n" not in statement.description, name
         assert statement.description.endswith("."), name
     # every module of the package holds statements
-    assert {name.partition(".")[0] for name in statements} == {"runs", "repairs", "catalog", "reads", "registry", "prompts"}
+    assert {name.partition(".")[0] for name in statements} == {"runs", "repairs", "catalog", "reads", "registry",
+                                                               "prompts", "gauges"}
 
 
 def test_every_cte_is_named_for_its_purpose() -> None:

@@ -3,7 +3,8 @@
 The modules of this package hold nothing but statements: `runs` (the run lifecycle's hot path:
 submit, claim, commit, retry, fail, cancel, interrupt), `repairs` (leases and the reconciler's
 sweep), `catalog` (spaces, tokens, workflows and versions), `reads` (runs and events as clients
-see them), `registry` (model registry generations) and `prompts` (the prompt library). The store classes in engine/store/
+see them), `registry` (model registry generations), `prompts` (the prompt library) and `gauges` (what a
+`/metrics` scrape reads). The store classes in engine/store/
 execute them; nothing else in the project writes SQL (tests/unit/test_sql_convention.py checks
 it, and tests/integration/test_sql_prepared.py prepares every statement against the migrated
 schema). Alembic (migrations/) alone defines the schema.
@@ -29,7 +30,7 @@ from functools import cached_property
 
 from sqlalchemy import TextClause, text
 
-MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts")
+MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "gauges")
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 
