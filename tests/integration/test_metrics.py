@@ -5,6 +5,8 @@ as `relayflow up` sets it; the scrape is parsed with prometheus_client's own par
 """
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -156,3 +158,42 @@ def _own(client: Any) -> Samples:
     assert response.status_code == 200
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(response.get_data(as_text=True)) for s in family.samples}
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_web_process_stops_counting_its_open_streams(api: ApiHelper, token: str, start_web: Any,
+                                                              multiproc_dir: dict[str, str]) -> None:
+    # Given a stream open on a queued run (no worker runs it) through a web process
+    web = start_web(env=multiproc_dir, workers=2)
+    run_id = api.submit(api.create_workflow(QUESTION), {})
+    with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
+            lines = events.iter_lines()
+            assert next(lines).startswith("retry:")
+            wait_for(lambda: value(scrape(f"{web.url}/metrics"), "relayflow_event_streams_open") == 1, timeout_s=20)
+            # When every gunicorn worker process is killed (SIGKILL: nothing of ours runs on the way out)
+            workers = _children(web.proc.pid)
+            assert len(workers) == 2
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            with pytest.raises(httpx.HTTPError):
+                list(lines)
+    # Then the master's child_exit drops their live gauges: the new workers report no open stream,
+    # while the counters the dead processes wrote stay counted
+    after = wait_for(lambda: (s := scrape(f"{web.url}/metrics"))
+                     and value(s, "relayflow_event_streams_open") == 0 and s, timeout_s=30)
+    assert value(after, "relayflow_http_requests_total", route="/v1/runs/<run_id>/events", method="GET",
+                 status="200") == 1
