@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, coze_prompts, errors, health, openapi, prompts, registry, reruns, runs, tokens, workflows
+    from api import coze, coze_prompts, errors, health, metrics, openapi, prompts, registry, reruns, runs, tokens, workflows
     from api.models import ErrorBody
     from api.runtime import principal
 
@@ -77,4 +77,5 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(coze_prompts.library_bp)
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
     app.add_url_rule("/openapi.json", "openapi_json", lambda: openapi.document(app))
+    metrics.init_app(app)
     return app

@@ -51,7 +51,7 @@ def run(body: CozeRunRequest) -> Any:
     found = rt.service.get_run(who.space_id, run_id)
     usage = found["usage"]
     answer: dict[str, Any] = {"code": 0, "msg": "Success", "execute_id": run_id,
-                              "token": usage["input_tokens"] + usage["output_tokens"], "cost": "0.00000",
+                              "token": usage["input_tokens"] + usage["output_tokens"], "cost": shapes.coze_cost(usage),
                               "debug_url": _debug_url(run_id)}
     if found["status"] == RunStatus.SUCCEEDED:
         answer["data"] = json.dumps(found["outputs"] or {}, ensure_ascii=False)

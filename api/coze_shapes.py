@@ -100,6 +100,11 @@ def error_event(run: dict[str, Any], debug_url: str) -> dict[str, Any]:
             "debug_url": debug_url}
 
 
+def coze_cost(usage: dict[str, Any]) -> str:
+    """Coze's `cost`: the run's USD as text with 5 decimals ("0.00012")."""
+    return f"{float(usage.get('cost') or 0):.5f}"
+
+
 def history_record(run: dict[str, Any], debug_url: str) -> dict[str, Any]:
     """One `get_run_history` entry."""
     error = run.get("error") or {}
@@ -110,7 +115,7 @@ def history_record(run: dict[str, Any], debug_url: str) -> dict[str, Any]:
         "output": json.dumps(run["outputs"], ensure_ascii=False) if run.get("outputs") is not None else "",
         "error_code": str(error.get("code") or (CANCELLED_CODE if run["status"] == RunStatus.CANCELLED else "")),
         "error_msg": str(error.get("message") or ""),
-        "token": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)), "cost": "0.00000",
+        "token": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)), "cost": coze_cost(usage),
         "run_mode": RUN_MODE.get(run.get("run_mode") or "async", 2),
         "create_time": _unix(run.get("created_at")), "update_time": _unix(run.get("updated_at") or run.get("created_at")),
         "debug_url": debug_url, "connector_id": "1024", "connector_uid": "", "bot_id": "", "log_id": "",

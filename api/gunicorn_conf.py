@@ -51,6 +51,16 @@ def on_starting(server: Any) -> None:
                            soft, server.cfg.worker_connections)
 
 
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, when a worker process exited: its live gauges (open streams) stop counting.
+
+    prometheus_client's own call, not ours: the master imports nothing of the app."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 def post_worker_init(worker: Any) -> None:
     """Refuse to serve unpatched; configure logging once; close connections after a 413."""
     if worker.cfg.worker_class_str == "gevent":

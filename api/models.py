@@ -165,7 +165,8 @@ class NodeOut(BaseModel):
     output: dict[str, Any] | None = None
     attempt_errors: list[Any] = []
     model: str | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, int | float] | None = Field(default=None, description=(
+        "tokens of the attempt that decided the node, and `cost`: USD of all its attempts (and child runs)"))
     prompt: dict[str, Any] | None = Field(default=None, description="the library prompt {key, version} the node "
                                                                    "pinned at its first attempt")
     worker: str | None = Field(default=None, description="A running node: the worker process holding it "
@@ -182,6 +183,8 @@ class NodeOut(BaseModel):
 class Usage(BaseModel):
     input_tokens: int
     output_tokens: int
+    cost: float = Field(default=0.0, description="USD spent by the run's LLM attempts (failed ones included) and "
+                                                 "its child runs: token usage times the models' declared prices")
 
 
 class RunOut(BaseModel):

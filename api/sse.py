@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import Response
 
+from engine import metrics
+
 KEEPALIVE = ": keep-alive\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 # The schema flask-openapi3 documents for a streaming 200.
@@ -35,6 +37,8 @@ def stream(frames: Iterable[str], retry_ms: int | None = 3000, on_close: Callabl
         yield from frames
 
     response = Response(body(), mimetype="text/event-stream", headers=HEADERS)
+    metrics.stream_opened()
+    response.call_on_close(metrics.stream_closed)  # closed however it ends, like on_close
     if on_close is not None:
         response.call_on_close(on_close)
     return response

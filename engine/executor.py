@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from engine import oplog, telemetry
+from engine import metrics, oplog, telemetry
 from engine.children import ChildStarter
 from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
 from engine.dispatch import Dispatcher
@@ -131,11 +131,13 @@ class Executor:
             timeout_s = deadline_left
         with self._inflight_lock:
             self._inflight.add(claim.node_row_id)
+        attempt_started = time.monotonic()
         try:
             outcome = self._attempt(rid, workflow, node, claim, timeout_s, deadline_bound)
         finally:
             with self._inflight_lock:
                 self._inflight.discard(claim.node_row_id)
+        metrics.attempt_ended(node.type_name, outcome, time.monotonic() - attempt_started)
         self._settle(rid, workflow, node, claim, outcome)
 
     def _attempt(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, claim: Claim,
@@ -320,6 +322,7 @@ class Executor:
         _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",
                      delay_s=round(delay_s, 3), max_attempts=node.retry.max_attempts)
         if scheduled:
+            metrics.retry_scheduled(node.type_name)
             self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
             self.wake(claim.space_id)
 

@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from engine import oplog, telemetry
+from engine import metrics, oplog, telemetry
 from engine.dispatch import Dispatcher
 from engine.errors import RunDeadlineExceeded
 from engine.executor import Executor
@@ -53,12 +53,15 @@ class Reconciler:
                 return SweepReport(leader=False)
             crashed = self.store.lifecycle.expired_leases()
             for row in crashed:
-                oplog.lease_expired(row, self.executor.handle_crash(row), self.settings.max_crashes)
+                crash_action = self.executor.handle_crash(row)
+                metrics.crashed(crash_action)
+                oplog.lease_expired(row, crash_action, self.settings.max_crashes)
                 self.executor.notifier.run_changed(str(row.run_id))
             stale = self.store.lifecycle.stale_queued(self.settings.resend_queued_after_s)
             for run_id, node_id, status in stale:
                 self.dispatcher.send(str(run_id), node_id)
                 oplog.message_resent(run_id, node_id, status)
+                metrics.repaired("message_resent")
             # Waiting nodes of spaces with free slots (a wake lost to a crash, a cancel from the
             # API, a crashed node's slot): after the re-sends, so a lost message is not sent twice.
             self.store.lifecycle.drop_dead_waiters()
@@ -66,37 +69,44 @@ class Reconciler:
             for run_id, node_id in woken:
                 self.dispatcher.send(str(run_id), node_id)
                 oplog.waiter_woken(run_id, node_id)
+                metrics.repaired("waiter_woken")
             age = self.settings.resend_queued_after_s
             unsettled = self.store.lifecycle.unsettled_skips(age)
             for row in unsettled:
                 self.executor.settle_skip(row.run_id, row.version_id, row.node_id, row.body)
                 oplog.decision_completed(row.run_id, "skip_signalled", row.node_id)
+                metrics.repaired("skip_signalled")
             unfinished = self.store.lifecycle.unfinished_runs(age)
             for row in unfinished:
                 self.executor.finish(row.id, self.executor.versions.get(row.version_id, row.body))
                 oplog.decision_completed(row.id, "run_finished")
+                metrics.repaired("run_finished")
             unwoken = self.store.lifecycle.unwoken_parents()
             for row in unwoken:
                 if self.store.lifecycle.wake_parent(row.run_id, row.node_id):
                     self.dispatcher.send(str(row.run_id), row.node_id)
                     oplog.decision_completed(row.run_id, "parent_woken", row.node_id)
+                    metrics.repaired("parent_woken")
             orphans = self.store.lifecycle.orphaned_children(age)
             # A batch's items that never started (its attempt crashed before it waited) go in
             # bulk, one statement per attempt; the others one by one, with their descendants.
             for attempt in {(row.parent_run_id, row.parent_node_id, row.parent_epoch) for row in orphans}:
                 if self.store.lifecycle.cancel_unstarted_children(*attempt):
                     oplog.decision_completed(attempt[0], "orphans_cancelled", attempt[1])
+                    metrics.repaired("orphans_cancelled")
             for row in orphans:
                 if (ended := self.store.lifecycle.end_run(row.id, RunStatus.CANCELLED)).changed:
                     telemetry.run_ended(self.store, ended)
                     self.executor.notifier.run_changed(str(row.id))
                     oplog.decision_completed(row.id, "orphan_cancelled")
+                    metrics.repaired("orphan_cancelled")
             overdue = self.store.lifecycle.overdue_runs()
             for run_id in overdue:
                 self.executor.send_parent(
                     self.store.lifecycle.end_run(run_id, RunStatus.FAILED, RunDeadlineExceeded.run_error(None)))
                 self.executor.notifier.run_changed(str(run_id))
                 oplog.run_deadline(run_id)
+                metrics.repaired("run_deadline")
             self.store.diagnosis.purge(WORKER_ROWS_KEPT_S)  # workers silent for a day are gone for good
         repaired = len(unsettled) + len(unfinished) + len(unwoken) + len(orphans)
         return SweepReport(True, len(crashed), len(stale), len(overdue), repaired)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -159,6 +161,8 @@ class Run(Base):
     item_index: Mapped[int | None] = mapped_column(Integer)
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # USD spent by the run's LLM attempts, failed ones included, and by its child runs (migration 0013)
+    cost: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # How the client started it: async (submit and poll), sync (waits for the end) or stream (SSE);
     # Coze Studio's `run_mode` in the run history.
@@ -231,6 +235,8 @@ class NodeRun(Base):
     # LLM nodes: the registry model that answered the deciding attempt, and its token usage.
     model: Mapped[str | None] = mapped_column(String(128))
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # USD spent by every attempt of the node (a composite: its child runs too); migration 0013
+    cost: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
     # Nodes using a library prompt: {key, version, version_id}, pinned at the first attempt so
     # retries and resumes render the same text (migration 0010).
     prompt: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

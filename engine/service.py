@@ -9,9 +9,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from engine import telemetry
+from engine import metrics, telemetry
 from engine.children import check_no_recursion
 from engine.compiler import CompiledWorkflow, compile_workflow
+from engine.cost import usd
 from engine.definition import DefinitionLimits, load_definition
 from engine.diagnosis import Deployment, diagnose, shapes_of
 from engine.dispatch import Dispatcher
@@ -150,6 +151,7 @@ class Relayflow:
                 f"{submitted.workflow_id}; a key belongs to one workflow, so use a new key for {workflow_id}.",
                 run_id=str(submitted.run_id), workflow_id=submitted.workflow_id)
         if submitted.created:
+            metrics.run_started(run_mode)
             for node_id in compiled.roots:
                 self.dispatcher.send(str(submitted.run_id), node_id)
         return {"run_id": str(submitted.run_id), "status": submitted.status, "created": submitted.created}
@@ -183,7 +185,7 @@ class Relayflow:
         page, more = rows[:limit], len(rows) > limit
         runs = [{"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
                  "status": r["status"], "error": r["error"],
-                 "usage": {"input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"]},
+                 "usage": _run_usage(r),
                  "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
                  "finished_at": _iso(r["finished_at"]),
                  "parent_run_id": str(r["parent_run_id"]) if r["parent_run_id"] else None,
@@ -316,7 +318,7 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
             "output": row["output"] if row else None,
             "attempt_errors": row["attempt_log"] if row else [],
             "model": row["model"] if row else None,
-            "usage": row["usage"] if row else None,
+            "usage": _node_usage(row),
             "prompt": ({"key": row["prompt"]["key"], "version": row["prompt"]["version"]}
                        if row and row.get("prompt") else None),
             # diagnosis: the worker process holding a running node (`workers.id`)
@@ -331,7 +333,7 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
     return {
         "run_id": str(run["id"]), "workflow_id": run["workflow_id"], "version": run["version"],
         "status": run["status"], "inputs": run["inputs"], "outputs": run["outputs"], "error": run["error"],
-        "usage": {"input_tokens": run["input_tokens"], "output_tokens": run["output_tokens"]},
+        "usage": _run_usage(run),
         "created_at": _iso(run["created_at"]), "started_at": _iso(run["started_at"]),
         "finished_at": _iso(run["finished_at"]), "updated_at": _iso(run.get("updated_at")),
         "run_mode": run.get("run_mode"), "nodes": nodes,
@@ -340,6 +342,18 @@ def _run_object(run: dict[str, Any], rows: list[dict[str, Any]], compiled: Compi
         "item_index": run.get("item_index"),
         "interrupt": interrupt_object(run.get("interrupt")),
     }
+
+
+# -- cost (costmetrics): USD as JSON numbers; a run's includes its child runs' -------------------
+def _run_usage(run: dict[str, Any]) -> dict[str, Any]:
+    return {"input_tokens": run["input_tokens"], "output_tokens": run["output_tokens"], "cost": usd(run.get("cost"))}
+
+
+def _node_usage(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The deciding attempt's tokens, and `cost`: every attempt's (and child run's) spend."""
+    if row is None or (row["usage"] is None and not row.get("cost")):
+        return None
+    return {**(row["usage"] or {}), "cost": usd(row.get("cost"))}
 
 
 def interrupt_object(pending: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
 
+    # Metrics (issue 13, costmetrics; docs/ops/metrics.md): a worker host with no web process may
+    # export the host's metrics on this port (the first worker process to bind it serves them).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     @property
     def model_path(self) -> Path:
         """The folder of the model files."""

@@ -16,7 +16,7 @@ import threading
 
 import dramatiq
 
-from engine import telemetry
+from engine import metrics, telemetry
 from engine.db import get_engine
 from engine.dispatch import DramatiqDispatcher
 from engine.executor import Executor
@@ -102,6 +102,8 @@ class WorkerRuntime(dramatiq.Middleware):
         ]
         for thread in self._threads:
             thread.start()
+        if self.settings.metrics_port is not None:
+            metrics.serve(self.settings.metrics_port)
 
     def _check_sandbox(self) -> None:
         """Say at start, not at the first author's run, when code nodes cannot run here."""
@@ -129,6 +131,7 @@ class WorkerRuntime(dramatiq.Middleware):
                 self._executor.store.diagnosis.drop(self._executor.worker_id)
             except Exception:
                 log.warning("could not remove worker %s from the registry", self._executor.worker_id, exc_info=True)
+        metrics.process_exited(os.getpid())  # this process's live gauges stop counting
         telemetry.shutdown()  # the worker threads are done: export the spans still buffered (idempotent)
 
     def _beat(self, executor: Executor) -> None:

@@ -63,6 +63,21 @@ def worker_command(processes: int, threads: int = 8, *, shutdown_timeout_s: floa
     return command
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess folder (engine/metrics.py)
+
+
+def fresh_metrics_dir(folder: Path, account: Account | None = None) -> Path:
+    """An empty folder for the Prometheus values of every web and worker process (multiprocess
+    mode): emptied at each start, since a dead process's files would otherwise count forever."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    if account is not None:
+        os.chown(folder, account.uid, account.gid)
+    return folder
+
+
 def child_env(database_url: str | None = None, redis_url: str | None = None) -> dict[str, str]:
     """Our environment plus the server URLs, for a web or worker process."""
     env = dict(os.environ)

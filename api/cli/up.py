@@ -26,10 +26,12 @@ from api.cli.demo import run_demos
 from api.cli.privileges import child_account
 from api.cli.supervisor import (
     IMPORT_ROOT,
+    MULTIPROC_ENV,
     Child,
     Supervisor,
     child_env,
     exit_status,
+    fresh_metrics_dir,
     web_command,
     worker_command,
 )
@@ -193,6 +195,10 @@ def up(demo: bool, exit_after_demo: bool, port: int, workers: int) -> None:
         env = child_env(database_url, redis_url)
         # as root, every process started below runs as the unprivileged service user
         account = _child_account(settings.data_dir, env)
+        # one folder for every web and worker process's metrics, so GET /metrics adds them all up
+        # (docs/ops/metrics.md); the operator's own folder, if set, is used as it is
+        if not env.get(MULTIPROC_ENV):
+            env[MULTIPROC_ENV] = str(fresh_metrics_dir(settings.data_dir / "metrics", account))
         if demo:
             # the demo model files (conf/model/demo-*.yaml) take their base URL from this variable
             env["DEMO_LLM_URL"] = _start_fake_llm(supervisor, env, account)

@@ -14,6 +14,9 @@ last user message:
     cut_stream            a streamed answer stops mid-way without `[DONE]` (connection closed)
     reasoning             also return `reasoning_content`
     echo_headers          an error answer quotes every request header, by name (as careless proxies do)
+    cached=5              report that many of the prompt tokens as cached (usage.prompt_tokens_details)
+
+Usage: prompt_tokens = the words of every message, completion_tokens = the words of the answer.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class Faults:
     cut_stream: bool = False
     reasoning: bool = False
     echo_headers: bool = False
+    cached: int = 0
 
     @classmethod
     def parse(cls, *sources: str) -> Faults:
@@ -61,6 +65,8 @@ class Faults:
                     faults.retry_after = value
                 elif key == "delay":
                     faults.delay_s = float(value)
+                elif key == "cached":
+                    faults.cached = int(value)
                 elif key in ("bad_json", "cut_stream", "reasoning", "echo_headers"):
                     setattr(faults, key, True)
         return faults
@@ -160,9 +166,11 @@ class _Handler(BaseHTTPRequestHandler):
         wants_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
         system = next((_text(m) for m in messages if m.get("role") == "system"), "")
         answer = _answer(prompt, wants_json, faults.bad_json, system)
-        usage = {"prompt_tokens": sum(len(_text(m).split()) for m in messages),
+        usage: dict[str, Any] = {"prompt_tokens": sum(len(_text(m).split()) for m in messages),
                  "completion_tokens": len(answer.split())}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if faults.cached:
+            usage["prompt_tokens_details"] = {"cached_tokens": min(faults.cached, usage["prompt_tokens"])}
         reasoning = f"Thinking about: {prompt[:40]}" if faults.reasoning else None
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -186,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, model: str, answer: str, reasoning: str | None, usage: dict[str, int] | None,
+    def _stream(self, model: str, answer: str, reasoning: str | None, usage: dict[str, Any] | None,
                 cut: bool) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")

@@ -208,8 +208,12 @@ def _call_params(registry: Registry, model_id: str, params: dict[str, Any]) -> d
 
 
 def _usage(usage: Any) -> dict[str, int]:
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
     return {"input_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-            "output_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+            "output_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+            # part of input_tokens, billed at the cached price (engine/cost.py)
+            "cached_input_tokens": int(cached or 0)}
 
 
 def _whole(response: Any, model: str, failed: list[dict[str, Any]]) -> Answer:

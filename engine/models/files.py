@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +116,29 @@ class Meta(_Open):
     context_window_fallback: str | None = None
 
 
+class Pricing(BaseModel):
+    """What a model costs (a Relayflow extension, top-level `pricing`): USD per million tokens.
+
+    Cached input tokens cost `cached_input_per_million`, or the input price when it is not given.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # numbers or decimal strings ("0.15"); negative, NaN or text is refused with the field named
+    input_per_million: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    output_per_million: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    cached_input_per_million: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # One currency everywhere, so run and node sums (and the `_usd` metrics) add up.
+    currency: Literal["USD"] = "USD"
+
+    def view(self) -> dict[str, Any]:
+        """JSON form (decimal strings, exact)."""
+        cached = self.cached_input_per_million
+        return {"input_per_million": str(self.input_per_million), "output_per_million": str(self.output_per_million),
+                "cached_input_per_million": str(cached if cached is not None else self.input_per_million),
+                "currency": self.currency}
+
+
 class ModelDoc(_Open):
     """One model, as written in a `conf/model/*.yaml` file."""
 
@@ -126,6 +150,7 @@ class ModelDoc(_Open):
     default_parameters: list[Parameter] = Field(default_factory=list)
     meta: Meta
     status: int = 0
+    pricing: Pricing | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -217,7 +242,8 @@ def _yaml_reason(exc: Exception) -> str:
 
 def env_docs(env: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     """Models from MODEL_PROTOCOL_<n>, MODEL_OPENCOZE_ID_<n>, MODEL_NAME_<n>, MODEL_ID_<n>,
-    MODEL_API_KEY_<n>, MODEL_BASE_URL_<n> for n = 0, 1, … (until a MODEL_PROTOCOL_<n> is unset).
+    MODEL_API_KEY_<n>, MODEL_BASE_URL_<n> for n = 0, 1, … (until a MODEL_PROTOCOL_<n> is unset);
+    prices from MODEL_PRICE_INPUT_<n>, MODEL_PRICE_OUTPUT_<n>, MODEL_PRICE_CACHED_INPUT_<n>.
 
     The key stays a `${MODEL_API_KEY_<n>}` placeholder, so it is never stored.
     """
@@ -231,9 +257,16 @@ def env_docs(env: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[Pr
                         "conn_config": {"model": env.get(f"MODEL_ID_{n}", ""),
                                         "base_url": env.get(f"MODEL_BASE_URL_{n}") or None,
                                         "api_key": f"${{MODEL_API_KEY_{n}}}" if f"MODEL_API_KEY_{n}" in env else None}}}
+        prices = {name: env[f"MODEL_PRICE_{var}_{n}"] for name, var in _ENV_PRICES if f"MODEL_PRICE_{var}_{n}" in env}
+        if prices:
+            raw["pricing"] = prices
         problems.extend(_admit(docs, raw, f"env MODEL_*_{n}", env))
         n += 1
     return docs, problems
+
+
+_ENV_PRICES = (("input_per_million", "INPUT"), ("output_per_million", "OUTPUT"),
+               ("cached_input_per_million", "CACHED_INPUT"))
 
 
 def _admit(docs: dict[str, dict[str, Any]], raw: Any, source: str, env: Mapping[str, str]) -> list[Problem]:

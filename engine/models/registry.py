@@ -91,6 +91,7 @@ class Registry:
             "protocol": doc.meta.protocol, "status": doc.status,
             "capability": doc.meta.capability.model_dump(),
             "default_parameters": doc.default_params(),
+            "pricing": doc.pricing.view() if doc.pricing is not None else None,
         }
         if operator:
             conn = doc.meta.conn_config

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from engine import metrics
+from engine.cost import attempt_cost, usd
 from engine.errors import NodeError, PermanentNodeError
 from engine.nodes.base import NodeConfig, NodeContext, NodeType
 from engine.nodes.llm_params import LlmParameters, sampling_params
@@ -209,10 +211,15 @@ def ask_model(ctx: NodeContext, model: str, fallback_models: list[str], paramete
     try:
         answer = call(router, registry, ctx.node_id, chain, messages, params, stream, buffer.add, buffer.reset)
     except NodeError as exc:
-        ctx.report.update(latency_ms=elapsed_ms(started), failed_calls=exc.details.pop("failed_calls", []))
+        ctx.report.update(latency_ms=elapsed_ms(started), failed_calls=exc.details.pop("failed_calls", []), cost=0.0)
+        metrics.llm_failed(model, time.monotonic() - started)
         raise
     finally:
         buffer.flush()
+    # the price of the model that answered (a fallback's own), even if its answer fails a check later
+    answered = registry.models.get(answer.model)
+    cost = attempt_cost(answered.pricing if answered is not None else None, answer.usage)
     ctx.report.update(model=answer.model, latency_ms=elapsed_ms(started), usage=answer.usage,
-                      failed_calls=answer.failed_calls)
+                      failed_calls=answer.failed_calls, cost=usd(cost))
+    metrics.llm_answered(answer.model, time.monotonic() - started, answer.usage, cost)
     return answer

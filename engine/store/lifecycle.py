@@ -16,7 +16,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from engine import oplog
+from engine import metrics, oplog
 from engine.statuses import NodeStatus, RunStatus
 from engine.store.sql import Statement, repairs
 from engine.store.sql import runs as sql
@@ -250,7 +250,8 @@ class LifecycleStore:
                     log: list[dict[str, Any]] | None = None, report: dict[str, Any] | None = None) -> Decision:
         """Store a decided node (fenced by epoch), signal successors, count it, record events.
 
-        `report` (LLM nodes) gives the model that answered and the token usage, added to the run's.
+        `report` (LLM nodes) gives the model that answered, the token usage (added to the run's) and
+        the attempt's cost (added to the node's and the run's).
         """
         params = {"run": run_id, "node": node_id, "nid": claim.node_row_id, "epoch": claim.epoch,
                   "status": status, "output": dumps(output), "error": dumps(error), "port": port,
@@ -416,6 +417,8 @@ def _child_outcome(run_id: uuid.UUID, status: str, outputs: dict[str, Any] | Non
 
 def _ended(found: bool, changed: bool, row: Any, run_id: uuid.UUID, status: str,
            error: dict[str, Any] | None) -> Ended:
+    if changed and row is not None and row.top_level:
+        metrics.run_ended(status)  # every run a client started ends through here, once
     parent = None
     if row is not None and row.parent_run_id is not None:
         parent = (row.parent_run_id, row.parent_node_id)
@@ -428,9 +431,11 @@ def _pairs(started: list[list[str]] | None) -> tuple[tuple[uuid.UUID, str], ...]
     return tuple((uuid.UUID(str(run)), str(node)) for run, node in started or ())
 
 
-def _token_params(report: dict[str, Any] | None) -> dict[str, int]:
+def _token_params(report: dict[str, Any] | None) -> dict[str, Any]:
     usage = (report or {}).get("usage") or {}
-    return {"in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0)}
+    # the attempt's cost (a float in the report) as exact decimal text: numeric sums stay exact
+    return {"in_tokens": int(usage.get("input_tokens") or 0), "out_tokens": int(usage.get("output_tokens") or 0),
+            "cost": repr(float((report or {}).get("cost") or 0))}
 
 
 def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from engine.statuses import RunStatus
+from engine.store.sql import gauges as gauge_sql
 from engine.store.sql import reads as sql
 
 
@@ -122,3 +123,9 @@ class ViewStore:
         with self.reads.connect() as conn:
             rows = conn.execute(sql.PENDING_COUNTS.clause).all()
         return {r.status: r.n for r in rows}
+
+    def queue_gauges(self, cap: int = 100_000) -> tuple[int, float]:
+        """(queued nodes of live runs, at most `cap`; seconds the oldest of them has waited)."""
+        with self.reads.connect() as conn:
+            row = conn.execute(gauge_sql.QUEUE_GAUGES.clause, {"cap": cap}).one()
+        return int(row.depth), float(row.oldest_age_s)

@@ -1,7 +1,7 @@
 """retention: spaces.retention_days and the index of ended top-level runs by when they ended
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-03 07:30:00
 
 - spaces.retention_days: how many days (a float: 0.5 is twelve hours) a space's ended runs are
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0012'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

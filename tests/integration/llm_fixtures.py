@@ -34,13 +34,16 @@ def model_dir(settings: Any, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def write_model(model_dir: Path, fake_llm: FakeLLM) -> Callable[..., Path]:
-    """Write `<id>.yaml`: an openai-protocol model served by the fake provider as `upstream`."""
+    """Write `<id>.yaml`: an openai-protocol model served by the fake provider as `upstream` (at `pricing`)."""
 
-    def write(model_id: str, upstream: str = "echo", timeout: str = "10s", **meta: Any) -> Path:
-        doc = {"id": model_id, "name": f"Test {model_id}",
-               "meta": {"protocol": "openai", "capability": {"json_mode": True},
-                        "conn_config": {"base_url": fake_llm.base_url, "api_key": "${FAKE_LLM_KEY}",
-                                        "model": upstream, "timeout": timeout}, **meta}}
+    def write(model_id: str, upstream: str = "echo", timeout: str = "10s", pricing: dict[str, Any] | None = None,
+              **meta: Any) -> Path:
+        doc: dict[str, Any] = {"id": model_id, "name": f"Test {model_id}",
+                               "meta": {"protocol": "openai", "capability": {"json_mode": True},
+                                        "conn_config": {"base_url": fake_llm.base_url, "api_key": "${FAKE_LLM_KEY}",
+                                                        "model": upstream, "timeout": timeout}, **meta}}
+        if pricing is not None:
+            doc["pricing"] = pricing
         path = model_dir / f"{model_id}.yaml"
         path.write_text(yaml.safe_dump(doc))
         return path

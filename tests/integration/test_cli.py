@@ -95,6 +95,13 @@ def test_run_command_succeeds_and_fails_with_the_run(stack: Stack, tmp_path: Pat
     assert refused.returncode == 1
     assert "teleport" in refused.stdout + refused.stderr
 
+    # and `up` gave the web server and the workers one metrics folder: the web's /metrics counts
+    # what the worker processes did
+    assert (Path(env["RELAYFLOW_DATA_DIR"]) / "metrics").is_dir()
+    scraped = httpx.get(f"{stack.url}/metrics", timeout=30).text
+    assert re.search(r'^relayflow_node_attempts_total\{outcome="failed",type="code"\} [1-9]', scraped, re.M), scraped
+    assert re.search(r'^relayflow_runs_ended_total\{status="succeeded"\} [1-9]', scraped, re.M), scraped
+
 
 def _worker_group(up: subprocess.Popen[bytes]) -> psutil.Process | None:
     """The `dramatiq workers` main process `up` runs (None between a death and its restart)."""

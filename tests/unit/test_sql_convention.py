@@ -29,7 +29,7 @@ def test_every_statement_is_named_and_described_in_one_line() -> None:
     # every module of the package holds statements
     assert {name.partition(".")[0] for name in statements} == {"runs", "repairs", "catalog", "reads", "registry",
                                                                "prompts", "reruns", "diagnosis", "retention",
-                                                               "traces"}
+                                                               "traces", "gauges"}
 
 
 def test_every_cte_is_named_for_its_purpose() -> None:

@@ -5,7 +5,8 @@ submit, claim, commit, retry, fail, cancel, interrupt), `repairs` (leases and th
 sweep), `catalog` (spaces, tokens, workflows and versions), `reads` (runs and events as clients
 see them), `registry` (model registry generations), `prompts` (the prompt library), `reruns` (a
 rerun's insert and lineage), `diagnosis` (the worker registry, why a run is stuck), `retention`
-(deleting ended runs past their retention) and `traces` (read only when traces are exported). The
+(deleting ended runs past their retention) and `traces` (read only when traces are exported),
+`gauges` (what /metrics reads at scrape time). The
 store classes in engine/store/
 execute them; nothing else in the project writes SQL (tests/unit/test_sql_convention.py checks
 it, and tests/integration/test_sql_prepared.py prepares every statement against the migrated
@@ -33,7 +34,7 @@ from functools import cached_property
 from sqlalchemy import TextClause, text
 
 MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "reruns", "diagnosis", "retention",
-           "traces")
+           "traces", "gauges")
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 

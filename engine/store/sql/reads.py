@@ -5,7 +5,7 @@ from engine.store.sql import Statement
 
 GET_RUN = Statement("A run of a space (NULL space: any), as the API shows it.", """
 SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
-       input_tokens, output_tokens, created_at, started_at, finished_at, updated_at,
+       input_tokens, output_tokens, cost, created_at, started_at, finished_at, updated_at,
        idempotency_key, run_mode, parent_run_id, parent_node_id, depth, body, item_index,
        source_run_id, rerun_from
   FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
@@ -16,14 +16,14 @@ SELECT event_id, node_id, type, data FROM run_interrupts
 
 RUN_NODES = Statement("The node rows of a run, in the order they were created.", """
 SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
-       started_at, finished_at, model, usage, children_total, children_done, children_started, prompt,
+       started_at, finished_at, model, usage, cost, children_total, children_done, children_started, prompt,
        worker
   FROM node_runs WHERE run_id = :id ORDER BY id""")
 
 LIST_RUNS = Statement(
     "Runs of a space, newest first, optionally of one workflow, status or parent run, older than a cursor.", """
 SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
-       input_tokens, output_tokens, run_mode, parent_run_id, parent_node_id, item_index, source_run_id, rerun_from
+       input_tokens, output_tokens, cost, run_mode, parent_run_id, parent_node_id, item_index, source_run_id, rerun_from
   FROM runs
  WHERE space_id = :space
    AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)

@@ -41,7 +41,7 @@ ended_child_started AS MATERIALIZED (
                     WHERE {ended}.parent_run_id IS NOT NULL AND d.run_id = {ended}.id AND d.status <> 'waiting') AS yes
 ), woken_parent AS (
     UPDATE node_runs n
-       SET children_done = n.children_done + 1, queued_at = now(),
+       SET children_done = n.children_done + 1, queued_at = now(), cost = n.cost + {ended}.cost,
            -- a turn is given only for a child that had started (a child cancelled before its
            -- turn held no place)
            children_started = n.children_started + CASE
@@ -59,6 +59,10 @@ ended_child_started AS MATERIALIZED (
      WHERE parent_lock.id = {ended}.parent_run_id AND n.run_id = {ended}.parent_run_id
        AND n.node_id = {ended}.parent_node_id AND n.epoch = {ended}.parent_epoch AND n.status = 'delegated'
     RETURNING n.run_id, n.node_id, n.status, n.epoch, n.children_started, n.children_done, n.children_total
+), parent_cost AS (
+    -- what the child spent counts in its parent run's cost too (its tokens stay its own)
+    UPDATE runs SET cost = runs.cost + {ended}.cost
+      FROM {ended}, woken_parent WHERE runs.id = woken_parent.run_id AND {ended}.cost > 0
 ), next_child AS (
     -- the lowest-numbered child not started yet (every node a `waiting` root), from the counter
     -- on (O(1): an index range scan that stops at the first hit), if the child that ended had
@@ -320,6 +324,7 @@ WITH {RUN_LOCK_UNDER_WAY}, decided_node AS (
        SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),
            port = :port, finished_at = now(), lease_expires_at = NULL, settled = true,
            model = coalesce(CAST(:model AS text), n.model), usage = coalesce(CAST(:usage AS jsonb), n.usage),
+           cost = n.cost + CAST(:cost AS numeric),
            attempt_log = CASE WHEN CAST(:log AS jsonb) IS NULL THEN n.attempt_log
                               ELSE n.attempt_log || CAST(:log AS jsonb) END
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
@@ -334,7 +339,7 @@ WITH {RUN_LOCK_UNDER_WAY}, decided_node AS (
     UPDATE runs SET remaining = runs.remaining - 1
                                 - (SELECT count(*) FROM signalled_successors WHERE signalled_successors.status = 'skipped'),
                     input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens,
-                    updated_at = now()
+                    cost = runs.cost + CAST(:cost AS numeric), updated_at = now()
       FROM decided_node WHERE runs.id = :run
     RETURNING runs.remaining
 ){_DECISION},
@@ -372,12 +377,12 @@ FINISH_RUN = Statement(
 WITH {_PARENT_LOCK}, succeeded_run AS (
     UPDATE runs SET status = 'succeeded', outputs = CAST(:outputs AS jsonb), finished_at = now(), updated_at = now()
      WHERE id = :run AND runs.status = 'running' AND remaining <= 0 AND {_AFTER_PARENT}
-    RETURNING runs.id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+    RETURNING runs.id, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch, runs.cost
 ), run_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT succeeded_run.id, 'run.succeeded', NULL, NULL FROM succeeded_run
 ), {_WAKE_PARENT.format(ended="succeeded_run")}
-SELECT succeeded_run.id, {_WOKEN} FROM succeeded_run
+SELECT succeeded_run.id, succeeded_run.parent_run_id IS NULL AS top_level, {_WOKEN} FROM succeeded_run
 """)
 
 SCHEDULE_RETRY = Statement(
@@ -391,13 +396,14 @@ WITH {RUN_LOCK_UNDER_WAY}, retried_node AS (
            children_total = 0, children_done = 0, children_started = 0,
            next_attempt_at = now() + make_interval(secs => :delay_s),
            queued_at = now() + make_interval(secs => :delay_s),
-           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+           attempt_log = n.attempt_log || CAST(:log AS jsonb), cost = n.cost + CAST(:cost AS numeric)
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
 ), spent_tokens AS (
     -- a failed attempt's tokens were spent too (an LLM answer that broke its JSON format)
-    UPDATE runs SET input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
-      FROM retried_node WHERE runs.id = :run AND (:in_tokens > 0 OR :out_tokens > 0)
+    UPDATE runs SET input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens,
+                    cost = runs.cost + CAST(:cost AS numeric)
+      FROM retried_node WHERE runs.id = :run AND (:in_tokens > 0 OR :out_tokens > 0 OR CAST(:cost AS numeric) > 0)
 )
 INSERT INTO run_events (run_id, type, node_id, data)
 SELECT :run, 'node.retrying', :node, CAST(:event_data AS jsonb) FROM retried_node
@@ -428,7 +434,7 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
 ), failed_node AS (
     UPDATE node_runs n
        SET status = 'failed', error = CAST(:error AS jsonb), finished_at = now(), lease_expires_at = NULL,
-           attempt_log = n.attempt_log || CAST(:log AS jsonb)
+           attempt_log = n.attempt_log || CAST(:log AS jsonb), cost = n.cost + CAST(:cost AS numeric)
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = ANY(CAST(:from_status AS text[]))
     RETURNING n.id
 ), cancelled_nodes AS (
@@ -438,9 +444,11 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
     RETURNING n.id
 ), failed_run AS (
     UPDATE runs SET status = 'failed', error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now(),
-                    input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens
+                    input_tokens = runs.input_tokens + :in_tokens, output_tokens = runs.output_tokens + :out_tokens,
+                    cost = runs.cost + CAST(:cost AS numeric)
       FROM failed_node WHERE runs.id = :run
-    RETURNING runs.id, runs.version_id, runs.body, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+    RETURNING runs.id, runs.version_id, runs.body, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch,
+              runs.cost
 ), {_CANCEL_DESCENDANTS.format(ended="failed_run")}, {_WAKE_PARENT.format(ended="failed_run")}, failed_events AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'node.failed', :node, CAST(:error AS jsonb) FROM failed_node
@@ -448,7 +456,7 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
     SELECT :run, 'run.failed', NULL, CAST(:run_error AS jsonb) FROM failed_run
 ), {_CANCEL_UNREACHED.format(name="unreached_nodes", ended="failed_run")},
 {_CANCEL_UNREACHED.format(name="unreached_descendant_nodes", ended="cancelled_descendants")}
-SELECT failed_run.id, {_WOKEN} FROM failed_run
+SELECT failed_run.id, failed_run.parent_run_id IS NULL AS top_level, {_WOKEN} FROM failed_run
 """)
 
 END_RUN = Statement(
@@ -459,7 +467,8 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
 ), ended_run AS (
     UPDATE runs SET status = :status, error = CAST(:run_error AS jsonb), finished_at = now(), updated_at = now()
       FROM run_lock WHERE runs.id = run_lock.id AND run_lock.status IN ('queued', 'running', 'interrupted')
-    RETURNING runs.id, runs.version_id, runs.body, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch
+    RETURNING runs.id, runs.version_id, runs.body, runs.parent_run_id, runs.parent_node_id, runs.parent_epoch,
+              runs.cost
 ), cancelled_nodes AS (
     UPDATE node_runs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
       FROM ended_run WHERE node_runs.run_id = ended_run.id
@@ -471,7 +480,8 @@ WITH RECURSIVE {_PARENT_LOCK}, run_lock AS MATERIALIZED (
 ), {_CANCEL_DESCENDANTS.format(ended="ended_run")},
 {_CANCEL_UNREACHED.format(name="unreached_descendant_nodes", ended="cancelled_descendants")},
 {_WAKE_PARENT.format(ended="ended_run")}
-SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run) AS changed, {_WOKEN}
+SELECT (SELECT count(*) FROM run_lock) AS found, (SELECT count(*) FROM ended_run) AS changed,
+       (SELECT ended_run.parent_run_id IS NULL FROM ended_run) AS top_level, {_WOKEN}
 """)
 
 # A composite node inserted its child runs (`queued`, their roots `waiting`): it waits holding no
