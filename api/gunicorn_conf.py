@@ -7,9 +7,9 @@ gunicorn's gevent worker after the fork and before it imports the app, which is 
 preloaded): threads become greenlets, and psycopg 3 (>= 3.1.14), redis-py, SQLAlchemy's pool
 and our pub/sub listener all wait cooperatively. Why gevent: docs/streaming.md.
 
-Logging (docs/ops/logs.md): one access line per request, a JSON object (or `key=value` pairs)
+Logging (docs/operations.md "Logs"): one access line per request, a JSON object (or `key=value` pairs)
 like every other line of the web process; each worker process configures logging and tracing
-(docs/ops/traces.md) once, after it loaded the app (`post_worker_init`), and flushes its spans
+(docs/operations.md "Traces") once, after it loaded the app (`post_worker_init`), and flushes its spans
 when it exits (`worker_exit`). A 413 closes its connection (`_close_after_refused_body`).
 """
 from __future__ import annotations

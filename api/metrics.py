@@ -1,4 +1,4 @@
-"""`GET /metrics`: Prometheus text for every process of this host (docs/ops/metrics.md), and the
+"""`GET /metrics`: Prometheus text for every process of this host (docs/operations.md "Metrics"), and the
 per-request HTTP counter. No token: like `/healthz`, it is for the operator's scraper; it shows
 counts by route, node type, model and status, never a run, a space or a secret."""
 from __future__ import annotations

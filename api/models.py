@@ -210,7 +210,7 @@ class RunOut(BaseModel):
     item_index: int | None = Field(default=None, description=(
         "A child run: which item of its batch node it runs (from 0), or 0 for a sub-workflow's child; "
         "null for a submitted run."))
-    # Rerun lineage (docs/ops/rerun.md)
+    # Rerun lineage (docs/operations.md "Rerunning runs")
     source_run_id: str | None = Field(default=None, description="A rerun: the run it reran (that run may "
                                                                 "have been deleted since).")
     rerun_from: str | None = Field(default=None, description="A rerun: the node it reran from.")

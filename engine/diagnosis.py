@@ -15,7 +15,7 @@
 - `deadline`: the run's deadline has passed, so the run fails at the reconciler's next sweep.
 
 Every time is the database's clock (`db_now` and the rows), so a web server whose clock drifts
-still tells the truth. Messages are plain sentences (docs/ops/diagnosis.md).
+still tells the truth. Messages are plain sentences (docs/operations.md "Why is a run stuck").
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ the one call that installs them.
 The entry points call `configure` once: each worker process (workers/__init__.py) and each web
 process (api/gunicorn_conf.py `post_worker_init`); nothing configures logging at import time of
 an engine module. Engine modules log to `relayflow.*` loggers and pass the ids of what they
-report as `extra` fields, which become keys of the line (docs/ops/logs.md lists them).
+report as `extra` fields, which become keys of the line (docs/operations.md "Logs" lists them).
 
 Why JSON by default: log shippers (Loki, Vector, Datadog, CloudWatch) index a JSON line's keys
 without a parser rule, and `jq 'select(.run_id=="…")'` finds every line of a run. logfmt

@@ -1,7 +1,7 @@
 """Prometheus metrics: every series Relayflow exports, and one recording helper per transition.
 
 Each process records into its own values; with `PROMETHEUS_MULTIPROC_DIR` set (by `relayflow
-up`, or by the operator: docs/ops/metrics.md) they are files in that folder, and a scrape of any
+up`, or by the operator: docs/operations.md, "Metrics") they are files in that folder, and a scrape of any
 web process (`GET /metrics`, `render`) adds up every process of the host that shares it: all
 gunicorn workers and all Dramatiq worker processes (prometheus_client's multiprocess mode).
 Without it, a scrape shows the scraping process's own values only.

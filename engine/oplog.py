@@ -1,7 +1,7 @@
 """The operations log: one line per run and node transition, per reconciler repair, per lost connection.
 
 One function per event, so each call site is one line and every line of an event carries the
-same keys (docs/ops/logs.md lists them): `event`, and `run_id`, `node_id`, `attempt`,
+same keys (docs/operations.md "Logs" lists them): `event`, and `run_id`, `node_id`, `attempt`,
 `space_id` where they apply (`trace_id` too when traces are exported, engine/telemetry.py).
 Texts logged here are ones already stored in the node's error (scrubbed of the registry's
 secrets where they are made, engine/models/calling.py); the formatter (engine/logfmt.py) masks

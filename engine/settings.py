@@ -52,10 +52,10 @@ class Settings(BaseSettings):
     retry_grace_s: float = 2.0
     redis_heartbeat_timeout_ms: int = 60_000
     queue_poll_max_ms: int = 100
-    # Workers and web processes log lines at this level and above (docs/ops/logs.md)
+    # Workers and web processes log lines at this level and above (docs/operations.md "Logs")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # telemetry (issue 13): one JSON object per log line, or `key=value` pairs (logfmt); traces
-    # are configured by the standard OTEL_* variables (docs/ops/traces.md), not here
+    # are configured by the standard OTEL_* variables (docs/operations.md "Traces"), not here
     log_format: Literal["json", "logfmt"] = "json"
     otel_capture_content: bool = False  # prompt and completion text on LLM spans (off: never)
 
@@ -108,10 +108,10 @@ class Settings(BaseSettings):
     space_max_running_nodes: int = Field(default=8, ge=0)
 
     # Diagnosis (issue 13, `diagnosis`): every worker process refreshes its row of `workers` this
-    # often; a row silent for 3 intervals counts as a dead worker (docs/ops/diagnosis.md). Web
+    # often; a row silent for 3 intervals counts as a dead worker (docs/operations.md "Why is a run stuck"). Web
     # and worker processes must agree on it.
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
-    # Retention (issue 13, part `retention`; docs/ops/retention.md): ended top-level runs older
+    # Retention (issue 13, part `retention`; docs/operations.md, "Retention"): ended top-level runs older
     # than this many days are deleted with their child runs, nodes, events and interrupts; 0 keeps
     # them forever. A space's own value (`relayflow spaces set-retention`) overrides it. 30 days:
     # a month of history to investigate and rerun from, while the tables stay bounded.
@@ -120,13 +120,13 @@ class Settings(BaseSettings):
     retention_batch: int = Field(default=100, ge=1)       # top-level runs deleted per transaction
     # Rest between two batches of one sweep, so the deletes never hold the disk and the
     # database's CPU for long while nodes run: 0.5 s kept nodes' latency within ~10% of their
-    # neighbours' and still deletes ~6,600 events/s (bench/retention.py, docs/ops/retention.md).
+    # neighbours' and still deletes ~6,600 events/s (bench/retention.py, docs/operations.md, "Retention").
     retention_pause_s: float = Field(default=0.5, ge=0)
 
     db_pool_size: int = 10
     db_max_overflow: int = 10
 
-    # Metrics (issue 13, costmetrics; docs/ops/metrics.md): a worker host with no web process may
+    # Metrics (issue 13, costmetrics; docs/operations.md, "Metrics"): a worker host with no web process may
     # export the host's metrics on this port (the first worker process to bind it serves them).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 

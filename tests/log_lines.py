@@ -1,4 +1,4 @@
-"""Reading a process's JSON log lines (docs/ops/logs.md) in tests."""
+"""Reading a process's JSON log lines (docs/operations.md "Logs") in tests."""
 from __future__ import annotations
 
 import json

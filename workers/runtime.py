@@ -3,7 +3,7 @@
 Built in `after_process_boot` (after fork), so no connection is shared between processes. Each
 process registers itself in the `workers` table (`<hostname>:<pid>:<6 hex>`), beats every
 RELAYFLOW_WORKER_HEARTBEAT_S and removes its row when it stops cleanly; a run's diagnosis reads
-those rows (docs/ops/diagnosis.md).
+those rows (docs/operations.md "Why is a run stuck").
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`python -m api.cli.dramatiq_main [dramatiq options]`: `dramatiq workers`, its main process logging
-as its worker processes do (docs/ops/logs.md).
+as its worker processes do (docs/operations.md "Logs").
 
 Dramatiq's main process (which forks and watches the worker processes, and relays their output)
 logs with its own text format; its lines (booting, a worker process that died) would be the only

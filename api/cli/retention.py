@@ -17,7 +17,7 @@ from engine.settings import get_settings
 
 @click.group()
 def retention() -> None:
-    """Delete ended runs older than their space's retention (docs/ops/retention.md)."""
+    """Delete ended runs older than their space's retention (docs/operations.md "Retention")."""
 
 
 @retention.command("run")

@@ -2,7 +2,7 @@
 
 Like `relayflow tokens`, it talks to the database at DATABASE_URL directly (operator only: no
 API token can change a space's cap or retention). See docs/configuration.md,
-RELAYFLOW_SPACE_MAX_RUNNING_NODES and RELAYFLOW_RETENTION_DAYS (docs/ops/retention.md).
+RELAYFLOW_SPACE_MAX_RUNNING_NODES and RELAYFLOW_RETENTION_DAYS (docs/operations.md "Retention").
 """
 from __future__ import annotations
 

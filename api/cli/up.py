@@ -196,7 +196,7 @@ def up(demo: bool, exit_after_demo: bool, port: int, workers: int) -> None:
         # as root, every process started below runs as the unprivileged service user
         account = _child_account(settings.data_dir, env)
         # one folder for every web and worker process's metrics, so GET /metrics adds them all up
-        # (docs/ops/metrics.md); the operator's own folder, if set, is used as it is
+        # (docs/operations.md "Metrics"); the operator's own folder, if set, is used as it is
         if not env.get(MULTIPROC_ENV):
             env[MULTIPROC_ENV] = str(fresh_metrics_dir(settings.data_dir / "metrics", account))
         if demo:
