@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
 from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
@@ -85,6 +86,12 @@ def when(value: str | None) -> str:
 def pretty(value: Any) -> str:
     """A value as indented JSON (escaped by the template like any text)."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@bp.app_template_filter("yaml")
+def as_yaml(value: Any) -> str:
+    """A value as block YAML (how definitions are written)."""
+    return str(yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100))
 
 
 @bp.errorhandler(session.SignInRequired)

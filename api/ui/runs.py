@@ -107,7 +107,9 @@ def _run_context(space_id: str, run: dict[str, Any], compiled: Any, selected: st
         selected = _default_node(run)
     events = runtime().store.views.events_after(uuid.UUID(run["run_id"]), 0, EVENT_LOG_LIMIT)
     live = run["status"] not in FINAL_STATUSES
-    return {"run": run, "graph": graph, "node_w": NODE_W, "node_h": NODE_H, "nodes": nodes,
+    workflow = runtime().service.get_workflow(space_id, run["workflow_id"], with_definition=False)
+    return {"run": run, "graph": graph, "workflow_name": workflow["name"], "node_w": NODE_W, "node_h": NODE_H,
+            "nodes": nodes,
             "selected": nodes.get(selected) if selected else None,
             "definition": _node_definition(compiled, selected), "events": events,
             "last_event_id": events[-1]["id"] if events else 0, "live": live,
