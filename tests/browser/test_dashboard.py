@@ -6,12 +6,8 @@ set (docs/img/ for the documentation). Skipped, saying why, where Chromium is no
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -19,19 +15,13 @@ import yaml
 from engine.db import get_engine
 from engine.settings import Settings
 from engine.store import Store
-from engine.tokens import ensure_local_token, issue_token
+from engine.tokens import issue_token
+from tests.browser.conftest import NEEDS_CHROMIUM, Dashboard
 from tests.conftest import wait_for
 
-CHROMIUM = os.environ.get("RELAYFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("RELAYFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-                       reason=f"browser tests need Chromium and its driver ({CHROMIUM}, {CHROMEDRIVER}): "
-                              "apt-get install chromium chromium-driver"),
-]
+pytestmark = [pytest.mark.integration, NEEDS_CHROMIUM]
 
 REFUND = {k: v for k, v in yaml.safe_load((ROOT / "examples" / "human" / "refund-approval.yaml").read_text()).items()
           if k != "demo_inputs"}
@@ -45,100 +35,6 @@ STEPS = {"name": "three-steps", "description": "Greets someone, slowly.",
                     "config": {"template": "Hello, {{ inputs.name }}!"}},
                    {"id": "count", "type": "template", "after": ["fetch"], "config": {"template": "{{ inputs.name|length }}"}}],
          "outputs": {"text": "{{ greet.text }}", "letters": "{{ count.text }}"}}
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where each page's screenshot goes."""
-    chosen = os.environ.get("RELAYFLOW_SCREENSHOTS_DIR")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Headless Chromium through the system chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860",
-                "--disable-gpu", "--no-first-run", "--disable-extensions"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
-
-
-class Dashboard:
-    """The running stack and a browser on it."""
-
-    def __init__(self, driver: Any, url: str, token: str, shots: Path) -> None:
-        self.driver, self.url, self.token, self.shots = driver, url, token, shots
-
-    def open(self, path: str) -> None:
-        """Load a page of the dashboard."""
-        self.driver.get(self.url + path)
-
-    def find(self, css: str) -> Any:
-        """The element the CSS selector names (waits a little for it)."""
-        from selenium.webdriver.common.by import By
-
-        return wait_for(lambda: self.driver.find_elements(By.CSS_SELECTOR, css), timeout_s=10)[0]
-
-    def all(self, css: str) -> list[Any]:
-        """Every element the CSS selector names, now."""
-        from selenium.webdriver.common.by import By
-
-        return list(self.driver.find_elements(By.CSS_SELECTOR, css))
-
-    def shot(self, name: str) -> None:
-        """Save the page as `<name>.png`: the whole page's height, within reason."""
-        height = self.driver.execute_script("return Math.min(document.body.scrollHeight, 1600)")
-        self.driver.set_window_size(1280, max(600, int(height)))
-        self.driver.execute_script("window.scrollTo(0, 0)")
-        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
-        self.driver.set_window_size(1280, 860)
-
-    def sign_in(self, token: str | None = None) -> None:
-        """Sign in through the form, with the keyboard only."""
-        from selenium.webdriver.common.keys import Keys
-
-        self.open("/ui/signin")
-        field = self.find("#token")
-        field.send_keys(token or self.token)
-        field.send_keys(Keys.ENTER)
-        wait_for(lambda: "/ui/signin" not in self.driver.current_url, timeout_s=10)
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the JSON API with the bearer token (setting up what the browser then looks at)."""
-        import httpx
-
-        response = httpx.request(method, self.url + path, json=body, headers={"Authorization": f"Bearer {self.token}"},
-                                 timeout=10)
-        assert response.status_code < 300, response.text
-        return response.json()
-
-    def run_status(self, run_id: str) -> str:
-        """The run's status, from the API."""
-        return str(self.api("GET", f"/v1/runs/{run_id}")["status"])
-
-    def node_class(self, node_id: str) -> str:
-        """The status class of a node of the graph on the page."""
-        return str(self.find(f'#graph .node[data-node="{node_id}"]').get_attribute("class"))
-
-
-@pytest.fixture
-def dashboard(settings: Settings, start_web: Callable[..., Any], start_worker: Callable[..., Any], browser: Any,
-              screenshots: Path) -> Dashboard:
-    """gunicorn and a dramatiq worker on this test's database, a token of the default space, a browser."""
-    token = ensure_local_token(settings.database_url or "")
-    web = start_web()
-    start_worker(processes=1, threads=4)
-    return Dashboard(browser, web.url, token, screenshots)
 
 
 def test_sign_in_start_a_run_from_the_form_and_watch_its_nodes_turn_green(dashboard: Dashboard) -> None:
@@ -164,8 +60,10 @@ def test_sign_in_start_a_run_from_the_form_and_watch_its_nodes_turn_green(dashbo
     assert d.driver.execute_script("return window.relayflowMark") == 1
     d.shot("run-live")
     wait_for(lambda: all("s-succeeded" in d.node_class(n) for n in ("fetch", "think", "greet", "count")), timeout_s=20)
-    wait_for(lambda: d.find("#run-status").text == "succeeded", timeout_s=10)
+    wait_for(lambda: d.text("#run-status") == "succeeded", timeout_s=10)
     assert d.run_status(run_id) == "succeeded"
+    # once ended, the page reloads itself (to show the outputs) and stops following
+    wait_for(lambda: d.attr("#run", "data-live") == "no", timeout_s=10)
     # The inspector opens from the graph with the keyboard alone
     from selenium.webdriver.common.keys import Keys
 
@@ -199,7 +97,7 @@ def test_answer_a_question_then_a_form(dashboard: Dashboard) -> None:
     d.find("#answer-form button[type=submit]").click()
     wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=20)
     # the page reloads itself once the run has ended, showing the outputs
-    wait_for(lambda: "Ada: refund yes (damaged in transit)" in d.find("#inspector").text, timeout_s=10)
+    wait_for(lambda: "Ada: refund yes (damaged in transit)" in d.text("#inspector"), timeout_s=10)
 
 
 def test_cancel_a_run_and_a_post_without_the_csrf_token_is_refused(dashboard: Dashboard) -> None:
@@ -216,7 +114,7 @@ def test_cancel_a_run_and_a_post_without_the_csrf_token_is_refused(dashboard: Da
     assert status == 403 and d.run_status(run_id) == "interrupted"
     # The page's own Cancel button works
     d.find("#cancel").click()
-    wait_for(lambda: d.find("#run-status").text == "cancelled", timeout_s=10)
+    wait_for(lambda: d.text("#run-status") == "cancelled", timeout_s=10)
     assert d.run_status(run_id) == "cancelled"
     d.shot("run-cancelled")
 
