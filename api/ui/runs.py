@@ -14,6 +14,7 @@ from api.runtime import runtime
 from api.sse import KEEPALIVE, frame, stream
 from api.ui import STATUS_ORDER, bp, forms, hooks, render, session
 from api.ui.graph import NODE_H, NODE_W, layout
+from api.ui.timeline import timeline
 from engine.errors import InvalidInputs, RunNotFound
 from engine.statuses import FINAL_STATUSES
 
@@ -36,7 +37,7 @@ def _time(name: str) -> datetime | None:
 def _filters() -> dict[str, Any]:
     status = request.args.get("status") or None
     return {"status": status if status in STATUS_ORDER else None, "workflow_id": request.args.get("workflow") or None,
-            "since": _time("since"), "until": _time("until")}
+            "since": _time("since"), "until": _time("until"), "parent": request.args.get("parent") or None}
 
 
 def _listing(cursor: str | None) -> dict[str, Any]:
@@ -44,8 +45,9 @@ def _listing(cursor: str | None) -> dict[str, Any]:
     service = runtime().service
     f = _filters()
     page = service.list_runs(who.space_id, f["workflow_id"], f["status"], cursor, PAGE_SIZE,
-                             since=f["since"], until=f["until"])
-    counts = service.count_runs(who.space_id, f["workflow_id"], f["since"], f["until"])
+                             parent=f["parent"], since=f["since"], until=f["until"])
+    # a composite node's children (`parent`): counted by the node's own progress, not here
+    counts = None if f["parent"] else service.count_runs(who.space_id, f["workflow_id"], f["since"], f["until"])
     names = {w["workflow_id"]: w["name"] for w in service.list_workflows(who.space_id, 200)}
     return {"runs": page["runs"], "next_cursor": page["next_cursor"], "counts": counts, "names": names}
 
@@ -64,7 +66,7 @@ def runs_live() -> ResponseReturnValue:
     """The first page's rows (HTML) and the counts, for the runs page's polling."""
     found = _listing(None)
     rows = render_template("_run_rows.html", runs=found["runs"], names=found["names"])
-    return jsonify({"counts": found["counts"], "rows": rows})
+    return jsonify({"counts": found["counts"] or {}, "rows": rows})
 
 
 def _compiled(space_id: str, run_id: str) -> Any:
@@ -108,7 +110,8 @@ def _run_context(space_id: str, run: dict[str, Any], compiled: Any, selected: st
     events = runtime().store.views.events_after(uuid.UUID(run["run_id"]), 0, EVENT_LOG_LIMIT)
     live = run["status"] not in FINAL_STATUSES
     workflow = runtime().service.get_workflow(space_id, run["workflow_id"], with_definition=False)
-    return {"run": run, "graph": graph, "workflow_name": workflow["name"], "node_w": NODE_W, "node_h": NODE_H,
+    return {"run": run, "graph": graph, "timeline": timeline(run["nodes"], datetime.now(UTC)),
+            "workflow_name": workflow["name"], "node_w": NODE_W, "node_h": NODE_H,
             "nodes": nodes,
             "selected": nodes.get(selected) if selected else None,
             "definition": _node_definition(compiled, selected), "events": events,

@@ -11,7 +11,7 @@
   const NODE_STATUS = {
     "node.started": "running", "node.resumed": "running", "node.succeeded": "succeeded", "node.failed": "failed",
     "node.retrying": "retrying", "node.skipped": "skipped", "node.interrupted": "interrupted",
-    "node.delegated": "running", "node.woken": "queued",
+    "node.delegated": "delegated", "node.woken": "queued",
   };
   const EVENTS = ["run.queued", "run.started", "run.succeeded", "run.failed", "run.cancelled", "run.interrupted",
     "run.resumed", "node.progress", "node.chunk", "node.chunk_reset", ...Object.keys(NODE_STATUS)];
@@ -42,7 +42,8 @@
   }
 
   function log(event) {
-    if (event.type === "node.chunk") return;  // token chunks: the node's status says enough here
+    // token chunks and a composite's progress: the graph shows them; the log keeps the transitions
+    if (event.type === "node.chunk" || event.type === "node.progress") return;
     const tr = document.createElement("tr");
     tr.append(cell(String(event.id), "num"), cell((event.at || "").replace("T", " ").slice(0, 19), "mono"),
       cell(event.type), cell(""));
@@ -67,6 +68,8 @@
     const run = await response.json();
     for (const [nodeId, [status, , progress]] of Object.entries(run.nodes)) {
       paint(nodeId, status, progress ? status + " " + progress.done + "/" + progress.total : status);
+      const bar = progress && document.querySelector('#graph .node[data-node="' + CSS.escape(nodeId) + '"] .bar');
+      if (bar && progress.total) bar.setAttribute("width", String(Math.round(bar.dataset.full * progress.done / progress.total)));
     }
     const chip = document.getElementById("run-status");
     chip.textContent = run.status;
