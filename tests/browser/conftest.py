@@ -76,11 +76,11 @@ class Dashboard:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def shot(self, name: str) -> None:
-        """Save the page as `<name>.png`: the whole page's height, within reason."""
+        """Save the page as `dashboard-<name>.png`: the whole page's height, within reason."""
         height = self.driver.execute_script("return Math.min(document.body.scrollHeight, 1600)")
         self.driver.set_window_size(1280, max(600, int(height)))
         self.driver.execute_script("window.scrollTo(0, 0)")
-        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+        self.driver.save_screenshot(str(self.shots / f"dashboard-{name}.png"))
         self.driver.set_window_size(1280, 860)
 
     def sign_in(self, token: str | None = None) -> None:
