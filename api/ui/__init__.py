@@ -30,6 +30,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 # Routes the pages' JavaScript calls: without a session they answer 401, not the sign-in page.
 _SCRIPT_ENDPOINTS = frozenset({"ui.runs_live", "ui.run_state", "ui.run_events"})
+PRETTY_MAX_CHARS = 20_000
 STATUS_ORDER = ("queued", "running", "interrupted", "succeeded", "failed", "cancelled")
 
 
@@ -84,8 +85,11 @@ def when(value: str | None) -> str:
 
 @bp.app_template_filter("pretty")
 def pretty(value: Any) -> str:
-    """A value as indented JSON (escaped by the template like any text)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """A value as indented JSON (escaped by the template like any text), cut past PRETTY_MAX_CHARS."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > PRETTY_MAX_CHARS:  # a 10,000-item input would make the page heavy: the API has it whole
+        return f"{text[:PRETTY_MAX_CHARS]}\n… ({len(text) - PRETTY_MAX_CHARS:,} more characters: GET /v1/runs/ID has it all)"
+    return text
 
 
 @bp.app_template_filter("yaml")
@@ -97,7 +101,8 @@ def as_yaml(value: Any) -> str:
 @bp.errorhandler(session.SignInRequired)
 def _sign_in(exc: session.SignInRequired) -> ResponseReturnValue:
     if request.endpoint not in _SCRIPT_ENDPOINTS:
-        target = url_for("ui.signin", next=request.full_path.rstrip("?"), why=exc.why or None)
+        back = request.full_path.rstrip("?") if request.method == "GET" else "/ui/"  # a form's POST is not a page
+        target = url_for("ui.signin", next=back, why=exc.why or None)
         response = redirect(target, 303)
     else:  # the page's JavaScript polling: a status it can act on
         response = Response('{"signed_in": false}', 401, mimetype="application/json")

@@ -6,10 +6,12 @@ feature: name its service method here (the run page and the POST route already c
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from api.runtime import runtime
 
+log = logging.getLogger("relayflow.api")
 # Service method names, tried in order (issue 13's `rerun` and `diagnosis` parts).
 RERUN_METHODS = ("rerun_run", "rerun")
 DIAGNOSIS_METHODS = ("diagnose_run", "diagnosis", "get_diagnosis")
@@ -44,5 +46,9 @@ def diagnosis(space_id: str, run_id: str) -> list[dict[str, Any]] | None:
     method = _method(DIAGNOSIS_METHODS)
     if method is None:
         return None
-    found = method(space_id, run_id)
+    try:
+        found = method(space_id, run_id)
+    except TypeError:  # a signature this page does not know: show nothing rather than fail the page
+        log.warning("event=ui.hook_mismatch hook=diagnosis method=%s", getattr(method, "__name__", "?"))
+        return None
     return list(found.get("nodes", [])) if isinstance(found, dict) else list(found or [])

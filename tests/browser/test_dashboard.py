@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from api.ui.hooks import RERUN_METHODS
 from engine.db import get_engine
+from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
 from engine.tokens import issue_token
@@ -141,6 +143,23 @@ def test_another_spaces_run_shows_nothing_and_sign_out_clears_the_cookie(dashboa
     assert d.driver.get_cookie("relayflow_ui") is None
     d.open("/ui/")
     assert "/ui/signin" in d.driver.current_url
+
+
+@pytest.mark.skipif(not any(hasattr(Relayflow, name) for name in RERUN_METHODS),
+                    reason="this server has no rerun from a node yet (issue 13's `rerun` part; api/ui/hooks.py)")
+def test_rerun_from_a_node(dashboard: Dashboard) -> None:
+    d = dashboard
+    workflow_id = d.api("POST", "/v1/workflows", {"name": "three-steps", "definition": STEPS})["workflow_id"]
+    run_id = d.api("POST", f"/v1/workflows/{workflow_id}/runs", {"inputs": {"name": "Ada"}})["run_id"]
+    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=20)
+    d.sign_in()
+    d.open(f"/ui/runs/{run_id}?node=think")
+    d.find("#rerun").click()
+    wait_for(lambda: run_id not in d.driver.current_url and "/ui/runs/" in d.driver.current_url, timeout_s=10)
+    rerun_id = d.driver.current_url.rsplit("/", 1)[1].split("?")[0]
+    wait_for(lambda: d.run_status(rerun_id) == "succeeded", timeout_s=20)
+    assert d.api("GET", f"/v1/runs/{rerun_id}").get("source_run_id") == run_id
+    d.shot("run-rerun")
 
 
 def test_catalog_pages(dashboard: Dashboard) -> None:

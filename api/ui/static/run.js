@@ -67,7 +67,7 @@
     if (!response.ok) return;
     const run = await response.json();
     for (const [nodeId, [status, , progress]] of Object.entries(run.nodes)) {
-      paint(nodeId, status, progress ? status + " " + progress.done + "/" + progress.total : status);
+      paint(nodeId, status, progress ? progress.done + "/" + progress.total : status);
       const bar = progress && document.querySelector('#graph .node[data-node="' + CSS.escape(nodeId) + '"] .bar');
       if (bar && progress.total) bar.setAttribute("width", String(Math.round(bar.dataset.full * progress.done / progress.total)));
     }
