@@ -2,6 +2,7 @@
 versions) and the API docs page."""
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from api.runtime import runtime
 from api.ui import bp, forms, render, session
 from engine import prompt_library as library
 from engine.errors import InvalidInputs
-from engine.models import list_models
+from engine.models import list_models, refresh
 
 
 def _version_arg() -> int | None:
@@ -36,9 +37,20 @@ def _workflow_context(workflow_id: str, version: int | None) -> dict[str, Any]:
     workflow = rt.service.get_workflow(who.space_id, workflow_id, with_definition=False)
     record = rt.store.catalog.get_version(workflow_id, who.space_id, version)
     compiled = rt.service.versions.get(record.id)
-    text = yaml.safe_dump(record.definition, sort_keys=False, allow_unicode=True, width=100)
-    return {"workflow": workflow, "version": record.version, "definition": text,
+    text = _yaml(record.definition)
+    diff = None
+    compare = request.args.get("compare", "")
+    if compare.isdigit() and int(compare) != record.version:
+        older = rt.store.catalog.get_version(workflow_id, who.space_id, int(compare))
+        diff = list(difflib.unified_diff(_yaml(older.definition).splitlines(), text.splitlines(),
+                                         f"v{older.version}", f"v{record.version}", lineterm=""))
+    return {"workflow": workflow, "version": record.version, "definition": text, "diff": diff,
+            "compare": int(compare) if compare.isdigit() else None,
             "fields": forms.input_fields(compiled.inputs), "values": {}, "errors": []}
+
+
+def _yaml(definition: Any) -> str:
+    return str(yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=100))
 
 
 @bp.get("/workflows/<workflow_id>")
@@ -62,12 +74,33 @@ def start_run(workflow_id: str) -> ResponseReturnValue:
     return redirect(f"/ui/runs/{started['run_id']}", 303)
 
 
+@bp.post("/workflows/<workflow_id>/publish")
+def publish(workflow_id: str) -> ResponseReturnValue:
+    """Publish the shown version (manage scope): Coze-compatible runs use it."""
+    who = session.current()
+    who.require("manage")
+    version = _version_arg()
+    runtime().service.publish_workflow(who.space_id, workflow_id, version)
+    return redirect(f"/ui/workflows/{workflow_id}?version={version or ''}", 303)
+
+
 @bp.get("/models")
-def models_page() -> ResponseReturnValue:
+def models_page(notice: str = "") -> ResponseReturnValue:
     """The model registry as the API lists it for this token: never a key."""
     who = session.current()
     rt = runtime()
-    return render("models.html", registry=list_models(rt.store.models, rt.settings.model_path, operator=who.is_operator))
+    return render("models.html", notice=notice,
+                  registry=list_models(rt.store.models, rt.settings.model_path, operator=who.is_operator))
+
+
+@bp.post("/models/refresh")
+def refresh_models() -> ResponseReturnValue:
+    """Re-read the model files (operator scope), as POST /v1/models/refresh does."""
+    who = session.current()
+    who.require("operator")
+    result = refresh(runtime().store.models, runtime().settings.model_path)
+    changed = f"{len(result.new_models)} new, {len(result.updated_models)} updated, {len(result.removed_models)} removed"
+    return models_page(f"Re-read: {result.model_count} models ({changed}).")
 
 
 @bp.get("/prompts")
@@ -87,7 +120,11 @@ def prompt_page(key: str) -> ResponseReturnValue:
     found = library.get(runtime().store, who, key, _version_arg(), None)
     shown = json.dumps(found["version"].get("messages"), ensure_ascii=False, indent=2) if found["version"].get(
         "messages") else None
-    return render("prompt.html", prompt=found, messages=shown)
+    compare = request.args.get("compare", "")
+    diff = None
+    if compare.isdigit() and int(compare) != found["version"]["number"]:
+        diff = library.diff(runtime().store, who, key, int(compare), found["version"]["number"])
+    return render("prompt.html", prompt=found, messages=shown, diff=diff)
 
 
 def _swagger_folder() -> Path | None:

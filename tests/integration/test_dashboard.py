@@ -164,3 +164,41 @@ def test_the_catalog_pages_render_and_never_show_a_key(app: Any, token: str, wri
     assert "fake-chat" in models and "sk-fake" not in models and "TESTKEY" not in models
     with browser.get("/ui/swagger/js/swagger-ui-bundle.js") as bundle:  # Swagger UI from its package
         assert bundle.status_code == 200
+
+
+def test_versions_compare_and_publish_and_an_operator_rereads_the_models(app: Any, api: ApiHelper, token: str,
+                                                                          settings: Settings) -> None:
+    workflow_id = api.create_workflow(GREETING, name="greeting")
+    changed = {**GREETING, "nodes": [{**GREETING["nodes"][0], "config": {"template": "hello {{ inputs.name }}"}},
+                                     GREETING["nodes"][1]]}
+    assert api.client.put(f"/v1/workflows/{workflow_id}", json={"definition": changed}).status_code == 200
+    browser = _signed_in(app, token)
+    # Comparing v2 with v1 shows the changed line
+    page = browser.get(f"/ui/workflows/{workflow_id}?version=2&compare=1").get_data(as_text=True)
+    assert "<del>-    template: hi {{ inputs.name }} x{{ inputs.times }}</del>" in page
+    assert "<ins>+    template: hello {{ inputs.name }}</ins>" in page
+    # Publishing v1 from its page
+    response = browser.post(f"/ui/workflows/{workflow_id}/publish?version=1", data={"csrf": _csrf(page)})
+    assert response.status_code == 303
+    assert api.client.get(f"/v1/workflows/{workflow_id}").get_json()["published_version"] == 1
+    # The local token is an operator's: it may re-read the model files; a space admin may not
+    refreshed = browser.post("/ui/models/refresh", data={"csrf": _csrf(page)})
+    assert refreshed.status_code == 200 and "Re-read:" in refreshed.get_data(as_text=True)
+    admin = issue_token(Store.from_engine(get_engine(settings)), "default", "admin", ("admin",)).token
+    other = _signed_in(app, admin)
+    models = other.get("/ui/models").get_data(as_text=True)
+    assert "refresh-models" not in models
+    assert other.post("/ui/models/refresh", data={"csrf": _csrf(models)}).status_code == 403
+
+
+def test_prompt_versions_compare(app: Any, api: ApiHelper, token: str) -> None:
+    created = api.client.post("/v1/prompts", json={"key": "greet", "name": "Greet",
+                                                   "version": {"text": "Hello there.\nBye."}})
+    assert created.status_code == 201, created.get_json()
+    saved = api.client.post("/v1/prompts/greet/versions", json={"base_version": 1, "text": "Hello you.\nBye."})
+    assert saved.status_code == 201, saved.get_json()
+    browser = _signed_in(app, token)
+    listing = browser.get("/ui/prompts?q=greet").get_data(as_text=True)
+    assert 'href="/ui/prompts/greet"' in listing
+    page = browser.get("/ui/prompts/greet?version=2&compare=1").get_data(as_text=True)
+    assert "<del>-Hello there.</del>" in page and "<ins>+Hello you.</ins>" in page
