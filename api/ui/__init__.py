@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import yaml
-from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -43,12 +43,10 @@ def _csrf() -> ResponseReturnValue | None:
     else:
         ok = session.check_csrf()
     if not ok:
-        return render_template("error.html", title="Refused",
-                               message="This form was not sent from this dashboard (missing or wrong CSRF token). "
-                                       "Reload the page and try again."), 403
+        return error_page("Refused", "This form was not sent from this dashboard (missing or wrong CSRF token). "
+                                     "Reload the page and try again.", 403)
     if (where := unstorable_text(request.form.to_dict())) is not None:  # PostgreSQL stores no NUL
-        return render_template("error.html", title="Refused",
-                               message=f"{where}: must not contain NUL characters or unpaired surrogates"), 422
+        return error_page("Refused", f"{where}: must not contain NUL characters or unpaired surrogates", 422)
     return None
 
 
@@ -114,13 +112,18 @@ def _sign_in(exc: session.SignInRequired) -> ResponseReturnValue:
 @bp.errorhandler(EngineError)
 def _engine_error(exc: EngineError) -> ResponseReturnValue:
     if isinstance(exc, NotFound):  # another space's id reads the same as no id: nothing shown
-        return render_template("error.html", title="Not found", message="There is nothing here."), 404
-    return render_template("error.html", title="Error", message=exc.message), exc.http_status
+        return error_page("Not found", "There is nothing here.", 404)
+    return error_page("Error", exc.message, exc.http_status)
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
-    return render_template("error.html", title=exc.name, message=exc.description or ""), exc.code or 500
+    return error_page(exc.name, exc.description or "", exc.code or 500)
+
+
+def error_page(title: str, message: str, status: int) -> ResponseReturnValue:
+    """An error page; signed in (if this request got that far), with the navigation."""
+    return render_template("error.html", title=title, message=message, who=g.get("ui_principal")), status
 
 
 def init_app(app: Flask) -> None:

@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from api.runtime import runtime
 from api.sse import KEEPALIVE, frame, stream
-from api.ui import STATUS_ORDER, bp, forms, hooks, render, session
+from api.ui import STATUS_ORDER, bp, error_page, forms, hooks, render, session
 from api.ui.graph import NODE_H, NODE_W, layout
 from api.ui.timeline import timeline
 from engine.errors import InvalidInputs, RunNotFound
@@ -206,7 +206,6 @@ def rerun(run_id: str) -> ResponseReturnValue:
     who.require("run")
     started = hooks.rerun(who.space_id, run_id, request.form.get("from_node", ""))
     if started is None:
-        return render_template("error.html", title="Not available",
-                               message="This server cannot rerun a run from a node."), 404
+        return error_page("Not available", "This server cannot rerun a run from a node.", 404)
     return redirect(f"/ui/runs/{started}", 303)
 

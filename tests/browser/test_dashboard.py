@@ -166,8 +166,12 @@ def test_catalog_pages(dashboard: Dashboard) -> None:
     d = dashboard
     d.api("POST", "/v1/prompts", {"key": "greeting", "name": "Greeting", "description": "Says hello",
                                   "version": {"text": "Hello there, how can I help?", "message": "first"}})
+    workflow_id = d.api("POST", "/v1/workflows", {"name": "three-steps", "definition": STEPS})["workflow_id"]
+    slower = {**STEPS, "nodes": [{**STEPS["nodes"][0], "config": {"seconds": 2}}, *STEPS["nodes"][1:]]}
+    d.api("PUT", f"/v1/workflows/{workflow_id}", {"definition": slower})
     d.sign_in()
-    for name, path in (("models", "/ui/models"), ("prompts", "/ui/prompts"), ("prompt", "/ui/prompts/greeting")):
+    for name, path in (("models", "/ui/models"), ("prompts", "/ui/prompts"), ("prompt", "/ui/prompts/greeting"),
+                       ("workflow-compare", f"/ui/workflows/{workflow_id}?version=2&compare=1")):
         d.open(path)
         d.find("h1")
         d.shot(name)
