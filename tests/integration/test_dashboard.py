@@ -202,3 +202,17 @@ def test_prompt_versions_compare(app: Any, api: ApiHelper, token: str) -> None:
     assert 'href="/ui/prompts/greet"' in listing
     page = browser.get("/ui/prompts/greet?version=2&compare=1").get_data(as_text=True)
     assert "<del>-Hello there.</del>" in page and "<ins>+Hello you.</ins>" in page
+
+
+def test_a_waiting_run_says_why_when_the_server_diagnoses(app: Any, api: ApiHelper, token: str,
+                                                          inline_worker: Any) -> None:
+    from api.runtime import runtime
+    from api.ui import hooks
+
+    with app.app_context():
+        if hooks.find(runtime().service, hooks.DIAGNOSIS_PATHS) is None:
+            pytest.skip("this server has no diagnosis yet (issue 13's `diagnosis` part; api/ui/hooks.py)")
+    run_id = api.submit(api.create_workflow(REFUND), {"customer": "Ada", "amount": 5})
+    api.wait(run_id, statuses=("interrupted",))
+    page = _signed_in(app, token).get(f"/ui/runs/{run_id}").get_data(as_text=True)
+    assert "Why it is not moving" in page and ">approve</a>" in page
