@@ -160,6 +160,8 @@ def test_rerun_from_a_node(dashboard: Dashboard, app: Any) -> None:
     rerun_id = d.driver.current_url.rsplit("/", 1)[1].split("?")[0]
     wait_for(lambda: d.run_status(rerun_id) == "succeeded", timeout_s=20)
     assert d.api("GET", f"/v1/runs/{rerun_id}").get("source_run_id") == run_id
+    wait_for(lambda: d.attr("#run", "data-live") == "no", timeout_s=10)  # the page reloaded once it ended
+    assert "rerun of" in d.text(".run-head")
     d.shot("run-rerun")
 
 
