@@ -67,7 +67,7 @@ class Dashboard:
         """The element the CSS selector names (waits a little for it)."""
         from selenium.webdriver.common.by import By
 
-        return wait_for(lambda: self.driver.find_elements(By.CSS_SELECTOR, css), timeout_s=10)[0]
+        return wait_for(lambda: self.driver.find_elements(By.CSS_SELECTOR, css), timeout_s=20)[0]
 
     def all(self, css: str) -> list[Any]:
         """Every element the CSS selector names, now."""
@@ -91,14 +91,14 @@ class Dashboard:
         field = self.find("#token")
         field.send_keys(token or self.token)
         field.send_keys(Keys.ENTER)
-        wait_for(lambda: "/ui/signin" not in self.driver.current_url, timeout_s=10)
+        wait_for(lambda: "/ui/signin" not in self.driver.current_url, timeout_s=30)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """Call the JSON API with the bearer token (setting up what the browser then looks at)."""
         import httpx
 
         response = httpx.request(method, self.url + path, json=body, headers={"Authorization": f"Bearer {self.token}"},
-                                 timeout=10)
+                                 timeout=30)  # a loaded CI machine answers slowly
         assert response.status_code < 300, response.text
         return response.json()
 

@@ -53,24 +53,24 @@ def test_sign_in_start_a_run_from_the_form_and_watch_its_nodes_turn_green(dashbo
     d.find("#f-name").send_keys("Ada")
     d.shot("workflow")
     d.find("#start-run").click()
-    wait_for(lambda: "/ui/runs/" in d.driver.current_url, timeout_s=10)
+    wait_for(lambda: "/ui/runs/" in d.driver.current_url, timeout_s=30)
     run_id = d.driver.current_url.rsplit("/", 1)[1].split("?")[0]
     # A mark on this page: it is gone if the page reloads, so what follows is repainted in place.
     d.driver.execute_script("window.relayflowMark = 1")
-    wait_for(lambda: "s-succeeded" in d.node_class("fetch"), timeout_s=20)
+    wait_for(lambda: "s-succeeded" in d.node_class("fetch"), timeout_s=40)
     assert "s-succeeded" not in d.node_class("greet")  # still to come
     assert d.driver.execute_script("return window.relayflowMark") == 1
     d.shot("run-live")
-    wait_for(lambda: all("s-succeeded" in d.node_class(n) for n in ("fetch", "think", "greet", "count")), timeout_s=20)
-    wait_for(lambda: d.text("#run-status") == "succeeded", timeout_s=10)
+    wait_for(lambda: all("s-succeeded" in d.node_class(n) for n in ("fetch", "think", "greet", "count")), timeout_s=40)
+    wait_for(lambda: d.text("#run-status") == "succeeded", timeout_s=30)
     assert d.run_status(run_id) == "succeeded"
     # once ended, the page reloads itself (to show the outputs) and stops following
-    wait_for(lambda: d.attr("#run", "data-live") == "no", timeout_s=10)
+    wait_for(lambda: d.attr("#run", "data-live") == "no", timeout_s=30)
     # The inspector opens from the graph with the keyboard alone
     from selenium.webdriver.common.keys import Keys
 
     d.find('#graph .node[data-node="greet"]').send_keys(Keys.ENTER)
-    wait_for(lambda: "node=greet" in d.driver.current_url, timeout_s=10)
+    wait_for(lambda: "node=greet" in d.driver.current_url, timeout_s=30)
     assert "Hello, Ada!" in d.find("#inspector").text
     d.shot("run-inspector")
     d.open("/ui/")
@@ -82,7 +82,7 @@ def test_answer_a_question_then_a_form(dashboard: Dashboard) -> None:
     d = dashboard
     workflow_id = d.api("POST", "/v1/workflows", {"name": "refund-approval", "definition": REFUND})["workflow_id"]
     run_id = d.api("POST", f"/v1/workflows/{workflow_id}/runs", {"inputs": {"customer": "Ada", "amount": 42}})["run_id"]
-    wait_for(lambda: d.run_status(run_id) == "interrupted", timeout_s=20)
+    wait_for(lambda: d.run_status(run_id) == "interrupted", timeout_s=40)
     d.sign_in()
     d.open(f"/ui/runs/{run_id}")
     assert "Refund 42 EUR to Ada?" in d.find(".answer").text
@@ -93,20 +93,20 @@ def test_answer_a_question_then_a_form(dashboard: Dashboard) -> None:
     d.find("#answer-form button[type=submit]").click()
     # The next node asks for a form built from its JSON schema
     d.find("#f-reason")
-    wait_for(lambda: d.all("#f-reason"), timeout_s=20)
+    wait_for(lambda: d.all("#f-reason"), timeout_s=40)
     d.find("#f-reason").send_keys("damaged in transit")
     d.shot("run-form")
     d.find("#answer-form button[type=submit]").click()
-    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=20)
+    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=40)
     # the page reloads itself once the run has ended, showing the outputs
-    wait_for(lambda: "Ada: refund yes (damaged in transit)" in d.text("#inspector"), timeout_s=10)
+    wait_for(lambda: "Ada: refund yes (damaged in transit)" in d.text("#inspector"), timeout_s=30)
 
 
 def test_cancel_a_run_and_a_post_without_the_csrf_token_is_refused(dashboard: Dashboard) -> None:
     d = dashboard
     workflow_id = d.api("POST", "/v1/workflows", {"name": "refund-approval", "definition": REFUND})["workflow_id"]
     run_id = d.api("POST", f"/v1/workflows/{workflow_id}/runs", {"inputs": {"customer": "Bo", "amount": 7}})["run_id"]
-    wait_for(lambda: d.run_status(run_id) == "interrupted", timeout_s=20)
+    wait_for(lambda: d.run_status(run_id) == "interrupted", timeout_s=40)
     d.sign_in()
     d.open(f"/ui/runs/{run_id}")
     # A script on the page posting without the CSRF token (the cookie goes with it) is refused
@@ -116,7 +116,7 @@ def test_cancel_a_run_and_a_post_without_the_csrf_token_is_refused(dashboard: Da
     assert status == 403 and d.run_status(run_id) == "interrupted"
     # The page's own Cancel button works
     d.find("#cancel").click()
-    wait_for(lambda: d.text("#run-status") == "cancelled", timeout_s=10)
+    wait_for(lambda: d.text("#run-status") == "cancelled", timeout_s=30)
     assert d.run_status(run_id) == "cancelled"
     d.shot("run-cancelled")
 
@@ -126,7 +126,7 @@ def test_another_spaces_run_shows_nothing_and_sign_out_clears_the_cookie(dashboa
     d = dashboard
     workflow_id = d.api("POST", "/v1/workflows", {"name": "secret-flow", "definition": STEPS})["workflow_id"]
     run_id = d.api("POST", f"/v1/workflows/{workflow_id}/runs", {"inputs": {"name": "Zed"}})["run_id"]
-    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=20)
+    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=40)
     other = issue_token(Store.from_engine(get_engine(settings)), "other", "visitor", ("admin",), create_space=True).token
     d.sign_in(other)
     d.open(f"/ui/runs/{run_id}")
@@ -139,7 +139,7 @@ def test_another_spaces_run_shows_nothing_and_sign_out_clears_the_cookie(dashboa
     # Sign out: the cookie is gone and /ui asks to sign in again
     assert d.driver.get_cookie("relayflow_ui") is not None
     d.find(".signout button").click()
-    wait_for(lambda: "/ui/signin" in d.driver.current_url, timeout_s=10)
+    wait_for(lambda: "/ui/signin" in d.driver.current_url, timeout_s=30)
     assert d.driver.get_cookie("relayflow_ui") is None
     d.open("/ui/")
     assert "/ui/signin" in d.driver.current_url
@@ -152,15 +152,15 @@ def test_rerun_from_a_node(dashboard: Dashboard, app: Any) -> None:
     d = dashboard
     workflow_id = d.api("POST", "/v1/workflows", {"name": "three-steps", "definition": STEPS})["workflow_id"]
     run_id = d.api("POST", f"/v1/workflows/{workflow_id}/runs", {"inputs": {"name": "Ada"}})["run_id"]
-    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=20)
+    wait_for(lambda: d.run_status(run_id) == "succeeded", timeout_s=40)
     d.sign_in()
     d.open(f"/ui/runs/{run_id}?node=think")
     d.find("#rerun").click()
-    wait_for(lambda: run_id not in d.driver.current_url and "/ui/runs/" in d.driver.current_url, timeout_s=10)
+    wait_for(lambda: run_id not in d.driver.current_url and "/ui/runs/" in d.driver.current_url, timeout_s=30)
     rerun_id = d.driver.current_url.rsplit("/", 1)[1].split("?")[0]
-    wait_for(lambda: d.run_status(rerun_id) == "succeeded", timeout_s=20)
+    wait_for(lambda: d.run_status(rerun_id) == "succeeded", timeout_s=40)
     assert d.api("GET", f"/v1/runs/{rerun_id}").get("source_run_id") == run_id
-    wait_for(lambda: d.attr("#run", "data-live") == "no", timeout_s=10)  # the page reloaded once it ended
+    wait_for(lambda: d.attr("#run", "data-live") == "no", timeout_s=30)  # the page reloaded once it ended
     assert "rerun of" in d.text(".run-head")
     d.shot("run-rerun")
 
@@ -179,6 +179,6 @@ def test_catalog_pages(dashboard: Dashboard) -> None:
         d.find("h1")
         d.shot(name)
     d.open("/ui/api-docs")
-    wait_for(lambda: d.all("#swagger-ui .opblock"), timeout_s=20)  # Swagger UI drew the routes
+    wait_for(lambda: d.all("#swagger-ui .opblock"), timeout_s=40)  # Swagger UI drew the routes
     time.sleep(0.3)
     d.shot("api-docs")
