@@ -43,7 +43,7 @@ def timeline(nodes: Sequence[dict[str, Any]], now: datetime) -> Timeline:
     spans = []
     for node in nodes:
         start = _at(node.get("started_at"))
-        if start is not None:
+        if start is not None and not node.get("reused"):  # a rerun's reused node ran in its source run
             spans.append((start, _at(node.get("finished_at")) or now, node))
     spans.sort(key=lambda s: s[0])
     shown = spans[:MAX_ROWS]

@@ -37,7 +37,9 @@ def test_timeline_bars_share_one_axis_and_say_how_long_and_how_many_attempts() -
               "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00"},
              {"node_id": "b", "status": "running", "attempts": 3, "started_at": "2026-01-01T00:00:01+00:00",
               "finished_at": None},
-             {"node_id": "c", "status": "waiting", "attempts": 0, "started_at": None, "finished_at": None}]
+             {"node_id": "c", "status": "waiting", "attempts": 0, "started_at": None, "finished_at": None},
+             {"node_id": "r", "status": "succeeded", "attempts": 0, "reused": True,  # a rerun's: ran in its source
+              "started_at": "2025-12-31T00:00:00+00:00", "finished_at": "2025-12-31T00:00:01+00:00"}]
     drawn = timeline(nodes, datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC))
     a, b = drawn.bars
     assert drawn.span_s == 2 and a.x == LABEL_W and b.x > a.x and a.width == b.width
