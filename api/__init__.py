@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     from flask_openapi3 import Info, OpenAPI
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-    from api import coze, coze_prompts, errors, health, metrics, openapi, prompts, registry, reruns, runs, tokens, workflows
+    from api import coze, coze_prompts, errors, health, metrics, openapi, prompts, registry, reruns, runs, tokens, ui, workflows
     from api.models import ErrorBody
     from api.runtime import principal
 
@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         # NaN/Infinity are not JSON (and PostgreSQL's jsonb refuses them); a body nested past
         # Python's recursion limit is refused here rather than failing deeper down.
         body: Any = None
-        if request.method in ("POST", "PUT", "PATCH") and request.content_length != 0 and request.get_data(cache=True):
+        takes_json = not request.path.startswith("/ui/")  # the dashboard posts HTML forms (api/ui)
+        if takes_json and request.method in ("POST", "PUT", "PATCH") and request.content_length != 0 \
+                and request.get_data(cache=True):
             if not request.is_json:
                 raise UnsupportedMediaType()
             try:
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(prompts.bp)
     app.register_api(coze_prompts.bp)
     app.register_api(coze_prompts.library_bp)
+    ui.init_app(app)  # the dashboard at /ui
     # The generated OpenAPI 3.1 document, from the same pydantic models that validate requests.
     app.add_url_rule("/openapi.json", "openapi_json", lambda: openapi.document(app))
     metrics.init_app(app)

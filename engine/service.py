@@ -36,6 +36,7 @@ from engine.store import NewRun, Store
 from engine.template_limits import Limits, configure
 from engine.versions import VersionCache
 
+_LAST_UUID = uuid.UUID(int=(1 << 128) - 1)  # sorts after every run id created at the same instant
 CANCEL_WAKE_LIMIT = 100  # waiting nodes a cancel may wake (never more than the space's free slots)
 
 
@@ -169,20 +170,25 @@ class Relayflow:
 
     def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
                   cursor: str | None = None, limit: int = 20, parent: str | None = None,
-                  source: str | None = None) -> dict[str, Any]:
+                  source: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> dict[str, Any]:
         """Runs of the space (the child runs of `parent`, or the reruns of `source`, if given), newest
-        first, cursor-paged."""
+        first, cursor-paged; `since`/`until` keep those created in [since, until) (the dashboard's
+        time range)."""
         if status is not None and status not in frozenset(RunStatus):
             raise InvalidInputs(errors=[{"field": "status", "message": f"must be one of {', '.join(RunStatus)}"}])
         limit = max(1, min(limit, 200))
         parent_id = _run_uuid(parent) if parent is not None else None
+        # newest first: `until` is a cursor before the first page, `since` where paging stops
+        before = _decode_cursor(cursor) or ((until, _LAST_UUID) if until is not None else None)
         if source is not None:
-            rows = self.store.reruns.list_reruns(space_id, _run_uuid(source), status, _decode_cursor(cursor),
-                                                 limit + 1)
+            rows = self.store.reruns.list_reruns(space_id, _run_uuid(source), status, before, limit + 1)
         else:
-            rows = self.store.views.list_runs(space_id, workflow_id, status, _decode_cursor(cursor), limit + 1,
-                                              parent=parent_id)
+            rows = self.store.views.list_runs(space_id, workflow_id, status, before, limit + 1, parent=parent_id)
         page, more = rows[:limit], len(rows) > limit
+        if since is not None:
+            kept = [r for r in page if r["created_at"] >= since]
+            page, more = kept, more and len(kept) == len(page)
         runs = [{"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
                  "status": r["status"], "error": r["error"],
                  "usage": _run_usage(r),
@@ -194,6 +200,12 @@ class Relayflow:
                  "rerun_from": r.get("rerun_from")} for r in page]
         next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
         return {"runs": runs, "next_cursor": next_cursor}
+
+    def count_runs(self, space_id: str, workflow_id: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None) -> dict[str, int]:
+        """The space's top-level runs by status (every run status, 0 if none), as `list_runs` filters them."""
+        found = self.store.views.status_counts(space_id, workflow_id, since, until)
+        return {status.value: found.get(status.value, 0) for status in RunStatus}
 
     def cancel_run(self, space_id: str, run_id: str) -> dict[str, Any]:
         """Cancel a live run (queued, running or interrupted)."""

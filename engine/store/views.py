@@ -129,3 +129,11 @@ class ViewStore:
         with self.reads.connect() as conn:
             row = conn.execute(gauge_sql.QUEUE_GAUGES.clause, {"cap": cap}).one()
         return int(row.depth), float(row.oldest_age_s)
+
+    def status_counts(self, space_id: str, workflow_id: str | None, since: datetime | None,
+                      until: datetime | None) -> dict[str, int]:
+        """Top-level runs of a space by status (the dashboard's summary), optionally of one workflow and time range."""
+        with self.reads.connect() as conn:
+            rows = conn.execute(sql.RUN_STATUS_COUNTS.clause,
+                {"space": space_id, "wf": workflow_id, "since": since, "until": until}).all()
+        return {r.status: int(r.n) for r in rows}

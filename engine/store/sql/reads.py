@@ -105,3 +105,12 @@ SELECT n.status, count(*) AS n FROM runs r JOIN node_runs n ON n.run_id = r.id
  WHERE r.status IN ('queued', 'running', 'interrupted')
    AND n.status IN ('queued', 'retrying', 'running')
  GROUP BY n.status""")
+
+RUN_STATUS_COUNTS = Statement(
+    "Top-level runs of a space counted by status, optionally of one workflow and created in [:since, :until).", """
+SELECT runs.status, count(*) AS n FROM runs
+ WHERE space_id = :space AND parent_run_id IS NULL
+   AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
+   AND (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz))
+   AND (CAST(:until AS timestamptz) IS NULL OR created_at < CAST(:until AS timestamptz))
+ GROUP BY runs.status""")
