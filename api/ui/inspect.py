@@ -93,9 +93,11 @@ def attempts(rows: list[dict[str, Any]], node_id: str | None) -> list[dict[str, 
     for entry in (row or {}).get("attempt_log") or ():
         began, ended = _at(entry.get("started_at")), _at(entry.get("at"))
         usage = entry.get("usage") or {}
+        # a failed attempt names no answering model: the models it tried are in its failed calls
+        tried = list(dict.fromkeys(str(c.get("model")) for c in entry.get("failed_calls") or () if c.get("model")))
         shown.append({"attempt": entry.get("attempt"), "started_at": began, "ended_at": ended,
                       "took_s": (ended - began).total_seconds() if began and ended else None,
-                      "model": entry.get("model"), "latency_ms": entry.get("latency_ms"),
+                      "model": entry.get("model") or ", ".join(tried) or None, "latency_ms": entry.get("latency_ms"),
                       "input_tokens": usage.get("input_tokens", usage.get("prompt_tokens")),
                       "output_tokens": usage.get("output_tokens", usage.get("completion_tokens")),
                       "cost": entry.get("cost"), "backoff_s": entry.get("backoff_s"),

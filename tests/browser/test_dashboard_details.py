@@ -94,6 +94,8 @@ def test_an_llm_node_shows_its_prompt_answer_attempts_timeline_and_a_batch_its_c
     kinds = [r.get_attribute("class") for r in d.all('#timeline g.row[data-node="ask"] rect')]
     assert any("s-failed" in k for k in kinds) and "k-backoff" in kinds and any("s-succeeded" in k for k in kinds)
     d.shot("run-llm-inspector")
+    d.driver.execute_script("document.getElementById('timeline-section').scrollIntoView()")
+    d.find("#timeline-section").screenshot(str(d.shots / "dashboard-run-timeline.png"))
     # The batch node opens to its child runs, a page at a time
     d.find("#composite-each summary").click()
     wait_for(lambda: len(d.all("#composite-each .children-runs tbody tr")) == 20, timeout_s=30)
@@ -101,8 +103,6 @@ def test_an_llm_node_shows_its_prompt_answer_attempts_timeline_and_a_batch_its_c
     d.find("#composite-each .more-children").click()
     wait_for(lambda: len(d.all("#composite-each .children-runs tbody tr")) == 30, timeout_s=30)
     assert len(d.all('#composite-each a[href^="/ui/runs/"]')) == 30
-    d.driver.execute_script("document.getElementById('composites-title').scrollIntoView()")
-    d.find("#composites-title").screenshot(str(d.shots / "dashboard-run-children-title.png"))
     d.shot("run-children")
 
 
