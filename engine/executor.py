@@ -193,8 +193,7 @@ class Executor:
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
             event_data=_succeeded_event(node, claim.attempt, port, done.outputs),
-            # a retried node's last attempt is logged too: the timeline draws every attempt
-            log=[entry] if report or claim.attempt > 1 else None, report=report)
+            log=[entry] if report else None, report=report)
         telemetry.node_settled(run_id, node, claim, "succeeded" if decision.committed else "superseded", port=port)
         if decision.wake:
             self.wake(claim.space_id)
