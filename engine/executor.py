@@ -187,7 +187,8 @@ class Executor:
                    done: Succeeded) -> None:
         """Commit the outputs, queue the successors that became ready, and send them."""
         report, port = done.report, done.port
-        entry = {"attempt": claim.attempt, **report, "at": datetime.now(UTC).isoformat()}
+        entry = {"attempt": claim.attempt, **report, "started_at": claim.claimed_at.isoformat(),
+                 "at": datetime.now(UTC).isoformat()}
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
             signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
@@ -304,7 +305,7 @@ class Executor:
         """Retry the node, or apply its on_error strategy once retries are spent."""
         error = {"code": exc.code, "kind": exc.kind, "message": exc.message, "attempt": claim.attempt}
         log_entry = [{"attempt": claim.attempt, "error": error, **(report or {}),
-                      "at": datetime.now(UTC).isoformat()}]
+                      "started_at": claim.claimed_at.isoformat(), "at": datetime.now(UTC).isoformat()}]
         policy = node.retry
         if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
             self._retry(run_id, node, claim, error, log_entry, report)
@@ -317,6 +318,7 @@ class Executor:
                log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
         """Mark the node `retrying` and send its next attempt after the policy's backoff."""
         delay_s = node.retry.delay_s(claim.attempt, random.random())
+        log_entry[-1]["backoff_s"] = round(delay_s, 3)  # the wait before the next attempt, in the same write
         scheduled = self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
                                                         log=log_entry, report=report)
         _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",

@@ -38,6 +38,7 @@ from engine.versions import VersionCache
 
 _LAST_UUID = uuid.UUID(int=(1 << 128) - 1)  # sorts after every run id created at the same instant
 CANCEL_WAKE_LIMIT = 100  # waiting nodes a cancel may wake (never more than the space's free slots)
+SEARCH_SCAN_RUNS = 5000  # runs a search page reads at most (their inputs matched one by one, no index)
 
 
 class Relayflow:
@@ -171,7 +172,7 @@ class Relayflow:
     def list_runs(self, space_id: str, workflow_id: str | None = None, status: str | None = None,
                   cursor: str | None = None, limit: int = 20, parent: str | None = None,
                   source: str | None = None, since: datetime | None = None,
-                  until: datetime | None = None) -> dict[str, Any]:
+                  until: datetime | None = None, parent_node: str | None = None) -> dict[str, Any]:
         """Runs of the space (the child runs of `parent`, or the reruns of `source`, if given), newest
         first, cursor-paged; `since`/`until` keep those created in [since, until) (the dashboard's
         time range)."""
@@ -184,22 +185,35 @@ class Relayflow:
         if source is not None:
             rows = self.store.reruns.list_reruns(space_id, _run_uuid(source), status, before, limit + 1)
         else:
-            rows = self.store.views.list_runs(space_id, workflow_id, status, before, limit + 1, parent=parent_id)
+            rows = self.store.views.list_runs(space_id, workflow_id, status, before, limit + 1, parent=parent_id,
+                                              parent_node=parent_node if parent_id is not None else None)
         page, more = rows[:limit], len(rows) > limit
         if since is not None:
             kept = [r for r in page if r["created_at"] >= since]
             page, more = kept, more and len(kept) == len(page)
-        runs = [{"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
-                 "status": r["status"], "error": r["error"],
-                 "usage": _run_usage(r),
-                 "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
-                 "finished_at": _iso(r["finished_at"]),
-                 "parent_run_id": str(r["parent_run_id"]) if r["parent_run_id"] else None,
-                 "parent_node_id": r["parent_node_id"], "item_index": r["item_index"],
-                 "source_run_id": str(r["source_run_id"]) if r.get("source_run_id") else None,
-                 "rerun_from": r.get("rerun_from")} for r in page]
         next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
-        return {"runs": runs, "next_cursor": next_cursor}
+        return {"runs": [_run_summary(r) for r in page], "next_cursor": next_cursor}
+
+    def search_runs(self, space_id: str, text: str, workflow_id: str | None = None, status: str | None = None,
+                    cursor: str | None = None, limit: int = 20, since: datetime | None = None,
+                    until: datetime | None = None, scan: int = SEARCH_SCAN_RUNS) -> dict[str, Any]:
+        """Top-level runs whose inputs contain `text` (any case), newest first: each page scans at most
+        `scan` runs of the range, and `next_cursor` continues the scan where it stopped."""
+        limit = max(1, min(limit, 200))
+        before = _decode_cursor(cursor) or ((until, _LAST_UUID) if until is not None else None)
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.store.views.search_runs(space_id, pattern, workflow_id, status, since, before, scan, limit + 1)
+        hits = [r for r in rows if r["hit"]]
+        ends = [r for r in rows if not r["hit"]]
+        scanned = int(rows[0]["scanned"]) if rows else 0
+        last: dict[str, Any] | None
+        if len(hits) > limit:  # the page is full before the scan's end: go on after its last run
+            hits, last = hits[:limit], hits[limit - 1]
+        else:  # the whole window was searched: go on after it, if it was cut at `scan`
+            last = ends[0] if ends and scanned >= scan else None
+        return {"runs": [_run_summary(r) for r in hits], "scanned": scanned,
+                "searched_back_to": _iso(last["created_at"]) if last else None,
+                "next_cursor": _encode_cursor(last["created_at"], last["id"]) if last else None}
 
     def count_runs(self, space_id: str, workflow_id: str | None = None, since: datetime | None = None,
                    until: datetime | None = None) -> dict[str, int]:
@@ -296,6 +310,17 @@ def _run_uuid(run_id: str) -> uuid.UUID:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+def _run_summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": str(r["id"]), "workflow_id": r["workflow_id"], "version": r["version"],
+            "status": r["status"], "error": r["error"], "usage": _run_usage(r),
+            "created_at": _iso(r["created_at"]), "started_at": _iso(r["started_at"]),
+            "finished_at": _iso(r["finished_at"]),
+            "parent_run_id": str(r["parent_run_id"]) if r["parent_run_id"] else None,
+            "parent_node_id": r["parent_node_id"], "item_index": r["item_index"],
+            "source_run_id": str(r["source_run_id"]) if r.get("source_run_id") else None,
+            "rerun_from": r.get("rerun_from")}
 
 
 def _encode_cursor(created_at: datetime, run_id: uuid.UUID) -> str:

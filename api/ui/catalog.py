@@ -124,7 +124,20 @@ def prompt_page(key: str) -> ResponseReturnValue:
     diff = None
     if compare.isdigit() and int(compare) != found["version"]["number"]:
         diff = library.diff(runtime().store, who, key, int(compare), found["version"]["number"])
-    return render("prompt.html", prompt=found, messages=shown, diff=diff)
+    return render("prompt.html", prompt=found, messages=shown, diff=diff, moved=request.args.get("moved"))
+
+
+@bp.post("/prompts/<key>/labels")
+def move_prompt_label(key: str) -> ResponseReturnValue:
+    """Point a label at a version (the library's rules: `manage` scope, the prompt's creator or an admin)."""
+    who = session.current()
+    who.require("manage")
+    label = request.form.get("label", "").strip()
+    version = _version_arg()
+    if version is None:
+        raise InvalidInputs(errors=[{"field": "version", "message": "choose a version"}])
+    library.move_label(runtime().store, who, key, label, version)
+    return redirect(f"/ui/prompts/{key}?version={version}&moved={label}", 303)
 
 
 def _swagger_folder() -> Path | None:

@@ -12,10 +12,11 @@ from flask.typing import ResponseReturnValue
 
 from api.runtime import runtime
 from api.sse import KEEPALIVE, frame, stream
-from api.ui import STATUS_ORDER, bp, error_page, forms, hooks, render, session
+from api.ui import STATUS_ORDER, bp, error_page, forms, hooks, inspect, render, session
 from api.ui.graph import NODE_H, NODE_W, layout
 from api.ui.timeline import timeline
 from engine.errors import InvalidInputs, RunNotFound
+from engine.service import SEARCH_SCAN_RUNS
 from engine.statuses import FINAL_STATUSES
 
 PAGE_SIZE = 25
@@ -37,19 +38,27 @@ def _time(name: str) -> datetime | None:
 def _filters() -> dict[str, Any]:
     status = request.args.get("status") or None
     return {"status": status if status in STATUS_ORDER else None, "workflow_id": request.args.get("workflow") or None,
-            "since": _time("since"), "until": _time("until"), "parent": request.args.get("parent") or None}
+            "since": _time("since"), "until": _time("until"), "parent": request.args.get("parent") or None,
+            "q": request.args.get("q", "").strip()[:200] or None}
 
 
 def _listing(cursor: str | None) -> dict[str, Any]:
     who = session.current()
     service = runtime().service
     f = _filters()
-    page = service.list_runs(who.space_id, f["workflow_id"], f["status"], cursor, PAGE_SIZE,
-                             parent=f["parent"], since=f["since"], until=f["until"])
+    search = None
+    if f["q"] and not f["parent"]:  # bounded: each page reads at most SEARCH_SCAN_RUNS runs of the range
+        page = service.search_runs(who.space_id, f["q"], f["workflow_id"], f["status"], cursor, PAGE_SIZE,
+                                   since=f["since"], until=f["until"])
+        search = {"scanned": page["scanned"], "back_to": page["searched_back_to"], "cap": SEARCH_SCAN_RUNS}
+    else:
+        page = service.list_runs(who.space_id, f["workflow_id"], f["status"], cursor, PAGE_SIZE,
+                                 parent=f["parent"], since=f["since"], until=f["until"])
     # a composite node's children (`parent`): counted by the node's own progress, not here
     counts = None if f["parent"] else service.count_runs(who.space_id, f["workflow_id"], f["since"], f["until"])
     names = {w["workflow_id"]: w["name"] for w in service.list_workflows(who.space_id, 200)}
-    return {"runs": page["runs"], "next_cursor": page["next_cursor"], "counts": counts, "names": names}
+    return {"runs": page["runs"], "next_cursor": page["next_cursor"], "counts": counts, "names": names,
+            "search": search}
 
 
 @bp.get("/")
@@ -69,8 +78,8 @@ def runs_live() -> ResponseReturnValue:
     return jsonify({"counts": found["counts"] or {}, "rows": rows})
 
 
-def _compiled(space_id: str, run_id: str) -> Any:
-    """The compiled graph the run executes (a child run's: its body)."""
+def _compiled(space_id: str, run_id: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The compiled graph the run executes (a child run's: its body) and its node rows."""
     rt = runtime()
     try:
         found = rt.store.views.run_with_nodes(uuid.UUID(run_id), space_id)
@@ -79,7 +88,7 @@ def _compiled(space_id: str, run_id: str) -> Any:
     if found is None:
         raise RunNotFound(f"Run {run_id} not found.")
     row = found[0]
-    return rt.service.versions.get(row["version_id"], row.get("body") or "")
+    return rt.service.versions.get(row["version_id"], row.get("body") or ""), found[1]
 
 
 def _node_definition(compiled: Any, node_id: str | None) -> dict[str, Any] | None:
@@ -94,13 +103,14 @@ def run_page(run_id: str) -> ResponseReturnValue:
     """One run: the graph with live statuses, the selected node, the event log, answer and cancel."""
     who = session.current()
     rt = runtime()
-    compiled = _compiled(who.space_id, run_id)
+    compiled, rows = _compiled(who.space_id, run_id)
     run = rt.service.get_run(who.space_id, run_id)
-    return render("run.html", **_run_context(who.space_id, run, compiled, request.args.get("node")))
+    return render("run.html", **_run_context(who.space_id, run, compiled, request.args.get("node"), rows=rows))
 
 
 def _run_context(space_id: str, run: dict[str, Any], compiled: Any, selected: str | None,
-                 answer_errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 answer_errors: list[dict[str, Any]] | None = None,
+                 rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     graph = layout(compiled.order, {n: compiled.nodes[n].preds for n in compiled.order},
                    {n: compiled.nodes[n].title for n in compiled.order},
                    {n: compiled.nodes[n].type_name for n in compiled.order})
@@ -110,15 +120,24 @@ def _run_context(space_id: str, run: dict[str, Any], compiled: Any, selected: st
     events = runtime().store.views.events_after(uuid.UUID(run["run_id"]), 0, EVENT_LOG_LIMIT)
     live = run["status"] not in FINAL_STATUSES
     workflow = runtime().service.get_workflow(space_id, run["workflow_id"], with_definition=False)
-    return {"run": run, "graph": graph, "timeline": timeline(run["nodes"], datetime.now(UTC)),
+    rows = rows if rows is not None else _compiled(space_id, run["run_id"])[1]
+    now = datetime.now(UTC)
+    reused = {n["node_id"] for n in run["nodes"] if n.get("reused")}
+    drawn = timeline([{**r, "reused": r["node_id"] in reused} for r in rows],
+                     runtime().store.views.run_waits(uuid.UUID(run["run_id"])), now)
+    diagnosis = hooks.diagnosis(space_id, run["run_id"]) if live else None
+    return {"run": run, "graph": graph, "timeline": drawn, "now": now,
+            "composites": inspect.composites(space_id, run, request.args.get("expand"), request.args.get("ccursor")),
+            "rendered": inspect.rendered(space_id, compiled, run, rows, selected) if selected else None,
+            "attempts": inspect.attempts(rows, selected) if selected else [],
+            "stuck": inspect.not_moving(run, rows, diagnosis, now) if diagnosis else False,
             "workflow_name": workflow["name"], "node_w": NODE_W, "node_h": NODE_H,
             "nodes": nodes,
             "selected": nodes.get(selected) if selected else None,
             "definition": _node_definition(compiled, selected), "events": events,
             "last_event_id": events[-1]["id"] if events else 0, "live": live,
             "answer_fields": forms.answer_fields(run["interrupt"]) if run.get("interrupt") else [],
-            "answer_errors": answer_errors or [], "can_rerun": hooks.can_rerun(),
-            "diagnosis": hooks.diagnosis(space_id, run["run_id"]) if live else None}
+            "answer_errors": answer_errors or [], "can_rerun": hooks.can_rerun(), "diagnosis": diagnosis}
 
 
 def _default_node(run: dict[str, Any]) -> str | None:
@@ -194,8 +213,8 @@ def resume(run_id: str) -> ResponseReturnValue:
         data = forms.parse_answer(pending, request.form)
         rt.service.resume_run(who.space_id, run_id, event_id, data)
     except InvalidInputs as exc:
-        compiled = _compiled(who.space_id, run_id)
-        return render("run.html", **_run_context(who.space_id, run, compiled, None, exc.errors)), 422
+        compiled, rows = _compiled(who.space_id, run_id)
+        return render("run.html", **_run_context(who.space_id, run, compiled, None, exc.errors, rows)), 422
     return redirect(f"/ui/runs/{run_id}", 303)
 
 
@@ -209,3 +228,13 @@ def rerun(run_id: str) -> ResponseReturnValue:
         return error_page("Not available", "This server cannot rerun a run from a node.", 404)
     return redirect(f"/ui/runs/{started}", 303)
 
+
+
+@bp.get("/runs/<run_id>/children")
+def run_children(run_id: str) -> ResponseReturnValue:
+    """One page of a composite node's child runs (HTML rows), for the run page's expanded node."""
+    who = session.current()
+    node_id = request.args.get("node", "")
+    page = runtime().service.list_runs(who.space_id, cursor=request.args.get("cursor") or None,
+                                       limit=inspect.CHILDREN_PAGE, parent=run_id, parent_node=node_id)
+    return render_template("_children.html", run_id=run_id, node_id=node_id, page=page)

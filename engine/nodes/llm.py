@@ -143,12 +143,7 @@ class LlmNode(NodeType[LlmConfig]):
     def run(self, ctx: NodeContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the model and its fallbacks, as LiteLLM's Router tries them."""
         cfg = self.config
-        if isinstance(cfg.prompt, PromptRef):
-            messages = library_messages(ctx, cfg.prompt, inputs, cfg.system_prompt)
-        else:
-            messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
-            if cfg.system_prompt:
-                messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
+        messages = chat_messages(ctx, cfg, inputs)
         wants_json = cfg.output_format == "json"
         answer = ask_model(ctx, cfg.model, cfg.fallback_models, cfg.parameters, messages,
                            wants_json=wants_json, stream=cfg.stream and not wants_json)
@@ -172,6 +167,16 @@ class LlmNode(NodeType[LlmConfig]):
         except PermanentNodeError as exc:  # another answer may fit: the attempt is retryable
             raise NodeError(f"{exc.message} (model {model} answered {text[:200]!r})", node_id=ctx.node_id) from None
         return value
+
+
+def chat_messages(ctx: NodeContext, cfg: LlmConfig, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages an attempt sends: the library prompt's, or the node's own `prompt` (and `system_prompt`)."""
+    if isinstance(cfg.prompt, PromptRef):
+        return library_messages(ctx, cfg.prompt, inputs, cfg.system_prompt)
+    messages = [{"role": "user", "content": ctx.render_text(cfg.prompt, inputs)}]
+    if cfg.system_prompt:
+        messages.insert(0, {"role": "system", "content": ctx.render_text(cfg.system_prompt, inputs)})
+    return messages
 
 
 def ask_model(ctx: NodeContext, model: str, fallback_models: list[str], parameters: LlmParameters,

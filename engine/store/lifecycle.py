@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -54,6 +54,8 @@ class Claim:
     body: str = ""  # the inline body the run executes ('': the whole workflow)
     overrides: dict[str, Any] | None = None  # a rerun's overrides, when this node is the one it reran from
     run_started: bool = False  # this claim started the run (its first node): `run.started` is logged
+    # when this worker took the attempt: its attempt_log entry's `started_at` (the dashboard's timeline)
+    claimed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)

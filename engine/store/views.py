@@ -39,11 +39,12 @@ class ViewStore:
 
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
                   before: tuple[datetime, uuid.UUID] | None, limit: int,
-                  parent: uuid.UUID | None = None) -> list[dict[str, Any]]:
-        """Runs of a space (the child runs of `parent`, if given), newest first, strictly older than the cursor `before`."""
+                  parent: uuid.UUID | None = None, parent_node: str | None = None) -> list[dict[str, Any]]:
+        """Runs of a space (the child runs of `parent`, of its node `parent_node`, if given), newest first,
+        strictly older than the cursor `before`."""
         with self.reads.connect() as conn:
             rows = conn.execute(sql.LIST_RUNS.clause,
-                {"space": space_id, "wf": workflow_id, "status": status, "parent": parent,
+                {"space": space_id, "wf": workflow_id, "status": status, "parent": parent, "pnode": parent_node,
                  "b_at": before[0] if before else None, "b_id": before[1] if before else None,
                  "limit": limit}).mappings().all()
         return [dict(r) for r in rows]
@@ -137,3 +138,20 @@ class ViewStore:
             rows = conn.execute(sql.RUN_STATUS_COUNTS.clause,
                 {"space": space_id, "wf": workflow_id, "since": since, "until": until}).all()
         return {r.status: int(r.n) for r in rows}
+
+    def search_runs(self, space_id: str, pattern: str, workflow_id: str | None, status: str | None,
+                    since: datetime | None, before: tuple[datetime, uuid.UUID] | None, scan: int,
+                    limit: int) -> list[dict[str, Any]]:
+        """Runs among the `scan` newest of the range whose inputs match the ILIKE `pattern` (`hit`), and the
+        oldest run scanned (`hit` false), each with how many were `scanned`."""
+        with self.reads.connect() as conn:
+            rows = conn.execute(sql.SEARCH_RUNS.clause,
+                {"space": space_id, "pattern": pattern, "wf": workflow_id, "status": status, "since": since,
+                 "b_at": before[0] if before else None, "b_id": before[1] if before else None,
+                 "scan": scan, "limit": limit}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def run_waits(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Each question or form a run asked: node, asked at, answered at (None: still waiting)."""
+        with self.reads.connect() as conn:
+            return [dict(r) for r in conn.execute(sql.RUN_WAITS.clause, {"id": run_id}).mappings().all()]

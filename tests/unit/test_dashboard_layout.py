@@ -40,10 +40,31 @@ def test_timeline_bars_share_one_axis_and_say_how_long_and_how_many_attempts() -
              {"node_id": "c", "status": "waiting", "attempts": 0, "started_at": None, "finished_at": None},
              {"node_id": "r", "status": "succeeded", "attempts": 0, "reused": True,  # a rerun's: ran in its source
               "started_at": "2025-12-31T00:00:00+00:00", "finished_at": "2025-12-31T00:00:01+00:00"}]
-    drawn = timeline(nodes, datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC))
-    a, b = drawn.bars
-    assert drawn.span_s == 2 and a.x == LABEL_W and b.x > a.x and a.width == b.width
-    assert b.label == "1.00 s · 3 attempts" and len(drawn.bars) == 2
+    drawn = timeline(nodes, [], datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC))
+    a, b = drawn.rows
+    assert drawn.span_s == 2 and a.segments[0].x == LABEL_W and b.segments[0].x > a.segments[0].x
+    assert a.segments[0].width == b.segments[0].width
+    assert b.label == "1.00 s · 3 attempts" and len(drawn.rows) == 2
+
+
+def test_timeline_draws_time_queued_each_attempt_its_backoff_and_a_wait_for_an_answer() -> None:
+    t = "2026-01-01T00:00:0{}+00:00"
+    retried = {"node_id": "flaky", "status": "succeeded", "attempts": 2, "queued_at": t.format(4),
+               "started_at": t.format(1), "finished_at": t.format(6),
+               "attempt_log": [{"attempt": 1, "error": {"message": "HTTP 503"}, "started_at": t.format(1),
+                                "at": t.format(2), "backoff_s": 2.0},
+                               {"attempt": 2, "started_at": t.format(5), "at": t.format(6)}]}
+    asking = {"node_id": "ask", "status": "succeeded", "attempts": 1, "queued_at": t.format(0),
+              "started_at": t.format(1), "finished_at": t.format(9)}
+    waits = [{"node_id": "ask", "created_at": datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC),
+              "answered_at": datetime(2026, 1, 1, 0, 0, 8, tzinfo=UTC)}]
+    drawn = timeline([retried, asking], waits, datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC))
+    flaky, ask = sorted(drawn.rows, key=lambda r: r.node_id)[::-1]
+    assert [(s.kind, s.status) for s in flaky.segments] == [
+        ("attempt", "failed"), ("backoff", "retrying"), ("queued", "queued"), ("attempt", "succeeded")]
+    assert "HTTP 503" in flaky.segments[0].title and flaky.segments[1].title.startswith("backoff 2.00 s")
+    assert [s.kind for s in ask.segments] == ["queued", "attempt", "wait"]
+    assert ask.segments[2].title.startswith("waiting for an answer: 6.00 s")
 
 
 def test_run_form_fields_follow_the_declared_inputs_and_parse_back() -> None:

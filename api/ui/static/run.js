@@ -4,6 +4,34 @@
 // stream that cannot open (too many open streams for this token, a proxy that buffers).
 "use strict";
 (function () {
+  // Composite nodes: opening one lists its child runs (a page at a time, from /ui/runs/ID/children).
+  async function loadChildren(box, url, append) {
+    const response = await fetch(url, { headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const html = await response.text();
+    if (!append) { box.innerHTML = html; return; }
+    // a further page: its rows go under the rows shown, its "more" link replaces the old one
+    const page = document.createElement("div");
+    page.innerHTML = html;
+    box.querySelector(".more-children")?.parentElement.remove();
+    box.querySelector("tbody").append(...page.querySelectorAll("tbody tr"));
+    const more = page.querySelector(".more-children");
+    if (more) box.append(more.parentElement);
+  }
+  for (const details of document.querySelectorAll("details[data-children]")) {
+    const box = details.querySelector(".children");
+    details.addEventListener("toggle", () => {
+      if (details.open && !details.dataset.loaded) { details.dataset.loaded = "1"; loadChildren(box, details.dataset.children, false); }
+    });
+    if (details.open) details.dataset.loaded = "1";  // the server rendered its first page
+    box.addEventListener("click", (event) => {
+      const more = event.target.closest(".more-children");
+      if (!more) return;
+      event.preventDefault();
+      loadChildren(box, more.dataset.more, true);
+    });
+  }
+
   const root = document.getElementById("run");
   if (!root || root.dataset.live !== "yes") return;
   const runId = root.dataset.run;

@@ -17,7 +17,7 @@ SELECT event_id, node_id, type, data FROM run_interrupts
 RUN_NODES = Statement("The node rows of a run, in the order they were created.", """
 SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
        started_at, finished_at, model, usage, cost, children_total, children_done, children_started, prompt,
-       worker
+       worker, queued_at
   FROM node_runs WHERE run_id = :id ORDER BY id""")
 
 LIST_RUNS = Statement(
@@ -30,9 +30,40 @@ SELECT id, workflow_id, version, status, error, created_at, started_at, finished
    -- without a parent: the runs clients submitted (a batch's thousands of items are listed by parent)
    AND (CASE WHEN CAST(:parent AS uuid) IS NULL THEN parent_run_id IS NULL
              ELSE parent_run_id = CAST(:parent AS uuid) END)
+   AND (CAST(:pnode AS text) IS NULL OR parent_node_id = :pnode)
    AND (CAST(:status AS text) IS NULL OR runs.status = :status)
    AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
  ORDER BY created_at DESC, id DESC LIMIT :limit""")
+
+# No index serves a substring of the inputs: the search walks ix_runs_space_created newest first
+# over at most :scan top-level runs of the range (each one's inputs read and matched), so its cost
+# is bounded whatever the space's size. The caller pages on: the next page starts where the scan
+# stopped. `matches` are the hits; the row with `hit = false` is the oldest run scanned.
+SEARCH_RUNS = Statement(
+    "Top-level runs whose inputs contain a text, among the :scan newest of a range older than a cursor.", """
+WITH scan_window AS (
+    SELECT id, workflow_id, version, status, error, created_at, started_at, finished_at,
+           input_tokens, output_tokens, cost, run_mode, parent_run_id, parent_node_id, item_index,
+           source_run_id, rerun_from, inputs
+      FROM runs
+     WHERE space_id = :space AND parent_run_id IS NULL
+       AND (CAST(:wf AS text) IS NULL OR workflow_id = :wf)
+       AND (CAST(:status AS text) IS NULL OR runs.status = :status)
+       AND (CAST(:since AS timestamptz) IS NULL OR created_at >= CAST(:since AS timestamptz))
+       AND (CAST(:b_at AS timestamptz) IS NULL OR (created_at, id) < (CAST(:b_at AS timestamptz), CAST(:b_id AS uuid)))
+     ORDER BY created_at DESC, id DESC LIMIT :scan
+), matches AS (
+    SELECT * FROM scan_window WHERE CAST(inputs AS text) ILIKE :pattern  -- backslash escapes % and _ (LIKE's default)
+     ORDER BY created_at DESC, id DESC LIMIT :limit
+), scan_end AS (
+    SELECT * FROM scan_window ORDER BY created_at, id LIMIT 1
+)
+SELECT matches.*, true AS hit, (SELECT count(*) FROM scan_window) AS scanned FROM matches
+UNION ALL
+SELECT scan_end.*, false, (SELECT count(*) FROM scan_window) FROM scan_end""")
+
+RUN_WAITS = Statement("When each question or form of a run was asked and answered (the timeline's waits).", """
+SELECT node_id, created_at, answered_at FROM run_interrupts WHERE run_id = :id ORDER BY created_at""")
 
 RUN_ANCESTRY = Statement("A run and its ancestors' workflows, from the top run down, with the run's depth.", """
 WITH RECURSIVE chain AS (
