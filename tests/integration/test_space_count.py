@@ -37,6 +37,11 @@ def _running_nodes(settings: Settings) -> int:
     return int(row[0])
 
 
+def _listed_running(store: Store) -> int:
+    """Running nodes of the default space as `relayflow spaces list` shows them."""
+    return next(load.running_nodes for load in store.catalog.space_loads() if load.id == DEFAULT_SPACE)
+
+
 def _submit(settings: Settings) -> tuple[Store, uuid.UUID]:
     store = Store.from_engine(get_engine(settings))
     service = Relayflow(store, DramatiqDispatcher(make_broker(settings), settings.queue_name), settings)
@@ -54,9 +59,11 @@ def test_uncapped_space_runs_nodes_without_counting_them(settings: Settings, tok
     # When both nodes of a space without a cap run at once
     first = store.lifecycle.claim(run_id, "a", lease_s=30, grace_s=0, space_cap=0)
     second = store.lifecycle.claim(run_id, "b", lease_s=30, grace_s=0, space_cap=0)
-    # Then both are claimed and the space's count is not touched, before or after they end
+    # Then both are claimed and the space's count is not touched, before or after they end,
+    # while `relayflow spaces list` still shows both running
     assert first is not None and second is not None
     assert _running_nodes(settings) == 0
+    assert _listed_running(store) == 2
     _commit(store, run_id, "a", first)
     assert _commit(store, run_id, "b", second).remaining == 0
     assert _running_nodes(settings) == 0
@@ -70,9 +77,10 @@ def test_capped_space_counts_exactly_and_an_uncounted_node_never_moves_the_count
     assert uncounted is not None
     # When node b is claimed under the cap: it is counted, and the cap is then full
     counted = store.lifecycle.claim(run_id, "b", lease_s=30, grace_s=0, space_cap=1)
-    assert counted is not None and _running_nodes(settings) == 1
+    assert counted is not None and _running_nodes(settings) == 1 and _listed_running(store) == 2
     # Then the uncounted node's end leaves the count as it is, and the counted one's frees it
     _commit(store, run_id, "a", uncounted)
     assert _running_nodes(settings) == 1
+    assert _listed_running(store) == 1
     _commit(store, run_id, "b", counted)
-    assert _running_nodes(settings) == 0
+    assert _running_nodes(settings) == 0 and _listed_running(store) == 0
