@@ -3,6 +3,7 @@
 Everything the benchmark touches is its own: the database `relayflow_bench` (dropped if left
 over, created, migrated with `engine.db.migrate`, dropped at the end), Redis database 14
 (cleared with FLUSHDB on that database only) and queue names `bench_<system>_<random>`.
+`BENCH_DB_NAME` and `BENCH_REDIS_DB` move both, so two sittings on one machine do not collide.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ import psycopg
 import redis as redis_lib
 
 ROOT = Path(__file__).resolve().parent.parent
-DB_NAME = "relayflow_bench"
-REDIS_DB = 14
+DB_NAME = os.environ.get("BENCH_DB_NAME", "relayflow_bench")
+if not DB_NAME.replace("_", "").isalnum():  # it is spliced into DROP DATABASE
+    raise ValueError(f"BENCH_DB_NAME must be a plain identifier, not {DB_NAME!r}")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
 PROCESSES, THREADS = 2, 8
 POLL_S = 0.05
 

@@ -15,18 +15,19 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import REDIS_DB, _with_path, libpq_url  # noqa: E402
+from bench.harness import DB_NAME, REDIS_DB, _with_path, libpq_url  # noqa: E402
 from bench.inprocess import InProcess  # noqa: E402
 
-DB = "relayflow_bench_hot"
+DB = f"{DB_NAME}_hot"  # relayflow_bench_hot unless BENCH_DB_NAME moves it
 
 
-def wal_pass(inproc: InProcess, runs: int, nodes: int) -> dict[str, int]:
+def wal_pass(inproc: InProcess, runs: int, nodes: int) -> dict[str, Any]:
     """WAL bytes per node of this database only (pg_walinspect), by relation and record kind.
 
     `pg_current_wal_insert_lsn` is server-wide, so on a shared server the plain difference counts
@@ -37,7 +38,12 @@ def wal_pass(inproc: InProcess, runs: int, nodes: int) -> dict[str, int]:
 
     wf = inproc._workflow("walpass", nodes)
     inproc._submit(wf, runs)()
+    hot_sql = ("SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+               "WHERE relname IN ('runs', 'node_runs', 'run_events', 'spaces')")
+    time.sleep(11)  # backends flush their table statistics when idle, at least every 10 s
+    stats_before = {r[0]: r[1:] for r in inproc.meta.execute(hot_sql).fetchall()}
     totals: dict[str, int] = {}
+    kinds: dict[str, int] = {}
     executed = 0
     while len(inproc.worker.messages):  # small windows, read at once: a busy server recycles WAL segments quickly
         start = wal_lsn(inproc.meta)
@@ -48,19 +54,35 @@ def wal_pass(inproc: InProcess, runs: int, nodes: int) -> dict[str, int]:
         end = wal_lsn(inproc.meta)
         while int(inproc.meta.execute("SELECT pg_current_wal_flush_lsn() - '0/0'").fetchone()[0]) < end:  # type: ignore[index]
             time.sleep(0.02)  # the claims commit asynchronously: wait until the window is on disk
-        for name, total in inproc.meta.execute("""
+        for name, kind, total, count, fpi in inproc.meta.execute("""
             WITH w AS (
-                SELECT w.record_length AS len, w.resource_manager || ' ' || w.record_type AS kind,
+                -- full-page images (the first change of a page after a checkpoint) counted apart: they
+            -- depend on when the checkpoint fell, not on the statements
+            SELECT w.record_length - w.fpi_length AS len, w.fpi_length AS fpi, w.resource_manager || ' ' || w.record_type AS kind,
                        regexp_match(w.block_ref, 'rel \\d+/(\\d+)/(\\d+)') AS ref
                   FROM pg_get_wal_records_info('0/0'::pg_lsn + %s::numeric, '0/0'::pg_lsn + %s::numeric) w)
-            SELECT coalesce(c.relname, w.kind), sum(w.len)::bigint
+            SELECT coalesce(c.relname, w.kind), w.kind, sum(w.len)::bigint, count(*), sum(w.fpi)::bigint
               FROM w LEFT JOIN pg_class c ON c.relfilenode = w.ref[2]::oid
              WHERE w.ref IS NULL AND w.kind LIKE 'Transaction%%'
                 OR w.ref[1]::oid = (SELECT oid FROM pg_database WHERE datname = current_database())
-             GROUP BY 1""", (start, end)).fetchall():
+             GROUP BY 1, 2""", (start, end)).fetchall():
             totals[str(name)] = totals.get(str(name), 0) + int(total)
-    out = {name: round(total / executed) for name, total in sorted(totals.items(), key=lambda kv: -kv[1])}
+            totals["full-page images"] = totals.get("full-page images", 0) + int(fpi)
+            kinds[f"{name} {kind}"] = kinds.get(f"{name} {kind}", 0) + int(total)
+            kinds[f"{name} {kind} (records)"] = kinds.get(f"{name} {kind} (records)", 0) + int(count)
+    time.sleep(11)
+    stats_after = {r[0]: r[1:] for r in inproc.meta.execute(hot_sql).fetchall()}
+    out: dict[str, Any] = {name: round(total / executed) for name, total in sorted(totals.items(), key=lambda kv: -kv[1])}
     out["total (commit records of other databases included)"] = sum(out.values())
+    out["total without full-page images"] = out["total (commit records of other databases included)"] - out["full-page images"]
+    # by relation and WAL record kind (bytes, and records per node): which writes make the bytes
+    # rows inserted, updated and HOT-updated per node: a non-HOT update writes every index
+    out["rows_per_node"] = {
+        rel: dict(zip(("inserted", "updated", "hot_updated"),
+                      (round((a - b) / executed, 2) for a, b in zip(stats_after[rel], stats_before[rel], strict=True)),
+                      strict=True))
+        for rel in sorted(stats_after)}
+    out["by_record"] = {k: round(v / executed, 2) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
     return out
 
 

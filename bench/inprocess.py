@@ -14,6 +14,7 @@ under cProfile (this thread's CPU by package).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -41,7 +42,10 @@ class InProcess:
 
         self.bench_url, self.redis_url = bench_url, redis_url
         self.meta = psycopg.connect(bench_url, autocommit=True)
-        settings = Settings(database_url=bench_url, redis_url=redis_url, queue_name=queue)
+        # the workers' settings in the throughput phase (harness.py): no per-space cap, so one space
+        # uses the whole pool; `bench/hot_path.py` with RELAYFLOW_SPACE_MAX_RUNNING_NODES=8 measures a capped space
+        settings = Settings(database_url=bench_url, redis_url=redis_url, queue_name=queue,
+                            space_max_running_nodes=int(os.environ.get("RELAYFLOW_SPACE_MAX_RUNNING_NODES", "0")))
         self.worker_engine = get_engine(settings, pre_ping=False)  # as workers/runtime.py
         self.api_engine = get_engine(settings)                     # as api/runtime.py
         self.tracer = LibpqTracer(workdir)

@@ -244,6 +244,9 @@ class NodeRun(Base):
     # The worker (`workers.id`) whose claim started the current or last attempt (migration 0011);
     # no foreign key: a worker's row goes when it stops, its history stays.
     worker: Mapped[str | None] = mapped_column(Text)
+    # Whether that claim counted the node in its space's `running_nodes` (its space had a cap);
+    # the count's trigger counts only such nodes (migration 0016).
+    counted: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

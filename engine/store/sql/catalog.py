@@ -13,8 +13,13 @@ INSERT_SPACE_NAMED_BY_ID = Statement("Create a space named by its id unless it e
 SET_SPACE_CAP = Statement("Set a space's cap on running nodes (NULL: the deployment's default).",
                           "UPDATE spaces SET max_running_nodes = :cap WHERE id = :id")
 
+# `running_nodes` counts only the nodes claimed while their space had a cap (migration 0016); the
+# others running are counted from their rows (an operator's command, off the hot path).
 SPACE_LOADS = Statement("Every space with its cap, its running nodes and its nodes waiting for a slot.", """
-SELECT s.id, s.max_running_nodes, s.running_nodes,
+SELECT s.id, s.max_running_nodes,
+       s.running_nodes + (SELECT count(*) FROM runs r JOIN node_runs n ON n.run_id = r.id
+                           WHERE r.space_id = s.id AND r.status IN ('queued', 'running', 'interrupted')
+                             AND n.status = 'running' AND NOT n.counted) AS running_nodes,
        (SELECT count(*) FROM space_waiters w WHERE w.space_id = s.id) AS waiting
   FROM spaces s ORDER BY s.id""")
 

@@ -176,9 +176,10 @@ RUN_BY_IDEMPOTENCY_KEY = Statement(
 # with its old epoch, so the worker's commit is fenced out and the reconciler re-sends the node.
 # The node's commit (synchronous, and before any message is sent) flushes the claim's WAL too.
 #
-# Fair share: the space's row is locked after the run's (`space_slot`); a locking read returns the
-# latest committed `running_nodes` (kept exact by a trigger on node_runs, migration 0005), so two
-# claims of one space cannot both take its last slot. A node over the cap is not claimed: it stays
+# Fair share: the space's row is locked after the run's (`capped_slot`); a locking read returns the
+# latest committed `running_nodes` (kept exact by a trigger on node_runs, migrations 0005, 0016), so
+# two claims of one space cannot both take its last slot. A space without a cap is not locked and
+# its nodes are not counted. A node over the cap is not claimed: it stays
 # queued, costs no attempt, and joins the space's waitlist (`waitlisted`); a freed slot wakes it.
 # A refusal decided on the snapshot alone can miss a slot freed meanwhile; the releasing worker
 # wakes a waiter if it sees one, else the reconciler's next sweep does.
@@ -188,14 +189,21 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
 ), run_lock AS MATERIALIZED (
     SELECT id, status, version_id, body, deadline_at, inputs, space_id, rerun_from, overrides
       FROM runs WHERE id = :run FOR UPDATE
-), space_slot AS MATERIALIZED (
-    -- a row only if the space has room: checked on the snapshot first (a full space is refused
-    -- without taking its lock, so refusals run in parallel), then again on the latest committed
-    -- row once locked (FOR ... re-checks the WHERE on a row updated since the snapshot)
+), capped_slot AS MATERIALIZED (
+    -- a row only if the space has a cap and room: checked on the snapshot first (a full space is
+    -- refused without taking its lock, so refusals run in parallel), then again on the latest
+    -- committed row once locked (FOR ... re-checks the WHERE on a row updated since the snapshot)
     SELECT s.id FROM spaces s, run_lock
      WHERE s.id = run_lock.space_id
-       AND (coalesce(s.max_running_nodes, :cap) <= 0 OR s.running_nodes < coalesce(s.max_running_nodes, :cap))
+       AND coalesce(s.max_running_nodes, :cap) > 0 AND s.running_nodes < coalesce(s.max_running_nodes, :cap)
        FOR NO KEY UPDATE OF s
+), space_slot AS MATERIALIZED (
+    -- a space without a cap has room, and its row is neither locked nor counted into (migration
+    -- 0016: `counted`), so its nodes do not queue on one row
+    SELECT s.id, false AS counted FROM spaces s, run_lock
+     WHERE s.id = run_lock.space_id AND coalesce(s.max_running_nodes, :cap) <= 0
+    UNION ALL
+    SELECT capped_slot.id, true FROM capped_slot
 ), refused_node AS (  -- read only when the space is full (`waitlisted`)
     SELECT n.id, n.queued_at FROM node_runs n, run_lock
      WHERE n.run_id = run_lock.id AND n.node_id = :node AND run_lock.status IN ('queued', 'running', 'interrupted')
@@ -208,7 +216,8 @@ WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off'
            attempts = n.attempts + CASE WHEN n.resume IS NULL THEN 1 ELSE 0 END,
            lease_expires_at = now() + make_interval(secs => :lease_s),
            started_at = coalesce(n.started_at, now()), next_attempt_at = NULL,
-           worker = CAST(:worker AS text)  -- the claiming worker process (diagnosis names it)
+           worker = CAST(:worker AS text),  -- the claiming worker process (diagnosis names it)
+           counted = space_slot.counted     -- in the space's running_nodes (it has a cap)
       FROM run_lock, space_slot
      WHERE n.run_id = run_lock.id AND n.node_id = :node AND run_lock.status IN ('queued', 'running', 'interrupted')
        AND (n.status = 'queued'
