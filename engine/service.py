@@ -27,7 +27,7 @@ from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import ModelChoice, unknown_model_errors
 from engine.nodes.prompt_ref import missing_prompt_errors, prompt_refs
 from engine.notify import Notifier, NullNotifier
-from engine.reruns import Reruns
+from engine.reruns import RERUNS_SHOWN, Reruns
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
 from engine.store import NewRun, Store
@@ -155,7 +155,7 @@ class Relayflow:
 
     def get_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:
         """The run object of API.md."""
-        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id)
+        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id, RERUNS_SHOWN)
         if found is None:
             raise RunNotFound(f"Run {run_id} not found.")
         run, rows = found
@@ -218,7 +218,7 @@ class Relayflow:
 
     def resume_run(self, space_id: str, run_id: str, event_id: str, data: Any) -> dict[str, Any]:
         """Answer the run's oldest pending interrupt, exactly once; the node then finishes with the answer."""
-        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id)
+        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id, RERUNS_SHOWN)
         if found is None:
             raise RunNotFound(f"Run {run_id} not found.")
         run, _rows = found

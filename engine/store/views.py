@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from engine.statuses import RunStatus
 from engine.store.sql import reads as sql
 
 
@@ -20,21 +19,23 @@ class ViewStore:
         # (under READ COMMITTED a transaction would give them no common snapshot anyway).
         self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def run_with_nodes(self, run_id: uuid.UUID, space_id: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """The run row and its node rows, or None if the space has no such run."""
+    def run_with_nodes(self, run_id: uuid.UUID, space_id: str | None,
+                       reruns: int = 20) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The run row (with its pending `interrupt` and newest `reruns` ids, at most `reruns`) and its
+        node rows, in one statement; None if the space has no such run."""
         with self.reads.connect() as conn:
-            row = conn.execute(sql.GET_RUN.clause,
-                {"id": run_id, "space": space_id}).mappings().first()
-            if row is None:
-                return None
-            run = dict(row)
-            run["interrupt"] = None
-            if run["status"] == RunStatus.INTERRUPTED:
-                first = conn.execute(sql.FIRST_PENDING_INTERRUPT.clause,
-                    {"id": run_id}).mappings().first()
-                run["interrupt"] = dict(first) if first else None
-            nodes = conn.execute(sql.RUN_NODES.clause, {"id": run_id}).mappings().all()
-        return run, [dict(n) for n in nodes]
+            row = conn.execute(sql.POLL_RUN.clause,
+                {"id": run_id, "space": space_id, "reruns": reruns}).mappings().first()
+        if row is None:
+            return None
+        run = dict(row)
+        nodes = run.pop("nodes") or []
+        for node in nodes:
+            for moment in ("started_at", "finished_at"):
+                if node[moment] is not None:
+                    node[moment] = datetime.fromisoformat(node[moment])
+        run["reruns"] = [str(r) for r in run["reruns"]]
+        return run, nodes
 
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
                   before: tuple[datetime, uuid.UUID] | None, limit: int,
