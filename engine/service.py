@@ -131,16 +131,22 @@ class Relayflow:
             if version is None:
                 raise NotPublished(f"Workflow {workflow_id} has no published version; publish it first "
                                    f"(POST /v1/workflows/{workflow_id}/publish).")
-        record = self.store.catalog.get_version(workflow_id, space_id, version)
-        compiled = self.versions.get(record.id)
-        if inputs is not None and not isinstance(inputs, dict):
-            raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
-        clean = compiled.validate_inputs(inputs or {})
-        submitted = self.store.lifecycle.insert_run(NewRun(
-            run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=record.id,
-            version=record.version, inputs=clean, node_count=len(compiled.nodes),
-            roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
-            idempotency_key=idempotency_key, deadline_s=compiled.deadline_s, run_mode=run_mode))
+        for _ in range(3):  # a newer latest version stored meanwhile by another process: validate against it
+            version_id, number, compiled = self.versions.resolve(space_id, workflow_id, version)
+            if inputs is not None and not isinstance(inputs, dict):
+                raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
+            clean = compiled.validate_inputs(inputs or {})
+            submitted = self.store.lifecycle.insert_run(NewRun(
+                run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=version_id,
+                version=number, inputs=clean, node_count=len(compiled.nodes),
+                roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
+                idempotency_key=idempotency_key, deadline_s=compiled.deadline_s, run_mode=run_mode,
+                latest=version is None))
+            if not submitted.stale:
+                break
+            self.versions.forget_latest(space_id, workflow_id)
+        else:
+            raise InvalidTransition(f"Workflow {workflow_id} kept getting new versions; submit again.")
         if submitted.workflow_id != workflow_id:
             # As Stripe does for a key reused with other parameters: answering with another
             # workflow's run would tell the client its run started when it never will.
