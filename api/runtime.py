@@ -48,7 +48,7 @@ def runtime() -> Runtime:
             found = holder.get(os.getpid())
             if found is None:
                 settings: Settings = current_app.config["RELAYFLOW_SETTINGS"]
-                store = Store.from_engine(get_engine(settings))
+                store = Store.from_engine(get_engine(settings, pre_ping="socket"))  # no ping round trip
                 broker = make_broker(settings)
                 notifier = RedisNotifier(broker.client, settings.queue_name)
                 service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings, notifier)

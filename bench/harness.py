@@ -22,8 +22,9 @@ import psycopg
 import redis as redis_lib
 
 ROOT = Path(__file__).resolve().parent.parent
-DB_NAME = "relayflow_bench"
-REDIS_DB = 14
+# Overridable so that two engineers' benchmarks on one machine do not drop each other's database
+DB_NAME = os.environ.get("RELAYFLOW_BENCH_DB", "relayflow_bench")
+REDIS_DB = int(os.environ.get("RELAYFLOW_BENCH_REDIS_DB", "14"))
 PROCESSES, THREADS = 2, 8
 POLL_S = 0.05
 
