@@ -82,7 +82,7 @@ class Conn:
     """One keep-alive connection with a bearer token, and the gunicorn process that serves it."""
 
     def __init__(self, web: WebProcess, token: str) -> None:
-        self.http = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+        self.http = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)  # a first request loads the app
         _OPEN.append(self.http)
         self.headers = {"Authorization": f"Bearer {token}"}
         status = self.get()
