@@ -124,6 +124,9 @@ class Hub:
                 config["retry_policy"] = RetryPolicy(**config["retry_policy"])
                 router = litellm.Router(**config) if config["model_list"] else None
                 self.registry, self._router = registry, router
+                log.info("model router built", extra={"event": "models.router_built",
+                                                      "generation": generation.id if generation else None,
+                                                      "models": len(registry.models)})
             return self.registry, self._router
 
 
