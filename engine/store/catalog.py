@@ -70,6 +70,11 @@ class CatalogStore:
         # (under READ COMMITTED a transaction would give them no common snapshot anyway).
         self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
+    def schema_revisions(self) -> set[str]:
+        """The migration revision(s) the database is at (empty: never migrated)."""
+        with self.reads.connect() as conn:
+            return set(conn.execute(sql.SCHEMA_REVISION.clause).scalars())
+
     # -- spaces and tokens --------------------------------------------------------------------
     def ensure_space(self, space_id: str, name: str) -> None:
         """Create the space unless it exists."""

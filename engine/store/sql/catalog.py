@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from engine.store.sql import Statement
 
+# -- schema ---------------------------------------------------------------------------------------
+SCHEMA_REVISION = Statement("The migration the database is at (Alembic's own table).",
+                            "SELECT version_num FROM alembic_version")
+
 # -- spaces ---------------------------------------------------------------------------------------
 INSERT_SPACE = Statement("Create a space unless it exists.",
                          "INSERT INTO spaces (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING")
