@@ -2,8 +2,8 @@
 
 Keyed by the token's hash; an entry lives `ttl_s` (RELAYFLOW_TOKEN_CACHE_S). What it keeps true:
 
-- **A revoked token is refused by every web process within `recheck_s` (1 s) of the revocation's
-  commit, whatever happens to Redis.** Postgres decides, not Redis: an entry is served only while
+- **A revoked token is refused by every web process within `recheck_s` (0.5 s; the promise is a
+  second) of the revocation's commit, whatever happens to Redis.** Postgres decides, not Redis: an entry is served only while
   the token table's *generation* (count of tokens, count of revoked ones, newest id; read in the
   same statement as the entry) equals the generation this process read less than `recheck_s` ago.
   Every revocation raises it (revoked_at is never cleared), so the first request after a

@@ -50,7 +50,8 @@ class ViewStore:
                 try:
                     with conn.cursor(row_factory=dict_row) as cur:
                         cur.execute(sql.POLL_RUN.pyformat, params)
-                        return cur.fetchone()
+                        row: dict[str, Any] | None = cur.fetchone()
+                        return row
                 finally:
                     if not conn.closed:
                         conn.autocommit = False
