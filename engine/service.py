@@ -77,6 +77,7 @@ class Relayflow:
         check_no_recursion(self.store, space_id, workflow_id, name or current["name"], doc)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
         self.versions.put(record.id, compiled)
+        self.versions.forget_latest(space_id, workflow_id)  # other processes learn it at their next submit
         return {"workflow_id": record.workflow_id, "version": record.version}
 
     def _check_operator_caps(self, compiled: CompiledWorkflow) -> None:
