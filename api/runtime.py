@@ -18,7 +18,8 @@ from engine.service import Relayflow
 from engine.settings import Settings
 from engine.store import Store
 from engine.streams import StreamRegistry
-from engine.tokens import Principal, authenticate
+from engine.token_cache import TokenCache
+from engine.tokens import Principal
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Runtime:
     follower: RunFollower
     limiter: FailedAuthLimiter
     streams: StreamRegistry
+    tokens: TokenCache
 
 
 _lock = threading.Lock()
@@ -46,7 +48,7 @@ def runtime() -> Runtime:
             found = holder.get(os.getpid())
             if found is None:
                 settings: Settings = current_app.config["RELAYFLOW_SETTINGS"]
-                store = Store.from_engine(get_engine(settings))
+                store = Store.from_engine(get_engine(settings, pre_ping="socket"))  # no ping round trip
                 broker = make_broker(settings)
                 notifier = RedisNotifier(broker.client, settings.queue_name)
                 service = Relayflow(store, DramatiqDispatcher(broker, settings.queue_name), settings, notifier)
@@ -56,7 +58,9 @@ def runtime() -> Runtime:
                 streams = StreamRegistry(store, broker.client, settings.queue_name,
                                          limit=settings.max_streams_per_token,
                                          recheck_s=settings.stream_recheck_s, slot_ttl_s=settings.stream_slot_ttl_s)
-                found = Runtime(settings, store, service, broker.client, follower, limiter, streams)
+                tokens = TokenCache(store.catalog, broker.client, settings.queue_name, settings.token_cache_s,
+                                    settings.token_recheck_s)
+                found = Runtime(settings, store, service, broker.client, follower, limiter, streams, tokens)
                 holder[os.getpid()] = found
     return found
 
@@ -65,7 +69,8 @@ def principal(scope: str | None = None) -> Principal:
     """The caller, authenticated from the bearer token (cached on the request).
 
     An address with too many failed attempts gets 429 before its token is looked up; a failure
-    is counted (engine/auth_limit.py), a success costs no Redis round trip.
+    is counted (engine/auth_limit.py), a success costs no Redis round trip, and a token this process
+    verified lately no database round trip (engine/token_cache.py).
     """
     found: Principal | None = g.get("principal")
     if found is None:
@@ -73,7 +78,7 @@ def principal(scope: str | None = None) -> Principal:
         address = request.remote_addr or "unknown"
         rt.limiter.check(address)
         try:
-            found = authenticate(rt.store, request.headers.get("Authorization"))
+            found = rt.tokens.principal(request.headers.get("Authorization"))
         except Unauthorized:
             rt.limiter.failed(address)  # 429 once over the limit, else the 401 below
             raise

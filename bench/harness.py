@@ -23,10 +23,11 @@ import psycopg
 import redis as redis_lib
 
 ROOT = Path(__file__).resolve().parent.parent
-DB_NAME = os.environ.get("BENCH_DB_NAME", "relayflow_bench")
+# Overridable so that two benchmarks on one machine do not drop each other's database
+DB_NAME = os.environ.get("BENCH_DB_NAME") or os.environ.get("RELAYFLOW_BENCH_DB", "relayflow_bench")
 if not DB_NAME.replace("_", "").isalnum():  # it is spliced into DROP DATABASE
     raise ValueError(f"BENCH_DB_NAME must be a plain identifier, not {DB_NAME!r}")
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB") or os.environ.get("RELAYFLOW_BENCH_REDIS_DB", "14"))
 PROCESSES, THREADS = 2, 8
 POLL_S = 0.05
 

@@ -122,15 +122,15 @@ def percentiles_ms(values_s: list[float]) -> dict[str, Any]:
             "max_ms": round(1000 * ordered[-1], 2), "mean_ms": round(1000 * sum(ordered) / len(ordered), 2)}
 
 
-def wait_http_ready(base_url: str, supervisor: Supervisor, timeout_s: float = 60.0) -> None:
-    """Poll /healthz until the web server answers 200."""
+def wait_http_ready(base_url: str, supervisor: Supervisor, timeout_s: float = 60.0, path: str = "/healthz") -> None:
+    """Poll `path` (/healthz) until the web server answers 200."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         dead = supervisor.dead()
         if dead is not None:
             raise BenchError(f"{dead.name} exited: {dead.tail()}")
         try:
-            if httpx.get(f"{base_url}/healthz", timeout=2.0).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

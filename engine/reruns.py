@@ -188,7 +188,9 @@ class Reruns:
         if run.get("source_run_id") is not None:
             for node in nodes:
                 node["reused"] = node["attempts"] == 0 and node["status"] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED)
-        reruns = self.service.store.reruns.reruns_of(run["id"], space_id or run["space_id"], RERUNS_SHOWN)
+        reruns = run.get("reruns")  # read with the run by a poll (ViewStore.run_with_nodes)
+        if reruns is None:
+            reruns = self.service.store.reruns.reruns_of(run["id"], space_id or run["space_id"], RERUNS_SHOWN)
         return {"source_run_id": str(run["source_run_id"]) if run.get("source_run_id") else None,
                 "rerun_from": run.get("rerun_from"), "reruns": reruns}
 

@@ -29,7 +29,7 @@ from engine.nodes.code import memory_cap_errors
 from engine.nodes.llm import ModelChoice, unknown_model_errors
 from engine.nodes.prompt_ref import missing_prompt_errors, prompt_refs
 from engine.notify import Notifier, NullNotifier
-from engine.reruns import Reruns
+from engine.reruns import RERUNS_SHOWN, Reruns
 from engine.settings import Settings
 from engine.statuses import FINAL_STATUSES, LIVE_STATUSES, NodeStatus, RunStatus
 from engine.store import NewRun, Store
@@ -81,6 +81,7 @@ class Relayflow:
         check_no_recursion(self.store, space_id, workflow_id, name or current["name"], doc)
         record = self.store.catalog.add_version(workflow_id, space_id, doc, _node_facts(compiled), name, description)
         self.versions.put(record.id, compiled)
+        self.versions.forget_latest(space_id, workflow_id)  # other processes learn it at their next submit
         return {"workflow_id": record.workflow_id, "version": record.version}
 
     def _check_operator_caps(self, compiled: CompiledWorkflow) -> None:
@@ -135,16 +136,22 @@ class Relayflow:
             if version is None:
                 raise NotPublished(f"Workflow {workflow_id} has no published version; publish it first "
                                    f"(POST /v1/workflows/{workflow_id}/publish).")
-        record = self.store.catalog.get_version(workflow_id, space_id, version)
-        compiled = self.versions.get(record.id)
-        if inputs is not None and not isinstance(inputs, dict):
-            raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
-        clean = compiled.validate_inputs(inputs or {})
-        submitted = self.store.lifecycle.insert_run(NewRun(
-            run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=record.id,
-            version=record.version, inputs=clean, node_count=len(compiled.nodes),
-            roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
-            idempotency_key=idempotency_key, deadline_s=compiled.deadline_s, run_mode=run_mode))
+        for _ in range(3):  # a newer latest version stored meanwhile by another process: validate against it
+            version_id, number, compiled = self.versions.resolve(space_id, workflow_id, version)
+            if inputs is not None and not isinstance(inputs, dict):
+                raise InvalidInputs(errors=[{"field": "inputs", "message": "must be an object"}])
+            clean = compiled.validate_inputs(inputs or {})
+            submitted = self.store.lifecycle.insert_run(NewRun(
+                run_id=uuid.uuid4(), space_id=space_id, workflow_id=workflow_id, version_id=version_id,
+                version=number, inputs=clean, node_count=len(compiled.nodes),
+                roots=[(n, 0, compiled.nodes[n].join == "any") for n in compiled.roots],
+                idempotency_key=idempotency_key, deadline_s=compiled.deadline_s, run_mode=run_mode,
+                latest=version is None))
+            if not submitted.stale:
+                break
+            self.versions.forget_latest(space_id, workflow_id)
+        else:
+            raise InvalidTransition(f"Workflow {workflow_id} kept getting new versions; submit again.")
         if submitted.workflow_id != workflow_id:
             # As Stripe does for a key reused with other parameters: answering with another
             # workflow's run would tell the client its run started when it never will.
@@ -160,7 +167,7 @@ class Relayflow:
 
     def get_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:
         """The run object of API.md."""
-        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id)
+        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id, RERUNS_SHOWN)
         if found is None:
             raise RunNotFound(f"Run {run_id} not found.")
         run, rows = found
@@ -248,7 +255,7 @@ class Relayflow:
 
     def resume_run(self, space_id: str, run_id: str, event_id: str, data: Any) -> dict[str, Any]:
         """Answer the run's oldest pending interrupt, exactly once; the node then finishes with the answer."""
-        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id)
+        found = self.store.views.run_with_nodes(_run_uuid(run_id), space_id, RERUNS_SHOWN)
         if found is None:
             raise RunNotFound(f"Run {run_id} not found.")
         run, _rows = found

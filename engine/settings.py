@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     # web processes) before 429, in a fixed window
     auth_failure_limit: int = 20
     auth_failure_window_s: int = 60
+    # Verified tokens cached per web process (engine/token_cache.py): an entry lives token_cache_s
+    # (0: no cache, a lookup per request); a revocation reaches every process within token_recheck_s
+    # (0.5 s: the promise is a second, with room for the re-read itself)
+    # Each worker process imports LiteLLM and builds its Router at start, in a background thread
+    # (off the message path), so the first LLM node does not wait for it; false: on first use
+    worker_warm_llm: bool = True
+    token_cache_s: float = 30.0
+    token_recheck_s: float = 0.5
 
     # Code sandbox (issue 9, item 1): see engine/nodes/sandbox.py and docs/configuration.md.
     code_sandbox: Literal["bwrap", "none"] = "bwrap"

@@ -21,7 +21,7 @@ from engine.errors import Forbidden, InvalidInputs, InvalidTransition, TokenNotF
 
 if TYPE_CHECKING:  # the CLI imports this module for its constants: keep SQLAlchemy out of its start
     from engine.store import Store
-    from engine.store.catalog import TokenInfo
+    from engine.store.catalog import TokenInfo, TokenRecord
 
 TOKEN_PREFIX = "rf_"
 SPACE_SCOPES = ("run", "manage", "admin")
@@ -167,22 +167,32 @@ def revoke_token(store: Store, token_id: int, space_id: str | None) -> datetime:
     return revoked_at
 
 
-def authenticate(store: Store, header: str | None) -> Principal:
-    """Resolve an `Authorization: Bearer …` header, or raise Unauthorized saying why."""
+def bearer_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer …` header, or raise Unauthorized saying what is wrong."""
     if not header:
         raise Unauthorized("Missing Authorization header; send 'Authorization: Bearer <token>'.")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Malformed Authorization header; expected 'Bearer <token>'.")
-    record = store.catalog.use_token(hash_token(token))
+    return token
+
+
+def principal_of(record: TokenRecord | None, now: datetime | None = None) -> Principal:
+    """Who a stored token acts as, or raise Unauthorized: unknown, revoked, or expired at `now`."""
     if record is None:
         raise Unauthorized("Unknown token; check that it was copied whole.")
     if record.revoked_at is not None:
         raise Unauthorized(f"This token was revoked at {record.revoked_at.isoformat(timespec='seconds')}.")
-    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+    if record.expires_at is not None and record.expires_at <= (now or datetime.now(UTC)):
         raise Unauthorized(f"This token expired at {record.expires_at.isoformat(timespec='seconds')}.")
     return Principal(record.space_id, record.id, frozenset(record.scopes), record.owner)
+
+
+def authenticate(store: Store, header: str | None) -> Principal:
+    """Resolve an `Authorization: Bearer …` header, or raise Unauthorized saying why (no cache:
+    the web processes use engine/token_cache.py)."""
+    return principal_of(store.catalog.use_token(hash_token(bearer_token(header))))
 
 
 def ensure_local_token(database_url: str, token_file: Path | None = None) -> str:

@@ -144,7 +144,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(database_url=database_url, redis_url=redis_url,
                     queue_name=f"rf_{uuid.uuid4().hex[:8]}", lease_s=3.0, lease_renew_every_s=1.0,
                     reconcile_every_s=0.5, resend_queued_after_s=2.0, retry_grace_s=0.5,
-                    redis_heartbeat_timeout_ms=2000, http_allow_private=True, sse_keepalive_s=1.0)
+                    redis_heartbeat_timeout_ms=2000, http_allow_private=True, sse_keepalive_s=1.0,
+                    # LiteLLM's import costs seconds of CPU in every worker process: tests that
+                    # want it at start (test_llm_warmup.py) turn it back on
+                    worker_warm_llm=False)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -154,7 +157,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"})
     for name in ("queue_name", "lease_s", "lease_renew_every_s", "reconcile_every_s",
                  "resend_queued_after_s", "retry_grace_s", "redis_heartbeat_timeout_ms",
-                 "http_allow_private", "max_crashes", "sse_keepalive_s", "worker_heartbeat_s",
+                 "http_allow_private", "max_crashes", "sse_keepalive_s", "worker_heartbeat_s", "worker_warm_llm",
                  # limits for untrusted authors (tests/security lower them)
                  "definition_max_bytes", "definition_max_depth", "definition_max_nodes", "template_max_chars",
                  "node_input_max_bytes", "node_output_max_bytes", "run_output_max_bytes", "node_timeout_grace_s"):

@@ -12,6 +12,7 @@ import multiprocessing.util
 import os
 import secrets
 import socket
+import sys
 import threading
 
 import dramatiq
@@ -89,6 +90,8 @@ class WorkerRuntime(dramatiq.Middleware):
             warn_unsandboxed()  # the operator's opt-out, said loudly at every worker start
         else:
             threading.Thread(target=self._check_sandbox, name="relayflow-sandbox-check", daemon=True).start()
+        if self.settings.worker_warm_llm:
+            threading.Thread(target=self._warm_llm, args=(executor,), name="relayflow-warm-llm", daemon=True).start()
         reconciler = Reconciler(executor, executor.dispatcher, self.settings)
         self._heartbeat = threading.Thread(target=self._keep_beating, args=(executor,), name="relayflow-heartbeat",
                                            daemon=True)
@@ -104,6 +107,21 @@ class WorkerRuntime(dramatiq.Middleware):
             thread.start()
         if self.settings.metrics_port is not None:
             metrics.serve(self.settings.metrics_port)
+
+    def _warm_llm(self, executor: Executor) -> None:
+        """LiteLLM takes seconds to import: pay it now, beside the messages, not in the first LLM node."""
+        if sys.platform == "linux":
+            # This thread only (Linux schedules threads as tasks): the warm-up yields the CPU to
+            # whatever else is starting, `relayflow up`'s web server first, which it slowed ~2.5x.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass
+        try:
+            spent_s = executor.models.warm()
+            log.info("LiteLLM is warm", extra={"event": "worker.llm_warm", "seconds": round(spent_s, 2)})
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first LLM node pays the import
+            log.warning("could not warm LiteLLM up; the first LLM node will", exc_info=True)
 
     def _check_sandbox(self) -> None:
         """Say at start, not at the first author's run, when code nodes cannot run here."""

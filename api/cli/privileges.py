@@ -57,9 +57,10 @@ def child_account(data_dir: Path, env: dict[str, str], project_root: Path) -> tu
     os.chown(home, account.uid, account.gid)
     env.update(HOME=str(home), USER=account.name, LOGNAME=account.name)
     changed = grant_search([home], account)
-    if _can_start(account, env) is not None:
+    why = _can_start(account, env)  # ~2 s (it imports the project): probe again only after granting search
+    if why is not None:
         changed += grant_search(_needed_paths(project_root), account)
-    why = _can_start(account, env)
+        why = _can_start(account, env)
     if why is not None:
         raise ServiceUnavailable(
             f"`relayflow up` as root runs its web server and workers as the unprivileged user '{account.name}', "

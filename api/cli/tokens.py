@@ -130,4 +130,21 @@ def revoke(token_id: int) -> None:
     """Revoke the token with id TOKEN_ID (see `relayflow tokens list`): it answers 401 from now on."""
     with _store() as store:
         revoked_at = token_ops.revoke_token(store, token_id, None)
+    _announce(token_id)
     console.print(f"[green]✔[/] token {token_id} revoked at {_when(revoked_at)}")
+
+
+def _announce(token_id: int) -> None:
+    """Tell the web processes at once (they would refuse the token within RELAYFLOW_TOKEN_RECHECK_S anyway)."""
+    _, redis_url = embedded_urls()
+    if not redis_url:
+        return
+    import redis
+
+    from engine.token_cache import announce_revocation
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        announce_revocation(client, get_settings().queue_name, token_id)
+    finally:
+        client.close()

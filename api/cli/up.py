@@ -190,7 +190,7 @@ def up(demo: bool, exit_after_demo: bool, port: int, workers: int) -> None:
                 embedded = servers.start()
             database_url, redis_url = database_url or embedded[0], redis_url or embedded[1]
         with console.status("Migrating the database…"):
-            upgrade(database_url)
+            upgrade(database_url, unless_current=True)  # a restart at head skips Alembic
             token = ensure_local_token(database_url, token_file=settings.data_dir / "token")
         env = child_env(database_url, redis_url)
         # as root, every process started below runs as the unprivileged service user

@@ -125,7 +125,33 @@ class Hub:
                 config["retry_policy"] = RetryPolicy(**config["retry_policy"])
                 router = litellm.Router(**config) if config["model_list"] else None
                 self.registry, self._router = registry, router
+                log.info("model router built", extra={"event": "models.router_built",
+                                                      "generation": generation.id if generation else None,
+                                                      "models": len(registry.models)})
             return self.registry, self._router
+
+
+    def warm(self) -> float:
+        """Do now what the first LLM node would pay for: import LiteLLM, build this generation's Router
+        and pass one mocked call (no network) through it, streamed and not, which imports the rest
+        of its call path (its proxy types, the HTTP stack). Seconds spent.
+
+        Run off the message path at process start (workers/runtime.py): a node that needs the Router
+        meanwhile waits on this hub's lock (`current`) or Python's import lock, never builds twice.
+        """
+        started = time.monotonic()
+        litellm = _import_litellm()
+        registry, router = self.current()
+        messages = [{"role": "user", "content": "warm-up"}]
+        if router is not None:
+            model = next(iter(registry.models))
+            router.completion(model=model, messages=messages, mock_response="ok")
+            for _chunk in router.completion(model=model, messages=messages, mock_response="ok", stream=True):
+                pass
+        else:
+            litellm.completion(model="openai/warm-up", messages=messages, mock_response="ok")
+        import httpcore  # noqa: F401  (httpx imports it, and h11, at its first connection)
+        return time.monotonic() - started
 
 
 @dataclass

@@ -70,6 +70,11 @@ class CatalogStore:
         # (under READ COMMITTED a transaction would give them no common snapshot anyway).
         self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
+    def schema_revisions(self) -> set[str]:
+        """The migration revision(s) the database is at (empty: never migrated)."""
+        with self.reads.connect() as conn:
+            return set(conn.execute(sql.SCHEMA_REVISION.clause).scalars())
+
     # -- spaces and tokens --------------------------------------------------------------------
     def ensure_space(self, space_id: str, name: str) -> None:
         """Create the space unless it exists."""
@@ -125,6 +130,22 @@ class CatalogStore:
             return None
         return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at,
                            row.owner)
+
+    def use_token_cached(self, token_hash: str) -> tuple[TokenRecord | None, tuple[int, int, int]]:
+        """`use_token` and, read in the same statement, the token table's generation (engine/token_cache.py)."""
+        with self.reads.connect() as conn:
+            row = conn.execute(sql.USE_TOKEN_CACHED.clause, {"hash": token_hash}).one()
+        generation = (int(row.tokens), int(row.revoked), int(row.newest))
+        if row.id is None:
+            return None, generation
+        return TokenRecord(row.id, row.space_id, row.name, tuple(row.scopes), row.expires_at, row.revoked_at,
+                           row.owner), generation
+
+    def token_generation(self) -> tuple[int, int, int]:
+        """(tokens, revoked, newest id): any revocation, new or removed token changes it."""
+        with self.reads.connect() as conn:
+            row = conn.execute(sql.TOKEN_GENERATION.clause).one()
+        return int(row.tokens), int(row.revoked), int(row.newest)
 
     def token_states(self, token_ids: Sequence[int]) -> dict[int, tuple[datetime | None, datetime | None]]:
         """(revoked_at, expires_at) of each token that still exists, in one read (open streams re-check)."""

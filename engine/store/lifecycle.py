@@ -92,6 +92,7 @@ class NewRun:
     parent_epoch: int | None = None
     depth: int = 0
     item_index: int | None = None  # a child's roots wait until its parent node is parked (DELEGATE_NODE starts them)
+    latest: bool = False  # `version` is what the caller cached as the latest: insert only if it still is
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class Submitted:
     status: str
     created: bool
     workflow_id: str
+    stale: bool = False  # nothing inserted: the workflow's latest version is no longer the one given
 
 
 class LifecycleStore:
@@ -189,10 +191,11 @@ class LifecycleStore:
 
     # -- submit ---------------------------------------------------------------------------
     def insert_run(self, run: NewRun) -> Submitted:
-        """Insert the run, its root nodes and its first event in one statement.
+        """Insert the run, its root nodes and its first event in one statement (one round trip).
 
         With an idempotency key already used in the space: the run holding it, not created
-        (which may be a run of another workflow; the caller decides what that means).
+        (which may be a run of another workflow; the caller decides what that means). With
+        `run.latest` and a newer latest version stored since: nothing, `stale`.
         """
         row = self._one(sql.INSERT_RUN, {
             "id": run.run_id, "space": run.space_id, "wf": run.workflow_id, "vid": run.version_id,
@@ -200,9 +203,14 @@ class LifecycleStore:
             "remaining": run.node_count, "deadline_s": run.deadline_s, "run_mode": run.run_mode,
             "roots": [n for n, _deg, _any in run.roots], "roots_any": [a for _n, _deg, a in run.roots],
             "parent_run": run.parent_run_id, "parent_node": run.parent_node_id, "parent_epoch": run.parent_epoch,
-            "depth": run.depth, "item_index": run.item_index})
-        if row is not None:
+            "depth": run.depth, "item_index": run.item_index, "latest": run.latest})
+        if row.id is not None:
             return Submitted(row.id, RunStatus.QUEUED, True, run.workflow_id)
+        if row.held_id is not None:
+            return Submitted(row.held_id, row.held_status, False, row.held_workflow_id)
+        if row.stale:
+            return Submitted(run.run_id, RunStatus.QUEUED, False, run.workflow_id, stale=True)
+        # the key's holder committed after this statement began (a concurrent submit): read it
         existing = self._one(sql.RUN_BY_IDEMPOTENCY_KEY, {"space": run.space_id, "key": run.idempotency_key})
         return Submitted(existing.id, existing.status, False, existing.workflow_id)
 

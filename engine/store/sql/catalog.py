@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from engine.store.sql import Statement
 
+# -- schema ---------------------------------------------------------------------------------------
+SCHEMA_REVISION = Statement("The migration the database is at (Alembic's own table).",
+                            "SELECT version_num FROM alembic_version")
+
 # -- spaces ---------------------------------------------------------------------------------------
 INSERT_SPACE = Statement("Create a space unless it exists.",
                          "INSERT INTO spaces (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING")
@@ -55,6 +59,28 @@ WITH token AS (
        AND (token.last_used_at IS NULL OR token.last_used_at < now() - interval '1 minute')
 )
 SELECT id, space_id, name, owner, scopes, expires_at, revoked_at FROM token""")
+
+# What a web process's token cache (engine/token_cache.py) compares once a second: any revocation
+# raises `revoked` (revoked_at is never cleared), a new token raises `newest`, a removed one lowers
+# `tokens`. A change drops every cached token of the process.
+TOKEN_GENERATION = Statement("The token table's generation: (tokens, revoked, newest id); a change drops cached tokens.", """
+SELECT count(*) AS tokens, count(revoked_at) AS revoked, coalesce(max(id), 0) AS newest FROM api_tokens""")
+
+USE_TOKEN_CACHED = Statement(
+    "Look a token up by hash, record its use (at most once a minute), with the token table's generation.", """
+WITH token AS (
+    SELECT id, space_id, name, owner, scopes, expires_at, revoked_at, last_used_at
+      FROM api_tokens WHERE token_hash = :hash
+), recorded_use AS (
+    UPDATE api_tokens SET last_used_at = now() FROM token
+     WHERE api_tokens.id = token.id
+       AND (token.last_used_at IS NULL OR token.last_used_at < now() - interval '1 minute')
+), token_generation AS (
+    SELECT count(*) AS tokens, count(revoked_at) AS revoked, coalesce(max(id), 0) AS newest FROM api_tokens
+)
+SELECT token.id, token.space_id, token.name, token.owner, token.scopes, token.expires_at, token.revoked_at,
+       token_generation.tokens, token_generation.revoked, token_generation.newest
+  FROM token_generation LEFT JOIN token ON true""")
 
 TOKEN_STATES = Statement("(revoked_at, expires_at) of each of the given tokens that still exists.",
                          "SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = ANY(:ids)")

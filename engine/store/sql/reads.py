@@ -3,22 +3,26 @@ from __future__ import annotations
 
 from engine.store.sql import Statement
 
-GET_RUN = Statement("A run of a space (NULL space: any), as the API shows it.", """
-SELECT id, space_id, workflow_id, version_id, version, status, inputs, outputs, error,
-       input_tokens, output_tokens, cost, created_at, started_at, finished_at, updated_at,
-       idempotency_key, run_mode, parent_run_id, parent_node_id, depth, body, item_index,
-       source_run_id, rerun_from
-  FROM runs WHERE id = :id AND (CAST(:space AS text) IS NULL OR space_id = :space)""")
-
-FIRST_PENDING_INTERRUPT = Statement("The run's oldest unanswered interrupt (the one a resume answers).", """
-SELECT event_id, node_id, type, data FROM run_interrupts
- WHERE run_id = :id AND run_interrupts.status = 'pending' ORDER BY created_at, event_id LIMIT 1""")
-
-RUN_NODES = Statement("The node rows of a run, in the order they were created.", """
-SELECT node_id, status, attempts, crashes, error, output, port, attempt_log,
-       started_at, finished_at, model, usage, cost, children_total, children_done, children_started, prompt,
-       worker, queued_at
-  FROM node_runs WHERE run_id = :id ORDER BY id""")
+# A poll in one round trip: the node rows as one jsonb array (their timestamps come back as ISO
+# text; engine/store/views.py turns them back), the pending interrupt and the newest reruns beside.
+POLL_RUN = Statement(
+    "A run of a space (NULL space: any) with its node rows, oldest pending interrupt and newest reruns (a poll).", """
+SELECT r.id, r.space_id, r.workflow_id, r.version_id, r.version, r.status, r.inputs, r.outputs, r.error,
+       r.input_tokens, r.output_tokens, r.cost, r.created_at, r.started_at, r.finished_at, r.updated_at,
+       r.idempotency_key, r.run_mode, r.parent_run_id, r.parent_node_id, r.depth, r.body, r.item_index,
+       r.source_run_id, r.rerun_from,
+       (SELECT jsonb_agg(to_jsonb(nr) ORDER BY nr.id) FROM (
+            SELECT n.id, n.node_id, n.status, n.attempts, n.crashes, n.error, n.output, n.port, n.attempt_log,
+                   n.started_at, n.finished_at, n.model, n.usage, n.cost, n.children_total, n.children_done,
+                   n.children_started, n.prompt, n.worker, n.queued_at
+              FROM node_runs n WHERE n.run_id = r.id) nr) AS nodes,
+       (SELECT jsonb_build_object('event_id', i.event_id, 'node_id', i.node_id, 'type', i.type, 'data', i.data)
+          FROM run_interrupts i
+         WHERE r.status = 'interrupted' AND i.run_id = r.id AND i.status = 'pending'
+         ORDER BY i.created_at, i.event_id LIMIT 1) AS interrupt,
+       ARRAY(SELECT c.id FROM runs c WHERE c.source_run_id = r.id AND c.space_id = r.space_id
+              ORDER BY c.created_at DESC, c.id DESC LIMIT :reruns) AS reruns
+  FROM runs r WHERE r.id = :id AND (CAST(:space AS text) IS NULL OR r.space_id = :space)""")
 
 LIST_RUNS = Statement(
     "Runs of a space, newest first, optionally of one workflow, status or parent run, older than a cursor.", """

@@ -119,17 +119,30 @@ descendant_tree AS (
     SELECT cancelled_descendants.id, 'run.cancelled', NULL, NULL FROM cancelled_descendants
 )"""
 
+# A submit in one round trip: the idempotency check, the run, its roots and its event. :latest
+# says the caller validated the inputs against what it cached as the workflow's latest version
+# (:version): if another process stored a newer one since, nothing is inserted and `stale` says
+# so (the caller re-reads the version and validates again). A key held by a run committed after
+# this statement's snapshot is caught by ON CONFLICT: nothing comes back, RUN_BY_IDEMPOTENCY_KEY reads it.
 INSERT_RUN = Statement(
-    "Insert a run or a child run (unless its idempotency key is taken), its root nodes as queued, and run.queued.", """
-WITH new_run AS (
+    "Insert a run or a child run (unless its idempotency key is taken or its latest version moved), its root "
+    "nodes as queued, and run.queued; or the run holding the key.", """
+WITH key_holder AS (
+    SELECT c.id, c.status, c.workflow_id FROM runs c
+     WHERE c.space_id = :space AND c.idempotency_key = CAST(:key AS text)
+), stale_version AS (
+    SELECT w.latest_version FROM workflows w
+     WHERE CAST(:latest AS boolean) AND w.id = :wf AND w.latest_version <> :version
+), new_run AS (
     INSERT INTO runs (id, space_id, workflow_id, version_id, version, status, inputs,
                       idempotency_key, remaining, deadline_at, run_mode,
                       parent_run_id, parent_node_id, parent_epoch, depth, item_index)
-    VALUES (:id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
-            CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
-                 ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode,
-            CAST(:parent_run AS uuid), CAST(:parent_node AS text), CAST(:parent_epoch AS int), :depth,
-            CAST(:item_index AS int))
+    SELECT :id, :space, :wf, :vid, :version, 'queued', CAST(:inputs AS jsonb), :key, :remaining,
+           CASE WHEN CAST(:deadline_s AS float8) IS NULL THEN NULL
+                ELSE now() + make_interval(secs => CAST(:deadline_s AS float8)) END, :run_mode,
+           CAST(:parent_run AS uuid), CAST(:parent_node AS text), CAST(:parent_epoch AS int), :depth,
+           CAST(:item_index AS int)
+     WHERE NOT EXISTS (SELECT 1 FROM key_holder) AND NOT EXISTS (SELECT 1 FROM stale_version)
     ON CONFLICT (space_id, idempotency_key) DO NOTHING
     RETURNING id
 ), root_nodes AS (
@@ -141,7 +154,9 @@ WITH new_run AS (
 ), queued_event AS (
     INSERT INTO run_events (run_id, type, node_id, data) SELECT new_run.id, 'run.queued', NULL, NULL FROM new_run
 )
-SELECT id FROM new_run
+SELECT (SELECT id FROM new_run) AS id, (SELECT id FROM key_holder) AS held_id,
+       (SELECT status FROM key_holder) AS held_status, (SELECT workflow_id FROM key_holder) AS held_workflow_id,
+       EXISTS (SELECT 1 FROM stale_version) AS stale
 """)
 
 # Items are numbered from :first_index (a batch: 0; a loop inserts one iteration at a time).
@@ -169,7 +184,7 @@ SELECT count(*) AS inserted FROM new_run
 """)
 
 RUN_BY_IDEMPOTENCY_KEY = Statement(
-    "The run already holding a submit's idempotency key (INSERT_RUN inserted nothing).",
+    "The run already holding a submit's idempotency key (INSERT_RUN lost a race for it).",
     "SELECT id, status, workflow_id FROM runs WHERE space_id = :space AND idempotency_key = :key")
 
 # The claim's own commit is asynchronous: a claim lost in a server crash leaves the node queued
