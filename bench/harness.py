@@ -55,7 +55,7 @@ class Plan:
 FULL = Plan(runs=200, nodes=10, rounds=3, latency_runs=20, scale_nodes=1000, scale_small_runs=5,
             rt_runs=5, monitor_runs=5)
 QUICK = Plan(runs=50, nodes=10, rounds=1, latency_runs=5, scale_nodes=200, scale_small_runs=3,
-             rt_runs=3, monitor_runs=3, fanout_runs=2)
+             rt_runs=3, monitor_runs=3, fanout_runs=1)
 
 
 # -- servers -------------------------------------------------------------------------------------
