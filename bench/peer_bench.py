@@ -35,6 +35,7 @@ from bench.harness import (
     summary_ms,
     worker_env,
 )
+from bench.monitors import RedisMonitor
 
 PEERS = {"celery": "celery", "dbos": "dbos"}  # peer → the module the `bench` extra installs
 DBOS_DB = f"{DB_NAME}_dbos"
@@ -109,6 +110,9 @@ def run_celery(plan: Plan, bench_url: str, redis_url: str, queue: str, log_dir: 
             out = _rounds(lambda: driver.throughput(plan.runs, plan.nodes, group),
                           CpuMeter({"workers": group.pids, **meter_groups}), plan.rounds)
             out["latency_per_step"] = driver.latency(plan.latency_runs, plan.nodes, group)
+            with RedisMonitor(redis_url) as mon:  # every client's commands, chains one at a time
+                driver.latency(plan.monitor_runs, plan.nodes, group)
+            out["redis"] = mon.report(plan.monitor_runs * plan.nodes)
             out["fanout"] = driver.fanout(plan.fanout_width, plan.fanout_runs, group)
             out["pool"] = pool
             group.check()

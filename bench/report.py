@@ -119,6 +119,9 @@ def peer_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                  (f"Unloaded latency per node: {peer}", f"{r['latency_per_step']['median_ms']:.1f} ms",
                   f"median of {r['latency_per_step']['n']} runs of {p['nodes']}, one at a time"),
                  _cpu_row(peer, r, p["runs"] * p["nodes"])]
+        if "redis" in r:
+            rows.append((f"Redis commands per node: {peer}", f"{r['redis']['commands_per_node']:.2f}",
+                         _kinds(r["redis"]["by_command_per_node"])))
     if res.get("peers_skipped"):
         rows.append(("Peers skipped", ", ".join(res["peers_skipped"]), "pip install -e '.[bench]'"))
     for name in ("relayflow", "celery", "dbos"):
