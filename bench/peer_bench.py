@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from bench.comparator_bench import ChainDriver
-from bench.counting import CpuMeter
+from bench.counting import CpuMeter, wal_by_relation, wal_lsn
 from bench.harness import (
     DB_NAME,
     POLL_S,
@@ -131,12 +131,25 @@ def fresh_dbos_database(admin_url: str) -> str:
         conn.execute(f"CREATE DATABASE {DBOS_DB}")
     url = _with_path(admin_url, DBOS_DB)
     DBOS.migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:  # WAL by relation (optional: PostgreSQL 15+ contrib), as for the bench database
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        except psycopg.Error:
+            pass
     return url
 
 
 def drop_dbos_database(admin_url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DBOS_DB} WITH (FORCE)")
+
+
+def _wal_per_unit(conn: psycopg.Connection[Any], wal0: int, units: int) -> dict[str, Any]:
+    """WAL written since `wal0` per unit, this database's only (the enqueue included), by relation."""
+    wal = wal_lsn(conn) - wal0
+    split = wal_by_relation(conn, wal0, wal0 + wal) or {}
+    ours = wal - split.get("other databases", 0)
+    return {"bytes": round(ours / units), "by_relation": {k: round(v / units) for k, v in split.items() if v >= units}}
 
 
 class DbosDriver:
@@ -240,8 +253,10 @@ def run_dbos(plan: Plan, admin_url: str, bench_url: str, redis_url: str, queue: 
             driver.throughput(10, plan.nodes, group)  # warm-up
             meter = CpuMeter({"workers": group.pids, **server_process_groups(dbos_url, redis_url)})
             out = _rounds(lambda: driver.throughput(plan.runs, plan.nodes, group), meter, plan.rounds)
+            wal0 = wal_lsn(driver.poll)
             out["latency"] = driver.latency(plan.latency_runs, plan.nodes, group)
             out["latency_per_step"] = out["latency"]["per_step"]
+            out["wal_per_step"] = _wal_per_unit(driver.poll, wal0, plan.latency_runs * plan.nodes)
             out["fanout"] = driver.fanout(plan.fanout_width, plan.fanout_runs, group)
             out["poll_interval_s"] = float(env.get("BENCH_DBOS_POLL_S", "0.1"))
             group.check()

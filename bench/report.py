@@ -119,6 +119,9 @@ def peer_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                  (f"Unloaded latency per node: {peer}", f"{r['latency_per_step']['median_ms']:.1f} ms",
                   f"median of {r['latency_per_step']['n']} runs of {p['nodes']}, one at a time"),
                  _cpu_row(peer, r, p["runs"] * p["nodes"])]
+        if "wal_per_step" in r:
+            rows.append((f"WAL per node: {peer}", f"{r['wal_per_step']['bytes']} B",
+                         "unloaded, enqueue included; " + _kinds(r["wal_per_step"]["by_relation"], limit=6)))
         if "redis" in r:
             rows.append((f"Redis commands per node: {peer}", f"{r['redis']['commands_per_node']:.2f}",
                          _kinds(r["redis"]["by_command_per_node"])))
