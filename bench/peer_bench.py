@@ -264,3 +264,44 @@ def run_dbos(plan: Plan, admin_url: str, bench_url: str, redis_url: str, queue: 
     finally:
         driver.close()
         drop_dbos_database(admin_url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One peer alone (`python -m bench.peer_bench dbos --quick`, from the checkout), e.g. to try a setting such as
+    `BENCH_DBOS_POLL_S` or `BENCH_CELERY_POOL`; `bench/run_all.py` is the sitting that compares."""
+    import argparse
+    import json
+    import shutil
+    import tempfile
+
+    from bench.harness import FULL, QUICK, flush_redis, server_urls
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.peer in missing_peers():
+        print(f"{args.peer} is not installed (pip install -e '.[bench]')")
+        return 1
+    admin_url, bench_url, redis_url = server_urls()
+    plan, log_dir = (QUICK if args.quick else FULL), Path(tempfile.mkdtemp(prefix="relayflow-peer-"))
+    flush_redis(redis_url)
+    try:
+        if args.peer == "celery":
+            out = run_celery(plan, admin_url, redis_url, "bench_celery_solo", log_dir,
+                             server_process_groups(admin_url, redis_url))
+        else:
+            out = run_dbos(plan, admin_url, bench_url, redis_url, "bench_dbos_solo", log_dir)
+    except BenchError as exc:
+        print(f"failed: {exc} (logs in {log_dir})")
+        return 1
+    finally:
+        flush_redis(redis_url)
+    print(json.dumps({k: v for k, v in out.items() if k != "rounds"} | {"rounds": [r["per_s"] for r in out["rounds"]]},
+                     indent=1))
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
