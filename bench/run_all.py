@@ -82,6 +82,8 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
     res["plan"] = asdict(plan)
+    # the scale check's long workflow is over the default definition limit (500 nodes)
+    os.environ.setdefault("RELAYFLOW_DEFINITION_MAX_NODES", str(max(500, plan.scale_nodes)))
     tag = uuid.uuid4().hex[:6]
     print(f"setting up {DB_NAME} and Redis db {REDIS_DB} (logs in {log_dir})", flush=True)
     fresh_database(admin_url, bench_url)
