@@ -8,6 +8,7 @@ over, created, migrated with `engine.db.migrate`, dropped at the end), Redis dat
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -48,12 +49,14 @@ class Plan:
     scale_small_runs: int  # 10-node runs to compare it with
     rt_runs: int           # in-process runs whose round trips are counted
     monitor_runs: int      # sequential runs under Redis MONITOR
+    fanout_width: int = 100  # root -> this many parallel nodes -> join
+    fanout_runs: int = 5     # fan-out runs, one at a time
 
 
 FULL = Plan(runs=200, nodes=10, rounds=3, latency_runs=20, scale_nodes=1000, scale_small_runs=5,
             rt_runs=5, monitor_runs=5)
 QUICK = Plan(runs=50, nodes=10, rounds=1, latency_runs=5, scale_nodes=200, scale_small_runs=3,
-             rt_runs=3, monitor_runs=3)
+             rt_runs=3, monitor_runs=3, fanout_runs=1)
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def drop_database(admin_url: str) -> None:
 
 
 def flush_redis(redis_url: str) -> None:
-    """FLUSHDB on the bench's own Redis database (the URL always names database 14)."""
+    """FLUSHDB on the bench's own Redis database (the URL always names `REDIS_DB`)."""
     client = redis_lib.Redis.from_url(redis_url)
     try:
         if client.connection_pool.connection_kwargs.get("db") != REDIS_DB:
@@ -190,16 +193,28 @@ def worker_env(bench_url: str, redis_url: str, queue: str, steps: int) -> dict[s
 
 
 class WorkerGroup:
-    """One `dramatiq <module> --processes 2 --threads 8` process group, in its own session."""
+    """One `dramatiq <module> --processes 2 --threads 8` process group, in its own session.
 
-    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path) -> None:
+    `commands` instead runs each given command (one per worker process: the peers, which have
+    no multi-process launcher of their own) under one `bash` in that session; the group ends
+    when any of them exits. `ready_count` lines with `ready_marker` in the log mean it takes work.
+    """
+
+    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path,
+                 commands: list[list[str]] | None = None, ready_marker: bytes = b"is ready for action",
+                 ready_count: int = PROCESSES) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        self.ready_marker, self.ready_count = ready_marker, ready_count
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", module, "--processes", str(PROCESSES), "--threads", str(THREADS),
-             "--worker-shutdown-timeout", "2000"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        if commands:
+            script = " ".join(f"{shlex.join(c)} &" for c in commands) + " wait -n; exit 1"
+            argv = ["bash", "-c", script]
+        else:
+            argv = [sys.executable, "-m", "dramatiq", module, "--processes", str(PROCESSES), "--threads", str(THREADS),
+                    "--worker-shutdown-timeout", "2000"]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def __enter__(self) -> WorkerGroup:
         try:
@@ -222,7 +237,7 @@ class WorkerGroup:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check()
-            if self.log_path.read_bytes().count(b"is ready for action") >= PROCESSES:
+            if self.log_path.read_bytes().count(self.ready_marker) >= self.ready_count:
                 return
             time.sleep(POLL_S)
         raise BenchError(f"worker group {self.name} not ready within {timeout_s:.0f}s; see {self.log_path}")
@@ -263,6 +278,21 @@ def linear(nodes: int, bounded: bool = False) -> dict[str, Any]:
     spec = [{"id": "n0", "type": "template", "config": {"template": "x"}}]
     spec += [{"id": f"n{k}", "type": "template", "config": {"template": ref.format(k - 1)}} for k in range(1, nodes)]
     return {"nodes": spec, "outputs": {"result": f"{{{{ n{nodes - 1}.text }}}}"}}
+
+
+def fanout(width: int) -> dict[str, Any]:
+    """root → f0 … f<width-1> (each reads root) → join (reads every f<i>): the fan-out workload."""
+    spec = [{"id": "root", "type": "template", "config": {"template": "x"}}]
+    spec += [{"id": f"f{i}", "type": "template", "config": {"template": f"{{{{ root.text }}}}{i}"}} for i in range(width)]
+    spec.append({"id": "join", "type": "template",
+                 "config": {"template": "".join(f"{{{{ f{i}.text }}}}" for i in range(width))}})
+    return {"nodes": spec, "outputs": {"result": "{{ join.text }}"}}
+
+
+def fanout_summary(walls_s: list[float], width: int) -> dict[str, Any]:
+    """Wall time of fan-out runs (start → join done) and nodes per second (width + root + join)."""
+    wall = summary_ms(walls_s)
+    return {"width": width, "wall": wall, "nodes_per_s": round((width + 2) / (wall["median_ms"] / 1000), 1)}
 
 
 def summary_ms(values_s: list[float]) -> dict[str, Any]:

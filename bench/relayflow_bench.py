@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from bench.counting import CpuMeter
-from bench.harness import POLL_S, BenchError, Plan, WorkerGroup, linear, summary_ms, worker_env
+from bench.harness import POLL_S, BenchError, Plan, WorkerGroup, fanout, fanout_summary, linear, summary_ms, worker_env
 from bench.monitors import RedisMonitor, WaitSampler
 
 
@@ -112,6 +112,16 @@ class RelayflowDriver:
                 "hop_commit_to_next_claim": summary_ms(hops) if hops else None,
                 "submit_to_first_claim": summary_ms(first), "last_commit_to_run_succeeded": summary_ms(last)}
 
+    def fanout(self, width: int, runs: int, group: WorkerGroup) -> dict[str, Any]:
+        """root → `width` parallel nodes → join, `runs` runs one at a time: submit → `finished_at`."""
+        wf = self.service.create_workflow(self.space, f"fanout{width}", None, fanout(width))["workflow_id"]
+        self.sequential(wf, 1, group, timeout_s=60.0)  # warm-up: the join's template, the version cache
+        ids = self.sequential(wf, runs, group, timeout_s=60.0)
+        walls = self.poll.execute(
+            "SELECT extract(epoch FROM finished_at - created_at) FROM runs WHERE id = ANY(%s::uuid[])",
+            (ids,)).fetchall()
+        return fanout_summary([float(w) for (w,) in walls], width)
+
     def claim_to_commit_slice(self, run_id: str, lo: int, hi: int) -> dict[str, Any]:
         """Claim → commit time of the nodes n<lo> … n<hi-1> of one run."""
         rows = self.poll.execute("""
@@ -156,6 +166,7 @@ def run_relayflow(plan: Plan, bench_url: str, redis_url: str, queue: str, log_di
                 driver.sequential(wf, plan.monitor_runs, group)
             out["redis"] = mon.report(plan.monitor_runs * plan.nodes)
             out["scale"] = _scale(driver, plan, group)
+            out["fanout"] = driver.fanout(plan.fanout_width, plan.fanout_runs, group)
             group.check()
             return out
     finally:

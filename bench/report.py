@@ -78,6 +78,7 @@ def table_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("Redis commands per step, bare chain", f"{bare['redis']['commands_per_node']:.2f}",
                      _kinds(bare["redis"]["by_command_per_node"])))
     rows += [_cpu_row(name, r, units) for name, r in (("Relayflow", rf), ("naive", naive), ("bare", bare))]
+    rows += peer_rows(res)
     sub_cost = ip["relayflow"]["submit_cost"]
     rows += [
         ("In process per node: Relayflow", f"{cost['python_cpu_ms'] + cost['pg_backend_cpu_ms']:.2f} ms CPU",
@@ -102,6 +103,38 @@ def table_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+PEER_NAMES = {"celery": "Celery chain (Redis broker + result backend)", "dbos": "DBOS workflow (Postgres)"}
+
+
+def peer_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The peers (Celery, DBOS) and the fan-out of every system that ran one."""
+    p, ratios, rows = res["plan"], res["ratios"], []
+    for peer, label in PEER_NAMES.items():
+        if peer not in res:
+            continue
+        r = res[peer]
+        rows += [(label, f"{r['per_s']:.0f} nodes/s", f"rounds {_rounds(r)}"),
+                 (f"Relayflow / {peer}", f"{ratios[f'relayflow_over_{peer}']:.2f}x",
+                  "target >= 1.3x" if peer == "celery" else "target >= 1.8x"),
+                 (f"Unloaded latency per node: {peer}", f"{r['latency_per_step']['median_ms']:.1f} ms",
+                  f"median of {r['latency_per_step']['n']} runs of {p['nodes']}, one at a time"),
+                 _cpu_row(peer, r, p["runs"] * p["nodes"])]
+        if "wal_per_step" in r:
+            rows.append((f"WAL per node: {peer}", f"{r['wal_per_step']['bytes']} B",
+                         "unloaded, enqueue included; " + _kinds(r["wal_per_step"]["by_relation"], limit=6)))
+        if "redis" in r:
+            rows.append((f"Redis commands per node: {peer}", f"{r['redis']['commands_per_node']:.2f}",
+                         _kinds(r["redis"]["by_command_per_node"])))
+    if res.get("peers_skipped"):
+        rows.append(("Peers skipped", ", ".join(res["peers_skipped"]), "pip install -e '.[bench]'"))
+    for name in ("relayflow", "celery", "dbos"):
+        f = res.get(name, {}).get("fanout")
+        if f:
+            rows.append((f"Fan-out root -> {f['width']} -> join: {name}", f"{f['wall']['median_ms']:.0f} ms",
+                         f"{f['nodes_per_s']:.0f} nodes/s; median of {f['wall']['n']} runs, one at a time"))
+    return rows
+
+
 def print_report(res: dict[str, Any]) -> None:
     rows = table_rows(res)
     title = f"Relayflow benchmark ({res['mode']}, {res['machine']['cpus']} cores, {res['started_at']})"
@@ -112,6 +145,7 @@ def print_report(res: dict[str, Any]) -> None:
         print(title)
         for row in rows:
             print(" | ".join(row))
+        print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()))
         return
     table = Table(title=title)
     for col in ("measure", "value", "note"):
@@ -119,6 +153,7 @@ def print_report(res: dict[str, Any]) -> None:
     for row in rows:
         table.add_row(*row)
     Console(width=max(140, Console().width)).print(table)
+    print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items()))
 
 
 def write_results(res: dict[str, Any], quick: bool) -> Path:

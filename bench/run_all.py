@@ -10,7 +10,10 @@ Phases (docs/benchmarks.md explains the method and the figures):
    (`bench/comparator_bench.py`, `bench/comparators/`).
 4. Relayflow under `dramatiq workers --processes 2 --threads 8` (`bench/relayflow_bench.py`):
    throughput, unloaded latency, wait events, Redis commands, the 1,000-node scale check.
-5. With `--inline` only: the same throughput and latency for the inline-successor experiment
+5. The peers, if the `bench` extra is installed (`pip install -e '.[bench]'`; otherwise skipped
+   with a line saying so): a Celery chain (Redis broker and result backend) and a DBOS workflow
+   (Postgres), same shape (`bench/peer_bench.py`, `bench/comparators/`).
+6. With `--inline` only: the same throughput and latency for the inline-successor experiment
    (`bench/experiments/inline.py`, not adopted).
 
 One worker group runs at a time and is killed when its phase ends. Every wait has a timeout and
@@ -54,6 +57,7 @@ from bench.harness import (  # noqa: E402
     server_urls,
 )
 from bench.inprocess import InProcess  # noqa: E402
+from bench.peer_bench import missing_peers, run_celery, run_dbos  # noqa: E402
 from bench.relayflow_bench import run_relayflow  # noqa: E402
 from bench.report import print_report, write_results  # noqa: E402
 
@@ -64,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="throughput rounds per system (default 3, quick 1)")
     parser.add_argument("--inline", action="store_true",
                         help="also measure the inline-successor experiment (not adopted; see bench/experiments)")
+    parser.add_argument("--skip-peers", action="store_true", help="leave out the peers (Celery, DBOS)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database afterwards")
     parser.add_argument("--budget-s", type=int, default=900,
                         help="stop (cleanly) if the whole benchmark takes longer than this (default 900)")
@@ -77,13 +82,23 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
     res["plan"] = asdict(plan)
+    # the scale check's long workflow is over the default definition limit (500 nodes)
+    os.environ.setdefault("RELAYFLOW_DEFINITION_MAX_NODES", str(max(500, plan.scale_nodes)))
     tag = uuid.uuid4().hex[:6]
     print(f"setting up {DB_NAME} and Redis db {REDIS_DB} (logs in {log_dir})", flush=True)
     fresh_database(admin_url, bench_url)
     res["machine"].update(server_facts(bench_url, redis_url))
     meter_groups = server_process_groups(bench_url, redis_url)
 
-    print("1/4 in process: round trips, CPU, WAL per node; the naive step; the scale check", flush=True)
+    missing = [] if args.skip_peers else missing_peers()
+    peers = [] if args.skip_peers else [p for p in ("celery", "dbos") if p not in missing]
+    if args.skip_peers:
+        print("peers skipped (--skip-peers)", flush=True)
+    elif missing:
+        print(f"peers skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')", flush=True)
+    res["peers_skipped"] = ["celery", "dbos"] if args.skip_peers else missing
+    total = 4 + len(peers)
+    print(f"1/{total} in process: round trips, CPU, WAL per node; the naive step; the scale check", flush=True)
     inproc = InProcess(bench_url, redis_url, f"bench_rt_{tag}", log_dir)
     try:
         res["in_process"] = {"relayflow": inproc.relayflow(plan.rt_runs, plan.nodes),
@@ -91,14 +106,23 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
                              "scale": inproc.scale(10, plan.scale_small_runs * 4, plan.scale_nodes)}
     finally:
         inproc.close()
-    print("2/4 comparator A: bare Dramatiq chain", flush=True)
+    print(f"2/{total} comparator A: bare Dramatiq chain", flush=True)
     res["bare_chain"] = run_comparator("bare_chain", plan, bench_url, redis_url, f"bench_bare_{tag}", log_dir,
                                        meter_groups, monitor=True)
-    print("3/4 comparator B: naive chain (one Postgres transaction per step)", flush=True)
+    print(f"3/{total} comparator B: naive chain (one Postgres transaction per step)", flush=True)
     res["naive_chain"] = run_comparator("naive_chain", plan, bench_url, redis_url, f"bench_naive_{tag}", log_dir,
                                         meter_groups, waits=True)
-    print("4/4 Relayflow: throughput, latency, wait events, Redis commands, scale", flush=True)
+    print(f"4/{total} Relayflow: throughput, latency, wait events, Redis commands, scale", flush=True)
     res["relayflow"] = run_relayflow(plan, bench_url, redis_url, f"bench_relayflow_{tag}", log_dir, meter_groups)
+    step = 4
+    if "celery" in peers:
+        step += 1
+        print(f"{step}/{total} peer: Celery chain (Redis broker and result backend)", flush=True)
+        res["celery"] = run_celery(plan, bench_url, redis_url, f"bench_celery_{tag}", log_dir, meter_groups)
+    if "dbos" in peers:
+        step += 1
+        print(f"{step}/{total} peer: DBOS workflow (Postgres, a queue, 2 processes x 8 workflows)", flush=True)
+        res["dbos"] = run_dbos(plan, admin_url, bench_url, redis_url, f"bench_dbos_{tag}", log_dir)
     if args.inline:
         print("experiment (not adopted): inline successor execution", flush=True)
         res["experiments"] = {"inline": run_relayflow(plan, bench_url, redis_url, f"bench_inline_{tag}", log_dir,
@@ -107,6 +131,8 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
         "relayflow_over_bare": round(res["relayflow"]["per_s"] / res["bare_chain"]["per_s"], 3),
         "relayflow_over_naive": round(res["relayflow"]["per_s"] / res["naive_chain"]["per_s"], 3),
     }
+    for peer in peers:
+        res["ratios"][f"relayflow_over_{peer}"] = round(res["relayflow"]["per_s"] / res[peer]["per_s"], 3)
 
 
 def code_fingerprint() -> str:
