@@ -2,7 +2,6 @@
 node that arrives meanwhile waits for the same work instead of doing it twice or deadlocking."""
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -10,23 +9,22 @@ import pytest
 
 from api.localstack.fake_llm import FakeLLM
 from tests.conftest import wait_for
+from tests.log_lines import log_events
 
 pytestmark = pytest.mark.integration
 WARM = {"RELAYFLOW_WORKER_WARM_LLM": "true"}
 
 
-def _lines(log: str, event: str) -> list[str]:
-    return [line for line in log.splitlines() if f"event={event}" in line]
+def _lines(log: str, event: str) -> list[dict[str, Any]]:
+    return log_events(log, event)
 
 
 def _warm_log(log: str) -> str | None:
     return log if _lines(log, "worker.llm_warm") else None
 
 
-def _ts(line: str) -> datetime:
-    found = re.search(r"ts=(\S+)", line)
-    assert found is not None, line
-    return datetime.fromisoformat(found.group(1).replace("Z", "+00:00"))
+def _ts(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00"))
 
 
 def test_an_llm_node_sent_during_the_warm_up_waits_for_it_and_the_router_is_built_once(

@@ -249,16 +249,17 @@ def test_a_dead_web_process_slots_lapse(settings: Settings) -> None:
     # Given a process that took a token's only slot and died without freeing it (never renews)
     client = redis_lib.Redis.from_url(settings.redis_url or "")
     store = Store.from_engine(get_engine(settings))
-    dead = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=0.5)
-    alive = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=0.5)
+    # (a 1.5 s expiry renewed every 0.1 s: a loaded machine may stall a renewal for a second)
+    dead = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=1.5)
+    alive = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=1.5)
     dead.open(7)
     # Then another process is refused at first, and gets the slot once it lapsed
     with pytest.raises(TooManyStreams):
         alive.open(7)
-    time.sleep(0.7)
+    time.sleep(1.7)
     lease = alive.open(7)
     # and a live process's renewals keep its slot past the expiry
-    for _ in range(8):
+    for _ in range(20):
         time.sleep(0.1)
         alive.tick()
     assert alive.count(7) == 1
