@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.integration.llm_fixtures import FAKE_KEY
 from tests.integration.test_llm_node import refresh
+from tests.log_lines import log_events
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +46,8 @@ def test_a_worker_logs_one_json_line_per_run_and_node_transition_without_secrets
     run = api.wait(api.submit(api.create_workflow(_workflow())), timeout_s=60)
     assert run["status"] == "succeeded", run
     assert api.node(run, "ask")["attempts"] == 2
+    # (the run's end line is written just after the commit the API saw: wait for it, then stop)
+    wait_for(lambda: log_events(worker.log_path, "run.succeeded"), timeout_s=15)
     worker.kill()  # its log is complete
     text = worker.log_path.read_text()
     # Then every line of the worker's log is a JSON object

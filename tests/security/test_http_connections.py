@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from engine.settings import Settings
+from tests.conftest import wait_for
 from tests.log_lines import log_events
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,8 @@ def test_a_413_closes_its_connection_and_the_next_request_is_answered(
         assert http.get("/v1/workflows").status_code == 200
         assert http.get("/healthz").status_code == 200
     # And each request left one access line, with its method, path, status and time
+    # (gunicorn writes a request's access line after its answer: wait for the last one to land)
+    wait_for(lambda: len(log_events(tmp_path / "web.log", "http.request")) >= 5, timeout_s=15)
     lines = log_events(tmp_path / "web.log", "http.request")
     requests = [(line["method"], line["path"], line["status"]) for line in lines]
     assert requests.count(("POST", "/v1/workflows", "413")) == 2, lines
