@@ -171,15 +171,25 @@ def test_a_run_is_one_trace_with_a_span_per_node_attempt_and_genai_spans(
     assert "otters" not in values and "Echo:" not in values and FAKE_KEY[3:20] not in values
 
 
+def _collector_on(port: int) -> Collector | None:
+    """A collector on `port`, or None while another holds the port."""
+    try:
+        return Collector(port)
+    except OSError:
+        return None
+
+
 @pytest.mark.parametrize("disabled", [False, True], ids=["no-exporter", "sdk-disabled"])
 def test_nothing_is_exported_when_no_exporter_is_configured(
         api: Any, start_worker: Any, disabled: bool) -> None:
     # Given a collector on the OTLP default port, and a worker with no exporter configured (or
     # one pointed at the collector but disabled by OTEL_SDK_DISABLED)
-    try:
-        collector = Collector(OTLP_DEFAULT_PORT)
-    except OSError:
-        pytest.skip(f"port {OTLP_DEFAULT_PORT} is in use on this machine")
+    # (both variants need the default port: one run in parallel waits for the other to free it)
+    deadline = time.monotonic() + 120
+    while (collector := _collector_on(OTLP_DEFAULT_PORT)) is None:
+        if time.monotonic() > deadline:
+            pytest.skip(f"port {OTLP_DEFAULT_PORT} is held by another process on this machine")
+        time.sleep(0.5)
     try:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_SDK_DISABLED": "true"} if disabled else {}
         worker = start_worker(env={"OTEL_BSP_SCHEDULE_DELAY": "100", **env})
