@@ -9,6 +9,7 @@ from typing import Any
 
 from api.runtime import runtime
 from api.ui import bp
+from api.ui.timeline import parse_time
 from engine.prompt_cache import ResolvedPrompt
 from engine.rerender import Rendered, rerender
 
@@ -20,25 +21,16 @@ AT_ONCE_CAUSES = frozenset({"answer", "deadline"})  # nothing happens until some
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?")
 
 
-def _at(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-
-
 def not_moving(run: dict[str, Any], rows: list[dict[str, Any]], diagnosis: dict[str, Any], now: datetime) -> bool:
     """True when nothing changed for STILL_S, or a node waits (for SETTLE_S) on something else than its predecessors."""
-    moments = [_at(run.get("updated_at")), _at(run.get("started_at")), _at(run.get("created_at"))]
+    moments = [parse_time(run.get("updated_at")), parse_time(run.get("started_at")), parse_time(run.get("created_at"))]
     for row in rows:
         moments += [row.get("started_at"), row.get("finished_at"), row.get("queued_at")]
     latest = max((m for m in moments if m is not None and m <= now), default=None)
     if latest is None or (now - latest).total_seconds() >= STILL_S:
         return True
     for node in diagnosis.get("nodes") or ():
-        since = _at(node.get("since"))
+        since = parse_time(node.get("since"))
         cause = node.get("waiting_for")
         if cause in AT_ONCE_CAUSES or (cause not in MOVING_CAUSES
                                        and (since is None or now - since >= timedelta(seconds=SETTLE_S))):
@@ -52,7 +44,7 @@ def human_times(text: Any, now: datetime | None = None) -> str:
     source = str(text if text is not None else "")
 
     def one(match: re.Match[str]) -> str:
-        moment = _at(match.group(0).replace("Z", "+00:00"))
+        moment = parse_time(match.group(0).replace("Z", "+00:00"))
         if moment is None or moment.tzinfo is None:
             return match.group(0)
         shown = moment.strftime("%H:%M:%S UTC") if now is None or moment.date() == now.date() \
@@ -91,7 +83,7 @@ def attempts(rows: list[dict[str, Any]], node_id: str | None) -> list[dict[str, 
     row = next((r for r in rows if r["node_id"] == node_id), None)
     shown = []
     for entry in (row or {}).get("attempt_log") or ():
-        began, ended = _at(entry.get("started_at")), _at(entry.get("at"))
+        began, ended = parse_time(entry.get("started_at")), parse_time(entry.get("at"))
         usage = entry.get("usage") or {}
         # a failed attempt names no answering model: the models it tried are in its failed calls
         tried = list(dict.fromkeys(str(c.get("model")) for c in entry.get("failed_calls") or () if c.get("model")))

@@ -48,7 +48,8 @@ class Timeline:
     hidden: int  # nodes that started but are not drawn (past MAX_ROWS)
 
 
-def _at(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """A datetime from a row's value (a datetime, or ISO text from a jsonb read); None if neither."""
     if value is None or isinstance(value, datetime):
         return value
     try:
@@ -60,13 +61,13 @@ def _at(value: Any) -> datetime | None:
 def _spans(node: dict[str, Any], waits: Iterable[tuple[datetime, datetime]],
            now: datetime) -> list[tuple[str, str, datetime, datetime, str]]:
     """(kind, status, start, end, what) for one node, from its row."""
-    start, end = _at(node.get("started_at")), _at(node.get("finished_at")) or now
+    start, end = parse_time(node.get("started_at")), parse_time(node.get("finished_at")) or now
     assert start is not None
     spans: list[tuple[str, str, datetime, datetime, str]] = []
     last_start: datetime | None = None
     logged_last = False
     for entry in node.get("attempt_log") or ():
-        began, ended = _at(entry.get("started_at")), _at(entry.get("at"))
+        began, ended = parse_time(entry.get("started_at")), parse_time(entry.get("at"))
         if began is None or ended is None:  # written before attempts carried their start (or a crash)
             continue
         failed = "error" in entry
@@ -78,7 +79,7 @@ def _spans(node: dict[str, Any], waits: Iterable[tuple[datetime, datetime]],
                           f"backoff {float(entry['backoff_s']):.2f} s before attempt {int(n) + 1 if str(n).isdigit() else '?'}"))
         last_start = began
         logged_last = not failed
-    queued = _at(node.get("queued_at"))
+    queued = parse_time(node.get("queued_at"))
     if not logged_last:  # the current (or last, unlogged) attempt
         begun = start if last_start is None else max(queued or start, spans[-1][3])
         if node["status"] not in ("queued", "retrying", "waiting"):
@@ -95,12 +96,12 @@ def timeline(nodes: Sequence[dict[str, Any]], waits: Sequence[dict[str, Any]], n
     """Rows for the nodes that started, earliest first (`waits`: the run's questions, asked and answered at)."""
     by_node: dict[str, list[tuple[datetime, datetime]]] = {}
     for wait in waits:
-        asked = _at(wait.get("created_at"))
+        asked = parse_time(wait.get("created_at"))
         if asked is not None:
-            by_node.setdefault(wait["node_id"], []).append((asked, _at(wait.get("answered_at")) or now))
+            by_node.setdefault(wait["node_id"], []).append((asked, parse_time(wait.get("answered_at")) or now))
     found = []
     for node in nodes:
-        if _at(node.get("started_at")) is None or node.get("reused"):  # a reused node ran in its source run
+        if parse_time(node.get("started_at")) is None or node.get("reused"):  # a reused node ran in its source run
             continue
         spans = _spans(node, by_node.get(node["node_id"], ()), now)
         if spans:

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from engine import metrics, oplog
+from engine import metrics
 from engine.statuses import NodeStatus, RunStatus
+from engine.store.raw import execute_one
 from engine.store.sql import Statement, repairs
 from engine.store.sql import runs as sql
 
@@ -160,34 +160,9 @@ class LifecycleStore:
         self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _one(self, statement: Statement, params: dict[str, Any]) -> Any:
-        """Run one statement in its own transaction on the pooled psycopg connection.
-
-        The hot path skips SQLAlchemy's per-execution machinery (it was a third of a worker's
-        CPU per node). Each statement is atomic and fenced (status/epoch guards), so running it
-        again after a dropped connection (database restart, idle timeout) is safe.
-        """
-        for attempt in (1, 2):
-            fairy = self.engine.raw_connection()
-            try:
-                conn = fairy.driver_connection
-                assert conn is not None  # a checked-out pool connection always has its driver connection
-                conn.autocommit = True
-                try:
-                    with conn.cursor(row_factory=namedtuple_row) as cur:
-                        cur.execute(statement.pyformat, params)
-                        return cur.fetchone() if cur.description else None
-                finally:
-                    if not conn.closed:
-                        conn.autocommit = False
-            except psycopg.OperationalError as exc:
-                if getattr(fairy.driver_connection, "broken", False) or getattr(fairy.driver_connection, "closed", False):
-                    oplog.connection_lost("postgres", exc, "retrying the statement" if attempt == 1 else "giving up")
-                fairy.invalidate()
-                if attempt == 2:
-                    raise
-            finally:
-                fairy.close()
-        raise AssertionError("unreachable")
+        """Run one statement in its own transaction on the pooled psycopg connection
+        (engine/store/raw.py: each statement here is atomic and fenced, so a retry is safe)."""
+        return execute_one(self.engine, statement.pyformat, params, namedtuple_row, "statement")
 
     # -- submit ---------------------------------------------------------------------------
     def insert_run(self, run: NewRun) -> Submitted:

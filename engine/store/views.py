@@ -5,11 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from sqlalchemy import Engine
 
-from engine import oplog
+from engine.store.raw import execute_one
 from engine.store.sql import gauges as gauge_sql
 from engine.store.sql import reads as sql
 
@@ -39,32 +38,10 @@ class ViewStore:
         return run, nodes
 
     def _poll_row(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        """POLL_RUN on the pooled psycopg connection itself: a poll is the API's most frequent
-        request, and SQLAlchemy's per-execution machinery was a fifth of its CPU. A read, so a
-        connection found dropped is retried once on a new one."""
-        for attempt in (1, 2):
-            fairy = self.engine.raw_connection()
-            try:
-                conn = fairy.driver_connection
-                assert conn is not None  # a checked-out pool connection always has its driver connection
-                conn.autocommit = True
-                try:
-                    with conn.cursor(row_factory=dict_row) as cur:
-                        cur.execute(sql.POLL_RUN.pyformat, params)
-                        row: dict[str, Any] | None = cur.fetchone()
-                        return row
-                finally:
-                    if not conn.closed:
-                        conn.autocommit = False
-            except psycopg.OperationalError as exc:
-                if getattr(fairy.driver_connection, "broken", False) or getattr(fairy.driver_connection, "closed", False):
-                    oplog.connection_lost("postgres", exc, "retrying the read" if attempt == 1 else "giving up")
-                fairy.invalidate()
-                if attempt == 2:
-                    raise
-            finally:
-                fairy.close()
-        raise AssertionError("unreachable")
+        """POLL_RUN on the pooled psycopg connection itself (engine/store/raw.py): a poll is the
+        API's most frequent request. A read, so a dropped connection is retried once."""
+        row: dict[str, Any] | None = execute_one(self.engine, sql.POLL_RUN.pyformat, params, dict_row, "read")
+        return row
 
     def list_runs(self, space_id: str, workflow_id: str | None, status: str | None,
                   before: tuple[datetime, uuid.UUID] | None, limit: int,
