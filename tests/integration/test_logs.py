@@ -81,6 +81,8 @@ def test_logfmt_stays_available_and_the_level_setting_still_filters(
     run = api.wait(api.submit(api.create_workflow({"nodes": [
         {"id": "bad", "type": "json_parse", "inputs": {"text": "not json"}, "retry": {"max_attempts": 1}}]})))
     assert run["status"] == "failed", run
+    # (the run's end line is written just after the commit the API saw: wait for it, then stop)
+    wait_for(lambda: "event=run.failed" in worker.log_path.read_text(), timeout_s=15)
     worker.kill()
     text = worker.log_path.read_text()
     # Then the failure is a logfmt line, and INFO transitions (node.started) are not logged
