@@ -127,11 +127,13 @@ def peer_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                          _kinds(r["redis"]["by_command_per_node"])))
     if res.get("peers_skipped"):
         rows.append(("Peers skipped", ", ".join(res["peers_skipped"]), "pip install -e '.[bench]'"))
-    for name in ("relayflow", "celery", "dbos"):
-        f = res.get(name, {}).get("fanout")
+    for key, name in (("relayflow", "relayflow"), ("naive_chain", "naive"), ("celery", "celery"), ("dbos", "dbos")):
+        f = res.get(key, {}).get("fanout")
         if f:
             rows.append((f"Fan-out root -> {f['width']} -> join: {name}", f"{f['wall']['median_ms']:.0f} ms",
                          f"{f['nodes_per_s']:.0f} nodes/s; median of {f['wall']['n']} runs, one at a time"))
+    if "relayflow_over_naive_fanout" in ratios:
+        rows.append(("Relayflow / naive, fan-out", f"{ratios['relayflow_over_naive_fanout']:.2f}x", "nodes/s"))
     return rows
 
 

@@ -6,8 +6,8 @@ Phases (docs/benchmarks.md explains the method and the figures):
 1. In process (`bench/inprocess.py`): round trips, statements, Redis commands, CPU, WAL and a
    profile per node, with the engines the workers and the API build; the naive step; the scale
    check without the queue.
-2. Comparator A, the bare Dramatiq chain, and 3. comparator B, the naive chain
-   (`bench/comparator_bench.py`, `bench/comparators/`).
+2. Comparator A, the bare Dramatiq chain, and 3. comparator B, the naive chain, with its
+   fan-out (`bench/comparator_bench.py`, `bench/comparators/`).
 4. Relayflow under `dramatiq workers --processes 2 --threads 8` (`bench/relayflow_bench.py`):
    throughput, unloaded latency, wait events, Redis commands, the 1,000-node scale check.
 5. The peers, if the `bench` extra is installed (`pip install -e '.[bench]'`; otherwise skipped
@@ -109,7 +109,7 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     print(f"2/{total} comparator A: bare Dramatiq chain", flush=True)
     res["bare_chain"] = run_comparator("bare_chain", plan, bench_url, redis_url, f"bench_bare_{tag}", log_dir,
                                        meter_groups, monitor=True)
-    print(f"3/{total} comparator B: naive chain (one Postgres transaction per step)", flush=True)
+    print(f"3/{total} comparator B: naive chain (one Postgres transaction per step), its fan-out", flush=True)
     res["naive_chain"] = run_comparator("naive_chain", plan, bench_url, redis_url, f"bench_naive_{tag}", log_dir,
                                         meter_groups, waits=True)
     print(f"4/{total} Relayflow: throughput, latency, wait events, Redis commands, scale", flush=True)
@@ -133,6 +133,9 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     }
     for peer in peers:
         res["ratios"][f"relayflow_over_{peer}"] = round(res["relayflow"]["per_s"] / res[peer]["per_s"], 3)
+    rf_fan, naive_fan = res["relayflow"].get("fanout"), res["naive_chain"].get("fanout")
+    if rf_fan and naive_fan:  # fan-out nodes/s, root -> width -> join, one run at a time
+        res["ratios"]["relayflow_over_naive_fanout"] = round(rf_fan["nodes_per_s"] / naive_fan["nodes_per_s"], 3)
 
 
 def code_fingerprint() -> str:

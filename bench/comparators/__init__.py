@@ -10,6 +10,8 @@ Each is a `dramatiq workers` module configured by environment variables only:
 A chain is started by sending step 0 with `(chain, 0, started_at)`; its last step records,
 in one Redis pipeline, `INCR <queue>:done`, `RPUSH <queue>:ends <time>` and
 `RPUSH <queue>:lat <time - started_at>` so the driver can read completion without adding load.
+The naive chain's fan-out (`bench_naive_fan`, started with `(fan, "root", 0, width, started_at)`)
+records its join the same way.
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ CREATE TABLE IF NOT EXISTS bench_steps (
     created_at timestamptz NOT NULL DEFAULT now()
 )"""
 INSERT_STEP_SQL = "INSERT INTO bench_steps (chain, step, output) VALUES (:chain, :step, CAST(:output AS jsonb))"
+# The naive fan-out's join counter: one row per fan-out, `done` = leaves committed so far.
+FANS_DDL = "CREATE TABLE IF NOT EXISTS bench_fans (fan integer PRIMARY KEY, done integer NOT NULL)"
+INSERT_FAN_SQL = "INSERT INTO bench_fans (fan, done) VALUES (:fan, 0) ON CONFLICT (fan) DO UPDATE SET done = 0"
+COUNT_LEAF_SQL = "UPDATE bench_fans SET done = done + 1 WHERE fan = :fan RETURNING done"
 
 
 def steps() -> int:
@@ -84,12 +90,13 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def create_table(url: str) -> None:
-    """Create the naive chain's table (idempotent)."""
+    """Create the naive chain's tables, its steps and its fan-outs' counters (idempotent)."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.begin() as conn:
             conn.execute(text(TABLE_DDL))
+            conn.execute(text(FANS_DDL))
     finally:
         engine.dispose()

@@ -5,6 +5,12 @@ SQLAlchemy + psycopg 3, synchronous_commit as the server has it) and then enqueu
 That is the least a "checkpoint every step in Postgres, one message per step" design can do;
 it records nothing else (no claim, no fencing, no successor rows, no events).
 
+Its fan-out (`bench_naive_fan`, root -> `width` parallel leaves -> join) is built the same way,
+one transaction per step: the root commits its row and its fan-out's counter row
+(`bench_fans`, done = 0) and sends the `width` leaves; each leaf commits its row and
+`UPDATE bench_fans SET done = done + 1 … RETURNING done` in one transaction, and the leaf that
+makes `done == width` sends the join; the join commits its row and records the fan-out as done.
+
 Run with `dramatiq workers bench.comparators.naive_chain --processes 2 --threads 8`
 and the environment described in `bench/comparators/__init__.py` plus `DATABASE_URL`.
 `bench.comparators.create_table(url)` makes its table (the driver calls it before starting the workers).
@@ -19,10 +25,22 @@ from typing import Any
 import dramatiq
 from sqlalchemy import Engine, create_engine, text
 
-from bench.comparators import INSERT_STEP_SQL, install_broker, queue_name, record_done, sqlalchemy_url, steps
+from bench.comparators import (
+    COUNT_LEAF_SQL,
+    INSERT_FAN_SQL,
+    INSERT_STEP_SQL,
+    install_broker,
+    queue_name,
+    record_done,
+    sqlalchemy_url,
+    steps,
+)
 
 ACTOR_NAME = "bench_naive_step"
+FAN_ACTOR_NAME = "bench_naive_fan"
 INSERT_STEP = text(INSERT_STEP_SQL)
+INSERT_FAN = text(INSERT_FAN_SQL)
+COUNT_LEAF = text(COUNT_LEAF_SQL)
 QUEUE = queue_name("bench_naive")
 STEPS = steps()
 
@@ -54,4 +72,27 @@ def naive_step(chain: int, k: int, started_at: float) -> None:
     if k + 1 < STEPS:
         naive_step.send(chain, k + 1, started_at)
     else:
+        record_done(broker.client, QUEUE, started_at)
+
+
+@dramatiq.actor(actor_name=FAN_ACTOR_NAME, queue_name=QUEUE, max_retries=0)
+def naive_fan(fan: int, role: str, index: int, width: int, started_at: float) -> None:
+    """One step of fan-out `fan` (root, leaf `index`, or join), one transaction each; rows
+    `(fan, 0)` for the root, `(fan, 1 + index)` for a leaf, `(fan, width + 1)` for the join."""
+    if role == "root":
+        with get_engine().begin() as conn:
+            conn.execute(INSERT_STEP, {"chain": fan, "step": 0, "output": json.dumps({"text": "x"})})
+            conn.execute(INSERT_FAN, {"fan": fan})
+        for i in range(width):
+            naive_fan.send(fan, "leaf", i, width, started_at)
+    elif role == "leaf":
+        with get_engine().begin() as conn:
+            conn.execute(INSERT_STEP, {"chain": fan, "step": 1 + index, "output": json.dumps({"text": f"x{index}"})})
+            done = conn.execute(COUNT_LEAF, {"fan": fan}).scalar_one()
+        if done == width:
+            naive_fan.send(fan, "join", width, width, started_at)
+    else:
+        output = {"text": "".join(f"x{i}" for i in range(width))}
+        with get_engine().begin() as conn:
+            conn.execute(INSERT_STEP, {"chain": fan, "step": width + 1, "output": json.dumps(output)})
         record_done(broker.client, QUEUE, started_at)
