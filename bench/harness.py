@@ -31,6 +31,8 @@ if not DB_NAME.replace("_", "").isalnum():  # it is spliced into DROP DATABASE
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB") or os.environ.get("RELAYFLOW_BENCH_REDIS_DB", "14"))
 PROCESSES, THREADS = 2, 8
 POLL_S = 0.05
+# What a Relayflow worker process logs once LiteLLM is imported (workers/runtime.py `_warm_llm`)
+WARM_MARKER = b"worker.llm_warm"
 
 
 class BenchError(RuntimeError):
@@ -197,13 +199,15 @@ class WorkerGroup:
 
     `commands` instead runs each given command (one per worker process: the peers, which have
     no multi-process launcher of their own) under one `bash` in that session; the group ends
-    when any of them exits. `ready_count` lines with `ready_marker` in the log mean it takes work.
+    when any of them exits. `ready_count` lines with `ready_marker` in the log mean it takes work
+(`ready_s` after the start).
     """
 
     def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path,
                  commands: list[list[str]] | None = None, ready_marker: bytes = b"is ready for action",
-                 ready_count: int = PROCESSES) -> None:
+                 ready_count: int = PROCESSES, ready_timeout_s: float = 60.0) -> None:
         self.name = name
+        self.started, self.ready_timeout_s, self.ready_s = time.monotonic(), ready_timeout_s, 0.0
         self.log_path = log_dir / f"{name}.log"
         self.ready_marker, self.ready_count = ready_marker, ready_count
         self._log = open(self.log_path, "ab")
@@ -218,7 +222,7 @@ class WorkerGroup:
 
     def __enter__(self) -> WorkerGroup:
         try:
-            self.wait_ready()
+            self.wait_ready(self.ready_timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -238,6 +242,7 @@ class WorkerGroup:
         while time.monotonic() < deadline:
             self.check()
             if self.log_path.read_bytes().count(self.ready_marker) >= self.ready_count:
+                self.ready_s = round(time.monotonic() - self.started, 2)
                 return
             time.sleep(POLL_S)
         raise BenchError(f"worker group {self.name} not ready within {timeout_s:.0f}s; see {self.log_path}")

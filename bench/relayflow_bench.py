@@ -16,7 +16,18 @@ from typing import Any
 import psycopg
 
 from bench.counting import CpuMeter
-from bench.harness import POLL_S, BenchError, Plan, WorkerGroup, fanout, fanout_summary, linear, summary_ms, worker_env
+from bench.harness import (
+    POLL_S,
+    WARM_MARKER,
+    BenchError,
+    Plan,
+    WorkerGroup,
+    fanout,
+    fanout_summary,
+    linear,
+    summary_ms,
+    worker_env,
+)
 from bench.monitors import RedisMonitor, WaitSampler
 
 
@@ -151,10 +162,14 @@ def run_relayflow(plan: Plan, bench_url: str, redis_url: str, queue: str, log_di
     driver = RelayflowDriver(bench_url, redis_url, queue)
     name = "relayflow" if module == "workers" else module.rsplit(".", 1)[-1]
     try:
-        with WorkerGroup(name, module, worker_env(bench_url, redis_url, queue, plan.nodes), log_dir) as group:
+        # Measured once every process is warm (LiteLLM imported, RELAYFLOW_WORKER_WARM_LLM): the
+        # import is a start-up cost of ~6 s of CPU per process, reported as `warm_s`, not per node.
+        with WorkerGroup(name, module, worker_env(bench_url, redis_url, queue, plan.nodes), log_dir,
+                         ready_marker=WARM_MARKER, ready_timeout_s=180.0) as group:
             wf = driver.workflow(plan.nodes)
             driver.wait(driver.submit(wf, 20), group, 60.0)  # warm-up: version caches, pools, prepared statements
             out = _throughput_rounds(driver, wf, plan, group, CpuMeter({"workers": group.pids, **meter_groups}))
+            out["warm_s"] = group.ready_s
             out["latency"] = driver.timings(driver.sequential(wf, plan.latency_runs, group), plan.nodes)
             if module != "workers":
                 group.check()

@@ -12,7 +12,6 @@ import multiprocessing.util
 import os
 import secrets
 import socket
-import sys
 import threading
 
 import dramatiq
@@ -109,14 +108,13 @@ class WorkerRuntime(dramatiq.Middleware):
             metrics.serve(self.settings.metrics_port)
 
     def _warm_llm(self, executor: Executor) -> None:
-        """LiteLLM takes seconds to import: pay it now, beside the messages, not in the first LLM node."""
-        if sys.platform == "linux":
-            # This thread only (Linux schedules threads as tasks): the warm-up yields the CPU to
-            # whatever else is starting, `relayflow up`'s web server first, which it slowed ~2.5x.
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except OSError:
-                pass
+        """LiteLLM takes seconds to import: pay it now, beside the messages, not in the first LLM node.
+
+        At the normal priority, not niced: the import holds the GIL between switches, and a thread
+        the OS rarely schedules cannot hand it back, so a niced warm-up on a busy machine stalled
+        every node thread of the process (bench: 2.6x the worker CPU per node for the whole first
+        minute). Unniced, node threads get the GIL every switch interval and it ends in seconds.
+        """
         try:
             spent_s = executor.models.warm()
             log.info("LiteLLM is warm", extra={"event": "worker.llm_warm", "seconds": round(spent_s, 2)})
