@@ -11,7 +11,6 @@ from rich import box
 from rich.table import Table
 
 from api.cli.tokens import _store, console
-from engine.retention import Retention
 from engine.settings import get_settings
 
 
@@ -24,6 +23,10 @@ def retention() -> None:
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted now.")
 def run(dry_run: bool) -> None:
     """Sweep now: delete expired runs (with child runs, nodes, events, interrupts) in batches."""
+    # Imported here: the store pulls in SQLAlchemy and psycopg (~0.5 s), which every other
+    # `relayflow` command would pay at start-up, as `api.cli` imports this module
+    from engine.retention import Retention
+
     settings = get_settings()
     with _store() as store:
         sweeper = Retention(store.lifecycle.engine, settings)

@@ -15,7 +15,6 @@ from api.cli.tokens import _store, console
 from engine import tokens as token_ops
 from engine.errors import SpaceNotFound
 from engine.settings import get_settings
-from engine.store.retention import RetentionStore
 
 
 @click.group()
@@ -29,6 +28,8 @@ def list_() -> None:
     default = get_settings().space_max_running_nodes
     with _store() as store:
         loads = store.catalog.space_loads()
+        from engine.store.retention import RetentionStore  # the store's SQLAlchemy: only when used
+
         retentions = RetentionStore(store.lifecycle.engine).space_retentions()
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
     for column in ("space", "cap", "running", "waiting", "retention"):
@@ -96,6 +97,8 @@ def set_retention(space: str, days: str) -> None:
                                      "or 'default'", param_hint="DAYS")
     with _store() as store:
         token_ops.check_space_id(space)
+        from engine.store.retention import RetentionStore  # the store's SQLAlchemy: only when used
+
         if not RetentionStore(store.lifecycle.engine).set_space_retention(space, value):
             raise SpaceNotFound(f"Space {space} not found; `relayflow spaces list` shows the spaces.")
     console.print(f"[green]✔[/] space [bold]{escape(space)}[/] keeps its ended runs {_retention(value)}")

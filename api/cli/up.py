@@ -75,7 +75,7 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 
 def _wait_healthy(client: Client, supervisor: Supervisor, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
-    with console.status("Waiting for the API and the workers…"):
+    with console.status("Waiting for the API…"):
         while not client.healthy():
             _check_children(supervisor)
             if time.monotonic() > deadline:
@@ -203,17 +203,21 @@ def up(demo: bool, exit_after_demo: bool, port: int, workers: int) -> None:
             # the demo model files (conf/model/demo-*.yaml) take their base URL from this variable
             env["DEMO_LLM_URL"] = _start_fake_llm(supervisor, env, account)
         supervisor.spawn("web", web_command(port, control_socket=False), env, account, restart=True)
-        if os.geteuid() == 0:
-            # The code sandbox's per-node cgroups: a parent the (unprivileged) workers may use.
-            # Imported here: engine.nodes loads every node type (LiteLLM too), seconds that only
-            # `up` as root needs, and this package is imported by every `relayflow` command.
-            from engine.nodes.cgroup import delegate_code_cgroups
-
-            delegate_code_cgroups(account.uid, account.gid)
-        supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env, account, restart=True)
         base_url = f"http://127.0.0.1:{port}"
         with Client(base_url, token) as client:
+            # The web first, the workers once it answers: both import the project (~3 s of CPU per
+            # process, and each worker then imports LiteLLM), and on a small machine the web's
+            # processes booted twice as slowly beside them. A run submitted before the workers
+            # are up waits queued, as with any worker restart.
             _wait_healthy(client, supervisor)
+            if os.geteuid() == 0:
+                # The code sandbox's per-node cgroups: a parent the (unprivileged) workers may use.
+                # Imported here: engine.nodes loads every node type, time that only `up` as root
+                # needs, and this package is imported by every `relayflow` command.
+                from engine.nodes.cgroup import delegate_code_cgroups
+
+                delegate_code_cgroups(account.uid, account.gid)
+            supervisor.spawn("worker", worker_command(workers, shutdown_timeout_s=20), env, account, restart=True)
             _print_banner(base_url, settings.data_dir, embedded, supervisor.log_dir, account and account.name)
             if demo:
                 succeeded = run_demos(client, package_data("examples"), lambda: _tend_children(supervisor))
