@@ -7,7 +7,7 @@ it), on a fresh benchmark database (bench/harness.py: `RELAYFLOW_BENCH_DB`, Redi
 `RELAYFLOW_BENCH_REDIS_DB`): start the fake OpenAI provider (api/localstack/fake_llm.py) with
 `--provider-delay-s` of latency, a model file pointing at it, and a fresh
 `dramatiq workers --processes 2 --threads 8` group; as soon as the group says it is ready (warm:
-every process logged `event=worker.llm_warm`; cold: Dramatiq's "ready for action"), submit a
+every process logged `worker.llm_warm`; cold: Dramatiq's "ready for action"), submit a
 one-LLM-node workflow (in this process, through the API's service) and wait for it; then a second
 run, warm in both modes. Reported per run: submit → node finished (the node row's
 `finished_at`), the provider's latency (the same request sent straight to the fake provider,
@@ -38,6 +38,7 @@ from bench.harness import (  # noqa: E402
     DB_NAME,
     PROCESSES,
     REDIS_DB,
+    WARM_MARKER,
     BenchError,
     WorkerGroup,
     drop_database,
@@ -126,7 +127,7 @@ def measure(mode: str, provider_delay_s: float, log_dir: Path) -> dict[str, Any]
         with WorkerGroup(f"first_llm_{mode}", "workers", env, log_dir) as group:  # waits for "ready for action"
             ready_for_action_s = time.monotonic() - began
             if mode == "warm":
-                _wait_log(group, b"event=worker.llm_warm", PROCESSES, 180.0)
+                _wait_log(group, WARM_MARKER, PROCESSES, 180.0)
             ready_s = time.monotonic() - began
             first = _one_run(service, store, workflow_id, DEFAULT_SPACE)
             second = _one_run(service, store, workflow_id, DEFAULT_SPACE)
