@@ -134,6 +134,12 @@ def peer_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{f['nodes_per_s']:.0f} nodes/s; median of {f['wall']['n']} runs, one at a time"))
     if "relayflow_over_naive_fanout" in ratios:
         rows.append(("Relayflow / naive, fan-out", f"{ratios['relayflow_over_naive_fanout']:.2f}x", "nodes/s"))
+    rp = res.get("request_path")
+    if rp:
+        rows += [("Poll p50, 1 client: Relayflow / limit", f"{rp['poll_p50_over_limit']:.2f}x",
+                  f"{rp['relayflow_p50_ms']:.2f} / {rp['limit_p50_ms']:.2f} ms; target <= 1.5x"),
+                 ("Polls/s, 50 clients: Relayflow / limit", f"{rp['throughput_over_limit']:.2f}x",
+                  f"{rp['relayflow_requests_per_s']:.0f} / {rp['limit_requests_per_s']:.0f}; target >= 0.6x")]
     return rows
 
 

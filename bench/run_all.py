@@ -15,6 +15,11 @@ Phases (docs/benchmarks.md explains the method and the figures):
    (Postgres), same shape (`bench/peer_bench.py`, `bench/comparators/`).
 6. With `--inline` only: the same throughput and latency for the inline-successor experiment
    (`bench/experiments/inline.py`, not adopted).
+7. The request path (`bench/request_path.py`, unless `--skip-api`): `bench/api_latency.py`'s limit
+   comparator in its own process and database: a poll's p50 with one client and polls/s with 50
+   clients, as ratios of a bare Flask route reading the same row.
+
+The last line prints every ratio of the sitting (`ratios` in the results).
 
 One worker group runs at a time and is killed when its phase ends. Every wait has a timeout and
 `--budget-s` bounds the whole run. Setup and cleanup are in `bench/harness.py`.
@@ -60,6 +65,7 @@ from bench.inprocess import InProcess  # noqa: E402
 from bench.peer_bench import missing_peers, run_celery, run_dbos  # noqa: E402
 from bench.relayflow_bench import run_relayflow  # noqa: E402
 from bench.report import print_report, write_results  # noqa: E402
+from bench.request_path import run_limit_comparison  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--inline", action="store_true",
                         help="also measure the inline-successor experiment (not adopted; see bench/experiments)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out the peers (Celery, DBOS)")
+    parser.add_argument("--skip-api", action="store_true",
+                        help="leave out the request path (bench/api_latency.py's limit comparator)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database afterwards")
     parser.add_argument("--budget-s", type=int, default=900,
                         help="stop (cleanly) if the whole benchmark takes longer than this (default 900)")
@@ -97,7 +105,7 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     elif missing:
         print(f"peers skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')", flush=True)
     res["peers_skipped"] = ["celery", "dbos"] if args.skip_peers else missing
-    total = 4 + len(peers)
+    total = 4 + len(peers) + (0 if args.skip_api else 1)
     print(f"1/{total} in process: round trips, CPU, WAL per node; the naive step; the scale check", flush=True)
     inproc = InProcess(bench_url, redis_url, f"bench_rt_{tag}", log_dir)
     try:
@@ -127,12 +135,19 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
         print("experiment (not adopted): inline successor execution", flush=True)
         res["experiments"] = {"inline": run_relayflow(plan, bench_url, redis_url, f"bench_inline_{tag}", log_dir,
                                                       meter_groups, module="bench.experiments.inline")}
+    if not args.skip_api:
+        print(f"{total}/{total} request path: Relayflow's poll against a bare Flask route (bench/api_latency.py)",
+              flush=True)
+        res["request_path"] = run_limit_comparison(args.quick, log_dir)
     res["ratios"] = {
         "relayflow_over_bare": round(res["relayflow"]["per_s"] / res["bare_chain"]["per_s"], 3),
         "relayflow_over_naive": round(res["relayflow"]["per_s"] / res["naive_chain"]["per_s"], 3),
     }
     for peer in peers:
         res["ratios"][f"relayflow_over_{peer}"] = round(res["relayflow"]["per_s"] / res[peer]["per_s"], 3)
+    if "request_path" in res:  # a single client's poll p50 (target <= 1.5) and 50 clients' requests/s (>= 0.6)
+        res["ratios"]["poll_p50_over_limit"] = res["request_path"]["poll_p50_over_limit"]
+        res["ratios"]["poll_throughput_over_limit"] = res["request_path"]["throughput_over_limit"]
     rf_fan, naive_fan = res["relayflow"].get("fanout"), res["naive_chain"].get("fanout")
     if rf_fan and naive_fan:  # fan-out nodes/s, root -> width -> join, one run at a time
         res["ratios"]["relayflow_over_naive_fanout"] = round(rf_fan["nodes_per_s"] / naive_fan["nodes_per_s"], 3)
