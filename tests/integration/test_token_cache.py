@@ -27,7 +27,10 @@ from engine.tokens import issue_token
 from tests.conftest import WebProcess, free_port, wait_for
 
 BOUND_S = 1.0  # the issue's promise: a revoked token never works longer than this
-QUIET = {"RELAYFLOW_AUTH_FAILURE_LIMIT": "100000"}  # the refusals below must stay 401s, not 429s
+QUIET = {"RELAYFLOW_AUTH_FAILURE_LIMIT": "100000",  # the refusals below must stay 401s, not 429s
+         # the kept-alive connections stay open while idle (gunicorn closes them after 2 s by
+         # default, which a loaded machine's pause between opening and hammering them can pass)
+         "GUNICORN_CMD_ARGS": "--keep-alive 300"}
 
 
 @pytest.fixture
