@@ -200,7 +200,7 @@ class WorkerGroup:
     `commands` instead runs each given command (one per worker process: the peers, which have
     no multi-process launcher of their own) under one `bash` in that session; the group ends
     when any of them exits. `ready_count` lines with `ready_marker` in the log mean it takes work
-(`ready_s` after the start).
+    (`ready_s` after the start).
     """
 
     def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path,

@@ -32,7 +32,6 @@ def run_limit_comparison(quick: bool, log_dir: Path, timeout_s: float = 300.0) -
     paths = [line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("results:")]
     if done.returncode != 0 or not paths:
         raise BenchError(f"bench/api_latency.py failed (exit {done.returncode}); see {log}")
-    result = json.loads((ROOT / paths[-1]).read_text() if not Path(paths[-1]).is_absolute()
-                        else Path(paths[-1]).read_text())
+    result = json.loads((ROOT / paths[-1]).read_text())  # relative to the checkout (or absolute)
     summary: dict[str, Any] = result["limit"]["summary"]
     return {**summary, "results_file": paths[-1]}
