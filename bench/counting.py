@@ -29,6 +29,7 @@ _PARSE = re.compile(r'^"([^"]*)" "(.*)$', re.DOTALL)
 _BIND = re.compile(r'^"[^"]*" "([^"]*)"')
 # Distinctive text of each statement (engine/store/sql/: its CTE names or event types).
 _RULES = (
+    ("AS read_at", "PEEK_UNCLAIMED"), ("AS starting", "COMMIT_UNCLAIMED"),
     ("'node.started'", "CLAIM"), ("'node.retrying'", "SCHEDULE_RETRY"), ("failed_node AS (", "FAIL_RUN_AT_NODE"),
     ("decided_node AS (", "COMMIT_NODE"), ("settled_skip AS (", "PROPAGATE_SKIP"), ("'run.succeeded'", "FINISH_RUN"),
     ("AS outputs", "load_outputs"), ("INSERT INTO runs", "INSERT_RUN"), ("INSERT INTO node_runs", "insert root nodes"),

@@ -154,24 +154,26 @@ def _throughput_rounds(driver: RelayflowDriver, wf: str, plan: Plan, group: Work
 
 
 def run_relayflow(plan: Plan, bench_url: str, redis_url: str, queue: str, log_dir: Path,
-                  meter_groups: dict[str, Callable[[], set[int]]], module: str = "workers") -> dict[str, Any]:
+                  meter_groups: dict[str, Callable[[], set[int]]], module: str = "workers",
+                  variant: dict[str, str] | None = None, name: str | None = None) -> dict[str, Any]:
     """Throughput, latency, wait events, Redis commands and the scale check with `dramatiq workers`.
 
-    With another `module` (an experiment's worker entry point), only throughput and latency.
+    With another `module` (an experiment's worker entry point) or a `variant` (settings of the
+    workers, e.g. RELAYFLOW_CLAIM_PURE_NODES), only throughput and latency.
     """
     driver = RelayflowDriver(bench_url, redis_url, queue)
-    name = "relayflow" if module == "workers" else module.rsplit(".", 1)[-1]
+    name = name or ("relayflow" if module == "workers" else module.rsplit(".", 1)[-1])
+    env = worker_env(bench_url, redis_url, queue, plan.nodes) | (variant or {})
     try:
         # Measured once every process is warm (LiteLLM imported, RELAYFLOW_WORKER_WARM_LLM): the
         # import is a start-up cost of ~6 s of CPU per process, reported as `warm_s`, not per node.
-        with WorkerGroup(name, module, worker_env(bench_url, redis_url, queue, plan.nodes), log_dir,
-                         ready_marker=WARM_MARKER, ready_timeout_s=180.0) as group:
+        with WorkerGroup(name, module, env, log_dir, ready_marker=WARM_MARKER, ready_timeout_s=180.0) as group:
             wf = driver.workflow(plan.nodes)
             driver.wait(driver.submit(wf, 20), group, 60.0)  # warm-up: version caches, pools, prepared statements
             out = _throughput_rounds(driver, wf, plan, group, CpuMeter({"workers": group.pids, **meter_groups}))
             out["warm_s"] = group.ready_s
             out["latency"] = driver.timings(driver.sequential(wf, plan.latency_runs, group), plan.nodes)
-            if module != "workers":
+            if module != "workers" or variant:
                 group.check()
                 return out
             with WaitSampler(bench_url) as sampler:  # an extra round, not in the median

@@ -125,6 +125,12 @@ def peer_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
         if "redis" in r:
             rows.append((f"Redis commands per node: {peer}", f"{r['redis']['commands_per_node']:.2f}",
                          _kinds(r["redis"]["by_command_per_node"])))
+    claimed = res.get("relayflow_claimed")
+    if claimed:
+        rows += [("Relayflow, pure nodes claimed", f"{claimed['per_s']:.0f} nodes/s",
+                  f"RELAYFLOW_CLAIM_PURE_NODES=true; rounds {_rounds(claimed)}"),
+                 ("Unclaimed / claimed", f"{ratios['unclaimed_over_claimed']:.2f}x", "the unclaimed path's gain"),
+                 _cpu_row("relayflow_claimed", claimed, p["runs"] * p["nodes"])]
     if res.get("peers_skipped"):
         rows.append(("Peers skipped", ", ".join(res["peers_skipped"]), "pip install -e '.[bench]'"))
     for key, name in (("relayflow", "relayflow"), ("naive_chain", "naive"), ("celery", "celery"), ("dbos", "dbos")):

@@ -9,7 +9,9 @@ Phases (docs/benchmarks.md explains the method and the figures):
 2. Comparator A, the bare Dramatiq chain, and 3. comparator B, the naive chain, with its
    fan-out (`bench/comparator_bench.py`, `bench/comparators/`).
 4. Relayflow under `dramatiq workers --processes 2 --threads 8` (`bench/relayflow_bench.py`):
-   throughput, unloaded latency, wait events, Redis commands, the 1,000-node scale check.
+   throughput, unloaded latency, wait events, Redis commands, the 1,000-node scale check; then,
+   unless `--skip-claimed`, its throughput and latency with pure nodes claimed like any other
+   (`RELAYFLOW_CLAIM_PURE_NODES=true`): what the unclaimed path gains, in the same sitting.
 5. The peers, if the `bench` extra is installed (`pip install -e '.[bench]'`; otherwise skipped
    with a line saying so): a Celery chain (Redis broker and result backend) and a DBOS workflow
    (Postgres), same shape (`bench/peer_bench.py`, `bench/comparators/`).
@@ -77,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-peers", action="store_true", help="leave out the peers (Celery, DBOS)")
     parser.add_argument("--skip-api", action="store_true",
                         help="leave out the request path (bench/api_latency.py's limit comparator)")
+    parser.add_argument("--skip-claimed", action="store_true",
+                        help="leave out Relayflow with pure nodes claimed (RELAYFLOW_CLAIM_PURE_NODES=true)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database afterwards")
     parser.add_argument("--budget-s", type=int, default=900,
                         help="stop (cleanly) if the whole benchmark takes longer than this (default 900)")
@@ -105,7 +109,7 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     elif missing:
         print(f"peers skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')", flush=True)
     res["peers_skipped"] = ["celery", "dbos"] if args.skip_peers else missing
-    total = 4 + len(peers) + (0 if args.skip_api else 1)
+    total = 4 + len(peers) + (0 if args.skip_api else 1) + (0 if args.skip_claimed else 1)
     print(f"1/{total} in process: round trips, CPU, WAL per node; the naive step; the scale check", flush=True)
     inproc = InProcess(bench_url, redis_url, f"bench_rt_{tag}", log_dir)
     try:
@@ -123,6 +127,13 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     print(f"4/{total} Relayflow: throughput, latency, wait events, Redis commands, scale", flush=True)
     res["relayflow"] = run_relayflow(plan, bench_url, redis_url, f"bench_relayflow_{tag}", log_dir, meter_groups)
     step = 4
+    if not args.skip_claimed:
+        step += 1
+        print(f"{step}/{total} Relayflow with pure nodes claimed (RELAYFLOW_CLAIM_PURE_NODES=true): throughput, latency",
+              flush=True)
+        res["relayflow_claimed"] = run_relayflow(plan, bench_url, redis_url, f"bench_claimed_{tag}", log_dir,
+                                                 meter_groups, variant={"RELAYFLOW_CLAIM_PURE_NODES": "true"},
+                                                 name="relayflow_claimed")
     if "celery" in peers:
         step += 1
         print(f"{step}/{total} peer: Celery chain (Redis broker and result backend)", flush=True)
@@ -148,6 +159,8 @@ def measure(args: argparse.Namespace, res: dict[str, Any], urls: tuple[str, str,
     if "request_path" in res:  # a single client's poll p50 (target <= 1.5) and 50 clients' requests/s (>= 0.6)
         res["ratios"]["poll_p50_over_limit"] = res["request_path"]["poll_p50_over_limit"]
         res["ratios"]["poll_throughput_over_limit"] = res["request_path"]["throughput_over_limit"]
+    if "relayflow_claimed" in res:  # the unclaimed path of pure nodes against claiming them, same sitting
+        res["ratios"]["unclaimed_over_claimed"] = round(res["relayflow"]["per_s"] / res["relayflow_claimed"]["per_s"], 3)
     rf_fan, naive_fan = res["relayflow"].get("fanout"), res["naive_chain"].get("fanout")
     if rf_fan and naive_fan:  # fan-out nodes/s, root -> width -> join, one run at a time
         res["ratios"]["relayflow_over_naive_fanout"] = round(rf_fan["nodes_per_s"] / naive_fan["nodes_per_s"], 3)

@@ -13,12 +13,15 @@ from engine.settings import Settings
 log = logging.getLogger("relayflow.dispatch")
 
 ACTOR_NAME = "run_node"
+# The same message, for a node of a pure type: the worker tries the unclaimed path first
+# (engine/store/sql/unclaimed.py). A second actor rather than an argument: messages carry ids only.
+PURE_ACTOR_NAME = "run_pure_node"
 
 
 class Dispatcher(Protocol):
-    """Something that delivers `run_node(run_id, node_id)` messages."""
+    """Something that delivers `run_node(run_id, node_id)` messages (`pure`: to `run_pure_node`)."""
 
-    def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None: ...
+    def send(self, run_id: str, node_id: str, delay_s: float = 0.0, pure: bool = False) -> None: ...
 
 
 def make_broker(settings: Settings) -> RedisBroker:
@@ -38,9 +41,10 @@ class DramatiqDispatcher:
         self.broker = broker
         self.queue_name = queue_name
 
-    def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None:
-        """Enqueue one node message (delayed for retries)."""
-        message: dramatiq.Message[Any] = dramatiq.Message(queue_name=self.queue_name, actor_name=ACTOR_NAME,
+    def send(self, run_id: str, node_id: str, delay_s: float = 0.0, pure: bool = False) -> None:
+        """Enqueue one node message (delayed for retries); `pure`: a pure type's node, never delayed."""
+        actor = PURE_ACTOR_NAME if pure and delay_s <= 0 else ACTOR_NAME
+        message: dramatiq.Message[Any] = dramatiq.Message(queue_name=self.queue_name, actor_name=actor,
                                    args=(str(run_id), node_id), kwargs={}, options={})
         try:
             self.broker.enqueue(message, delay=int(delay_s * 1000) if delay_s > 0 else None)

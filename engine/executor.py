@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -102,9 +102,13 @@ class Executor:
         configure(Limits.from_settings(settings))
 
     # -- the actor body ---------------------------------------------------------------------
-    def run_node(self, run_id: str, node_id: str) -> None:
-        """Claim and execute one node; a duplicate or stale message is a no-op."""
+    def run_node(self, run_id: str, node_id: str, pure: bool = False) -> None:
+        """Claim and execute one node; a duplicate or stale message is a no-op.
+
+        `pure` (the message of a pure type's node): execute it unclaimed if it is still untouched."""
         rid = uuid.UUID(run_id)
+        if pure and not self.settings.claim_pure_nodes and self._run_unclaimed(rid, node_id):
+            return
         claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
                                            self.settings.space_max_running_nodes, self.worker_id)
         if claim is None:  # a duplicate, or its space is at its cap (then it waits for a freed slot)
@@ -115,6 +119,58 @@ class Executor:
         finally:
             telemetry.node_finished()
             self.notifier.run_changed(run_id)
+
+    def _run_unclaimed(self, rid: uuid.UUID, node_id: str) -> bool:
+        """Execute a pure node before claiming it and commit it if nobody touched it meanwhile
+        (engine/store/sql/unclaimed.py). False, having changed nothing, when it is not such a node
+        now (claimed or re-sent before, waitlisted, its space full, its run past its deadline):
+        the caller claims it. An attempt that did not succeed is claimed then and settled as that
+        attempt, so failures, retries and `on_error` are the claimed path's."""
+        peeked = self.store.unclaimed.peek(rid, node_id, self.settings.space_max_running_nodes)
+        if peeked is None:
+            return False
+        workflow = self.versions.get(peeked.version_id, peeked.body)
+        node = workflow.nodes[node_id]
+        deadline_left = _seconds_until(peeked.deadline_at)
+        if not node.node_type.pure or (deadline_left is not None and deadline_left <= 0):
+            return False
+        timeout_s = node.timeout_s or self.settings.default_node_timeout_s
+        deadline_bound = deadline_left is not None and deadline_left < timeout_s
+        if deadline_bound and deadline_left is not None:
+            timeout_s = deadline_left
+        telemetry.node_started(self.store, rid, node, peeked, log_lines=False)
+        try:
+            started = time.monotonic()
+            outcome = self._attempt(rid, workflow, node, peeked, timeout_s, deadline_bound)
+            metrics.attempt_ended(node.type_name, outcome, time.monotonic() - started)
+            if isinstance(outcome, Succeeded):
+                self._commit_unclaimed(rid, workflow, node, peeked, outcome)
+                return True
+            claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
+                                               self.settings.space_max_running_nodes, self.worker_id)
+            if claim is not None:  # None: another delivery took it, or its space is full now (waitlisted)
+                telemetry.node_started(self.store, rid, node, claim, span=False)
+                self._settle(rid, workflow, node, claim, outcome)
+                self.notifier.run_changed(str(rid))
+            return True
+        finally:
+            telemetry.node_finished()
+
+    def _commit_unclaimed(self, rid: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, peeked: Claim,
+                          done: Succeeded) -> None:
+        committed = self.store.unclaimed.commit(
+            rid, node.id, peeked, output=done.outputs, port=done.port,
+            signals=_merge(workflow.signals(node.id, done.port)),
+            event_data=_succeeded_event(node, 1, done.port, done.outputs), worker=self.worker_id)
+        if committed.decision.committed:
+            # its start is logged once it is recorded (with the run's, if it was the first node)
+            telemetry.node_started(self.store, rid, node, replace(peeked, run_started=committed.run_started),
+                                   span=False)
+        telemetry.node_settled(rid, node, peeked, "succeeded" if committed.decision.committed else "superseded",
+                               port=done.port)
+        self._after(rid, workflow, committed.decision)
+        if committed.decision.committed:  # after `_after`: the run's end, if this was its last node, too
+            self.notifier.run_changed(str(rid))
 
     def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
         workflow = self.versions.get(claim.version_id, claim.body)
@@ -403,7 +459,7 @@ class Executor:
         skipped: deque[str] = deque()
         while True:
             for node_id in decision.queued:
-                self.dispatcher.send(str(run_id), node_id)
+                self.dispatcher.send(str(run_id), node_id, pure=workflow.nodes[node_id].node_type.pure)
             if decision.remaining is not None and decision.remaining <= 0:
                 self.finish(run_id, workflow)
                 return

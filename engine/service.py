@@ -162,7 +162,7 @@ class Relayflow:
         if submitted.created:
             metrics.run_started(run_mode)
             for node_id in compiled.roots:
-                self.dispatcher.send(str(submitted.run_id), node_id)
+                self.dispatcher.send(str(submitted.run_id), node_id, pure=compiled.nodes[node_id].node_type.pure)
         return {"run_id": str(submitted.run_id), "status": submitted.status, "created": submitted.created}
 
     def get_run(self, space_id: str | None, run_id: str) -> dict[str, Any]:

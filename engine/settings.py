@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     lease_renew_every_s: float = 10.0
     default_node_timeout_s: float = 600.0
     max_crashes: int = 3
+    # Nodes of pure types (template, selector, …) run before they are claimed and commit fenced on
+    # staying untouched (engine/store/sql/unclaimed.py): one write per node instead of two. True
+    # claims them like every other node (their `node.started` then lands when they start).
+    claim_pure_nodes: bool = False
     # How deep child runs may nest (a sub-workflow calling a sub-workflow…): a run submitted by a
     # client is depth 0; a child past this depth fails its parent node, naming the chain.
     max_run_depth: int = Field(default=5, ge=1)

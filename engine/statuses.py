@@ -88,7 +88,7 @@ RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] 
     # submit; a composite node's child runs; a rerun of an ended run
     None: {RunStatus.QUEUED: ("INSERT_RUN", "INSERT_ITEMS", "INSERT_RERUN")},
     RunStatus.QUEUED: {
-        RunStatus.RUNNING: ("CLAIM",),  # its first node is claimed
+        RunStatus.RUNNING: ("CLAIM", "COMMIT_UNCLAIMED"),  # its first node is claimed (or committed unclaimed)
         # cancel by a user; an ancestor ended; a batch item that never started (fail-fast, superseded)
         RunStatus.CANCELLED: ("END_RUN", "FAIL_RUN_AT_NODE", "CANCEL_UNSTARTED_CHILDREN"),
         RunStatus.FAILED: ("END_RUN",),  # past its deadline, or its outputs failed to render
@@ -112,11 +112,12 @@ RUN_TRANSITIONS: Mapping[RunStatus | None, Mapping[RunStatus, tuple[str, ...]]] 
 NODE_TRANSITIONS: Mapping[NodeStatus | None, Mapping[NodeStatus, tuple[str, ...]]] = {
     None: {
         # a root; a successor now ready; a rerun's frontier (INSERT_RERUN: engine/rerun_plan.py)
-        NodeStatus.QUEUED: ("INSERT_RUN", "COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RERUN"),
+        NodeStatus.QUEUED: ("INSERT_RUN", "COMMIT_NODE", "COMMIT_UNCLAIMED", "PROPAGATE_SKIP", "INSERT_RERUN"),
         # a successor with undecided predecessors; a child run's root, until its parent waits
-        NodeStatus.WAITING: ("COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RUN", "INSERT_ITEMS", "INSERT_RERUN"),
+        NodeStatus.WAITING: ("COMMIT_NODE", "COMMIT_UNCLAIMED", "PROPAGATE_SKIP", "INSERT_RUN", "INSERT_ITEMS",
+                             "INSERT_RERUN"),
         # a successor with no active incoming edge
-        NodeStatus.SKIPPED: ("COMMIT_NODE", "PROPAGATE_SKIP", "INSERT_RERUN"),
+        NodeStatus.SKIPPED: ("COMMIT_NODE", "COMMIT_UNCLAIMED", "PROPAGATE_SKIP", "INSERT_RERUN"),
         # a rerun's reused node: the source's outcome, copied final
         NodeStatus.SUCCEEDED: ("INSERT_RERUN",),
         NodeStatus.FAILED: ("INSERT_RERUN",),
@@ -125,13 +126,15 @@ NODE_TRANSITIONS: Mapping[NodeStatus | None, Mapping[NodeStatus, tuple[str, ...]
     NodeStatus.WAITING: {
         # its last predecessor decided, an edge active; a child run's root starts when its parent is
         # parked (DELEGATE_NODE) or when an earlier child's end makes room (the statements that end runs)
-        NodeStatus.QUEUED: ("COMMIT_NODE", "PROPAGATE_SKIP", "DELEGATE_NODE", "FINISH_RUN", "FAIL_RUN_AT_NODE",
-                            "END_RUN"),
-        NodeStatus.SKIPPED: ("COMMIT_NODE", "PROPAGATE_SKIP"),  # every predecessor decided, no edge active
+        NodeStatus.QUEUED: ("COMMIT_NODE", "COMMIT_UNCLAIMED", "PROPAGATE_SKIP", "DELEGATE_NODE", "FINISH_RUN",
+                            "FAIL_RUN_AT_NODE", "END_RUN"),
+        NodeStatus.SKIPPED: ("COMMIT_NODE", "COMMIT_UNCLAIMED", "PROPAGATE_SKIP"),  # every predecessor decided, no edge active
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN", "CANCEL_UNSTARTED_CHILDREN"),
     },
     NodeStatus.QUEUED: {
         NodeStatus.RUNNING: ("CLAIM",),
+        # a pure type's node, executed unclaimed and still untouched (engine/store/sql/unclaimed.py)
+        NodeStatus.SUCCEEDED: ("COMMIT_UNCLAIMED",),
         NodeStatus.CANCELLED: ("FAIL_RUN_AT_NODE", "END_RUN"),
     },
     NodeStatus.RETRYING: {

@@ -161,15 +161,23 @@ def _ids(run_id: uuid.UUID) -> dict[str, Any]:
 
 
 # -- node attempts ------------------------------------------------------------------------------
-def node_started(store: Store, run_id: uuid.UUID, node: CompiledNode, claim: Claim) -> None:
-    """A node was claimed: log `run.started` (its first node) and `node.started`; open its span."""
-    if ENABLED:
+def node_started(store: Store, run_id: uuid.UUID, node: CompiledNode, claim: Claim, *, span: bool = True,
+                 log_lines: bool = True) -> None:
+    """A node was claimed: log `run.started` (its first node) and `node.started`; open its span.
+
+    An unclaimed node (engine/executor.py) opens its span when it starts and logs once its commit
+    recorded the start: two calls, one with each part."""
+    if not span:
+        pass
+    elif ENABLED:
         try:
             _open_attempt(store, run_id, node, claim)
         except Exception:
             log.warning("could not start the span of %s/%s", run_id, node.id, exc_info=True)
     else:
         _remember(run_id, claim.space_id, None)
+    if not log_lines:
+        return
     if claim.run_started:
         oplog.run_started(run_id, claim.space_id, node.id, **_ids(run_id))
     oplog.node_started(run_id, node.id, claim.attempt, claim.space_id, node.type_name,

@@ -33,29 +33,30 @@ class MemoryDispatcher:
     def __init__(self, forward: Dispatcher | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.forward = forward
         self.clock = clock
-        self._queue: list[tuple[float, int, str, str]] = []  # (due at, send order, run id, node id)
+        self._queue: list[tuple[float, int, str, str, bool]] = []  # (due at, send order, run id, node id, pure)
         self._order = itertools.count()
         self._lock = threading.Lock()
 
-    def send(self, run_id: str, node_id: str, delay_s: float = 0.0) -> None:
+    def send(self, run_id: str, node_id: str, delay_s: float = 0.0, pure: bool = False) -> None:
         """Hold one node message, due after `delay_s` (retries)."""
         with self._lock:
-            heapq.heappush(self._queue, (self.clock() + max(0.0, delay_s), next(self._order), str(run_id), node_id))
+            heapq.heappush(self._queue, (self.clock() + max(0.0, delay_s), next(self._order), str(run_id), node_id,
+                                         pure and delay_s <= 0))
         if self.forward is not None:
-            self.forward.send(run_id, node_id, delay_s)
+            self.forward.send(run_id, node_id, delay_s, pure)
 
     def due_in_s(self) -> float | None:
         """Seconds until the next message is due (0 if one is due now); None when none is held."""
         with self._lock:
             return max(0.0, self._queue[0][0] - self.clock()) if self._queue else None
 
-    def pop_due(self) -> tuple[str, str] | None:
-        """The next due message as (run id, node id), removed; None when none is due yet."""
+    def pop_due(self) -> tuple[str, str, bool] | None:
+        """The next due message as (run id, node id, pure), removed; None when none is due yet."""
         with self._lock:
             if not self._queue or self._queue[0][0] > self.clock():
                 return None
-            _, _, run_id, node_id = heapq.heappop(self._queue)
-            return run_id, node_id
+            _, _, run_id, node_id, pure = heapq.heappop(self._queue)
+            return run_id, node_id, pure
 
     def __len__(self) -> int:
         with self._lock:

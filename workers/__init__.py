@@ -1,4 +1,5 @@
-"""Dramatiq entry point: `dramatiq workers`. Sets the broker, then declares the one actor.
+"""Dramatiq entry point: `dramatiq workers`. Sets the broker, then declares the actors
+(`run_node`, and `run_pure_node` for nodes of pure types).
 
 The actor is thin: a message carries ids only and the executor does the work. Node retries
 are the engine's (durable, in Postgres); Dramatiq's own retries cover infrastructure hiccups
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dramatiq
 
 from engine import logfmt
-from engine.dispatch import ACTOR_NAME, make_broker
+from engine.dispatch import ACTOR_NAME, PURE_ACTOR_NAME, make_broker
 from engine.errors import ConfigurationError
 from engine.settings import get_settings
 from workers.runtime import WorkerRuntime
@@ -34,3 +35,10 @@ dramatiq.set_broker(broker)
 def run_node(run_id: str, node_id: str) -> None:
     """Run one node of one run."""
     runtime.executor().run_node(run_id, node_id)
+
+
+@dramatiq.actor(actor_name=PURE_ACTOR_NAME, queue_name=settings.queue_name, max_retries=20,
+                min_backoff=500, max_backoff=30_000, time_limit=2**31 - 1)
+def run_pure_node(run_id: str, node_id: str) -> None:
+    """Run one node of a pure type, unclaimed if it is still untouched."""
+    runtime.executor().run_node(run_id, node_id, pure=True)

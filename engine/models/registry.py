@@ -31,6 +31,8 @@ def mask(secret: str | None) -> str | None:
 
 def mask_keys(text: str) -> str:
     """The text with every key-shaped string (`sk-…`) masked as `mask` does."""
+    if "sk-" not in text:  # every log line passes here: the substring test is ~50x cheaper than the regex
+        return text
     return _KEYISH.sub(lambda m: mask(m.group(0)) or "***", text)
 
 

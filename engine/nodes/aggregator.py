@@ -23,6 +23,7 @@ class AggregatorNode(NodeType[AggregatorConfig]):
     """
 
     type_name = "aggregator"
+    pure = True
     Config = AggregatorConfig
     join: ClassVar[Literal["all", "any"]] = "any"
 

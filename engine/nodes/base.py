@@ -194,6 +194,11 @@ class NodeType(ABC, Generic[ConfigT]):
     body_outputs_field: ClassVar[str] = "outputs"
     # Names the body's templates see at top level, taken from its child run's inputs (`item`).
     body_locals: ClassVar[frozenset[str]] = frozenset()
+    # A pure type computes its outputs from its inputs alone (no I/O, no services of the context,
+    # no questions, no child runs), within the template limits. Its node is executed before it is
+    # claimed and committed only if it is still the untouched queued node it was (the executor's
+    # unclaimed path, docs/benchmarks.md): a duplicate or a crashed execution costs nothing.
+    pure: ClassVar[bool] = False
     # Body-only types (set_variable, break, continue): the composite type whose inline body alone
     # may hold them (refused anywhere else at save time). None: allowed anywhere.
     only_inside: ClassVar[str | None] = None

@@ -17,6 +17,7 @@ class JsonParseNode(NodeType[JsonParseConfig]):
     """Parses input `text` (a JSON string) and outputs `{"value": parsed}`."""
 
     type_name = "json_parse"
+    pure = True
     Config = JsonParseConfig
 
     @classmethod
@@ -48,6 +49,7 @@ class JsonSerializeNode(NodeType[JsonSerializeConfig]):
     """Serialises input `value` and outputs `{"text": json}` (UTF-8, not ASCII-escaped)."""
 
     type_name = "json_serialize"
+    pure = True
     Config = JsonSerializeConfig
 
     @classmethod

@@ -25,6 +25,7 @@ class MessageNode(NodeType[MessageConfig]):
     """Outputs `output`: the rendered message, also recorded as the run's stream message."""
 
     type_name = "message"
+    pure = True
     Config = MessageConfig
     raw_fields: ClassVar[frozenset[str]] = frozenset({"content"})
     event_output: ClassVar[str | None] = "output"

@@ -65,6 +65,7 @@ class SelectorNode(NodeType[SelectorConfig]):
     """Outputs `{"branch": name}` of the first matching branch, or `"else"`."""
 
     type_name = "selector"
+    pure = True
     Config = SelectorConfig
     port_output: ClassVar[str | None] = "branch"
 

@@ -17,6 +17,7 @@ class TemplateNode(NodeType[TemplateConfig]):
     """Renders `template` with the node's inputs as top-level variables; outputs `{"text"}`."""
 
     type_name = "template"
+    pure = True
     Config = TemplateConfig
     # The node renders the template itself so that its own inputs are in scope.
     raw_fields: ClassVar[frozenset[str]] = frozenset({"template"})

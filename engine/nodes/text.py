@@ -46,6 +46,7 @@ class TextNode(NodeType[TextConfig]):
     """Outputs `output`: the concatenated string, or the list of pieces."""
 
     type_name = "text"
+    pure = True
     Config = TextConfig
     raw_fields: ClassVar[frozenset[str]] = frozenset({"template"})
 

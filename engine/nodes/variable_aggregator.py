@@ -48,6 +48,7 @@ class VariableAggregatorNode(NodeType[VariableAggregatorConfig]):
     """Outputs one key per group: its first non-null variable (null when all are)."""
 
     type_name = "variable_aggregator"
+    pure = True
     Config = VariableAggregatorConfig
     join: ClassVar[Literal["all", "any"]] = "any"
 

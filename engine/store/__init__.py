@@ -12,6 +12,7 @@ from engine.store.models import Generation, ModelStore
 from engine.store.prompts import PromptStore
 from engine.store.reruns import NewRerun, RerunStore
 from engine.store.traces import TraceStore
+from engine.store.unclaimed import UnclaimedStore
 from engine.store.views import ViewStore
 
 
@@ -27,12 +28,14 @@ class Store:
     reruns: RerunStore
     diagnosis: DiagnosisStore
     traces: TraceStore  # read only when traces are exported (engine/telemetry.py)
+    unclaimed: UnclaimedStore  # pure nodes' read and commit without a claim (engine/executor.py)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Store:
         """Build the store on a pooled engine."""
         return cls(CatalogStore(engine), LifecycleStore(engine), ViewStore(engine), ModelStore(engine),
-                   PromptStore(engine), RerunStore(engine), DiagnosisStore(engine), TraceStore(engine))
+                   PromptStore(engine), RerunStore(engine), DiagnosisStore(engine), TraceStore(engine),
+                   UnclaimedStore(engine))
 
 
 __all__ = [

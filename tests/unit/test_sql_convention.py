@@ -27,7 +27,7 @@ def test_every_statement_is_named_and_described_in_one_line() -> None:
         assert statement.description.strip() and "\n" not in statement.description, name
         assert statement.description.endswith("."), name
     # every module of the package holds statements
-    assert {name.partition(".")[0] for name in statements} == {"runs", "repairs", "catalog", "reads", "registry",
+    assert {name.partition(".")[0] for name in statements} == {"runs", "unclaimed", "repairs", "catalog", "reads", "registry",
                                                                "prompts", "reruns", "diagnosis", "retention",
                                                                "traces", "gauges"}
 

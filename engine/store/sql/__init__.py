@@ -1,7 +1,8 @@
 """Every SQL statement the project runs, by name, with a one-line description.
 
 The modules of this package hold nothing but statements: `runs` (the run lifecycle's hot path:
-submit, claim, commit, retry, fail, cancel, interrupt), `repairs` (leases and the reconciler's
+submit, claim, commit, retry, fail, cancel, interrupt), `unclaimed` (a pure node's read and commit
+without a claim), `repairs` (leases and the reconciler's
 sweep), `catalog` (spaces, tokens, workflows and versions), `reads` (runs and events as clients
 see them), `registry` (model registry generations), `prompts` (the prompt library), `reruns` (a
 rerun's insert and lineage), `diagnosis` (the worker registry, why a run is stuck), `retention`
@@ -33,7 +34,7 @@ from functools import cached_property
 
 from sqlalchemy import TextClause, text
 
-MODULES = ("runs", "repairs", "catalog", "reads", "registry", "prompts", "reruns", "diagnosis", "retention",
+MODULES = ("runs", "unclaimed", "repairs", "catalog", "reads", "registry", "prompts", "reruns", "diagnosis", "retention",
            "traces", "gauges")
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 

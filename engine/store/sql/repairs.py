@@ -38,7 +38,10 @@ RETURNING id
 
 STALE_QUEUED = Statement(
     "Claimable nodes of live runs whose message looks lost (not waitlisted); marks them re-sent now.", """
-UPDATE node_runs SET queued_at = now()
+UPDATE node_runs SET queued_at = now(),
+       -- a re-sent node that was never attempted leaves the unclaimed path (sql/unclaimed.py): if
+       -- its executions kill their worker, the claim counts the crashes
+       epoch = CASE WHEN node_runs.attempts = 0 THEN node_runs.epoch + 1 ELSE node_runs.epoch END
  WHERE id IN (SELECT n.id FROM runs r JOIN node_runs n ON n.run_id = r.id
                WHERE r.status IN ('queued', 'running', 'interrupted')
                  AND n.status IN ('queued', 'retrying')

@@ -1,0 +1,157 @@
+"""The unclaimed path of pure nodes (engine/store/sql/unclaimed.py): executed before any claim,
+committed once, and as safe as a claimed node against duplicates, crashes and failures."""
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine.db import get_engine
+from engine.dispatch import DramatiqDispatcher, make_broker
+from engine.executor import Executor
+from engine.reconciler import Reconciler
+from engine.service import Relayflow
+from engine.settings import Settings
+from engine.store import Signal, Store
+from engine.tokens import DEFAULT_SPACE
+from tests.conftest import wait_for
+from tests.log_lines import log_events
+
+pytestmark = pytest.mark.integration
+
+PAIR = {"nodes": [{"id": "a", "type": "template", "config": {"template": "x"}},
+                  {"id": "b", "type": "template", "after": ["a"], "config": {"template": "{{ a.text }}y"}}],
+        "outputs": {"b": "{{ b.text }}"}}
+# ~2-4 s of rendering on this kind of machine: long enough to kill its worker in the middle
+SLOW = "{% for i in range(10000) %}{% for j in range(80) %}{% if loop.index == 0 %}{% endif %}{% endfor %}{% endfor %}"
+CHAIN = {"nodes": [{"id": "before", "type": "template", "config": {"template": "start"}},
+                   {"id": "slow", "type": "template", "after": ["before"], "config": {"template": SLOW + "slow"}},
+                   {"id": "after", "type": "template", "config": {"template": "{{ before.text }} {{ slow.text }}"}}],
+         "outputs": {"result": "{{ after.text }}"}}
+
+
+def _sql(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    url = (settings.database_url or "").replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def _events(settings: Settings, run_id: str) -> list[tuple[str, str | None]]:
+    return [(t, n) for t, n in _sql(settings, "SELECT type, node_id FROM run_events WHERE run_id = %s ORDER BY id",
+                                    run_id)]
+
+
+def _in_process(settings: Settings) -> tuple[Store, Relayflow, Executor, Reconciler]:
+    store = Store.from_engine(get_engine(settings))
+    dispatcher = DramatiqDispatcher(make_broker(settings), settings.queue_name)
+    executor = Executor(store, dispatcher, settings)
+    return store, Relayflow(store, dispatcher, settings), executor, Reconciler(executor, dispatcher, settings)
+
+
+def test_a_pure_node_executed_twice_at_once_commits_once_and_queues_its_successor_once(
+        settings: Settings, token: str) -> None:
+    store, service, _executor, _reconciler = _in_process(settings)
+    workflow = service.create_workflow(DEFAULT_SPACE, "twice", None, PAIR)["workflow_id"]
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
+    # Given two deliveries of node a that both read it untouched (two workers at once)
+    first, second = (store.unclaimed.peek(run_id, "a", 0) for _ in range(2))
+    assert first is not None and second is not None and first.node_row_id == second.node_row_id
+    # When both commit their outputs
+    signals = [Signal("b", 1, 1, 1, False)]
+    won = store.unclaimed.commit(run_id, "a", first, output={"text": "first"}, port=None, signals=signals,
+                                 event_data={"attempt": 1}, worker="w1")
+    lost = store.unclaimed.commit(run_id, "a", second, output={"text": "second"}, port=None, signals=signals,
+                                  event_data={"attempt": 1}, worker="w2")
+    # Then exactly one landed: its output, one attempt, its successor queued once, the run started once
+    assert won.decision.committed and won.decision.queued == ("b",) and won.run_started
+    assert not lost.decision.committed and lost.decision.queued == () and not lost.run_started
+    run = service.get_run(DEFAULT_SPACE, str(run_id))
+    a = next(n for n in run["nodes"] if n["node_id"] == "a")
+    assert run["status"] == "running" and a["status"] == "succeeded" and a["output"] == {"text": "first"}
+    assert a["attempts"] == 1
+    assert _sql(settings, "SELECT worker FROM node_runs WHERE id = %s", first.node_row_id) == [("w1",)]
+    assert _events(settings, str(run_id)) == [
+        ("run.queued", None), ("run.started", None), ("node.started", "a"), ("node.succeeded", "a")]
+    # And a later delivery finds nothing to do on either path
+    assert store.unclaimed.peek(run_id, "a", 0) is None
+    assert store.lifecycle.claim(run_id, "a", lease_s=30, grace_s=0) is None
+
+
+def test_a_claimed_node_is_never_committed_by_the_unclaimed_path(settings: Settings, token: str) -> None:
+    store, service, _executor, _reconciler = _in_process(settings)
+    workflow = service.create_workflow(DEFAULT_SPACE, "claimed", None, PAIR)["workflow_id"]
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
+    # Given a delivery that read node a untouched, and another worker that claims it meanwhile
+    peeked = store.unclaimed.peek(run_id, "a", 0)
+    claim = store.lifecycle.claim(run_id, "a", lease_s=30, grace_s=0)
+    assert peeked is not None and claim is not None
+    # When the unclaimed execution commits
+    late = store.unclaimed.commit(run_id, "a", peeked, output={"text": "late"}, port=None,
+                                  signals=[Signal("b", 1, 1, 1, False)], event_data={"attempt": 1}, worker=None)
+    # Then nothing landed: the claim owns the node
+    assert not late.decision.committed
+    node = service.get_run(DEFAULT_SPACE, str(run_id))["nodes"][0]
+    assert node["status"] == "running" and node["output"] is None
+
+
+def test_a_pure_node_the_reconciler_resent_takes_the_claim_so_its_crashes_count(settings: Settings,
+                                                                                token: str) -> None:
+    store, service, executor, reconciler = _in_process(settings.model_copy(update={"resend_queued_after_s": 0.0}))
+    workflow = service.create_workflow(DEFAULT_SPACE, "resent", None, PAIR)["workflow_id"]
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
+    # Given a node whose message looked lost (its executions may be killing their workers)
+    assert store.unclaimed.peek(run_id, "a", 0) is not None
+    time.sleep(0.05)
+    assert reconciler.sweep().resent >= 1
+    # Then the unclaimed path no longer takes it, and a pure delivery claims it: the attempt counts
+    assert store.unclaimed.peek(run_id, "a", 0) is None
+    executor.run_node(str(run_id), "a", pure=True)
+    node = service.get_run(DEFAULT_SPACE, str(run_id))["nodes"][0]
+    assert node["status"] == "succeeded" and node["attempts"] == 1
+
+
+def test_a_failing_pure_node_is_claimed_and_fails_as_its_first_attempt(api: Any, inline_worker: Any,
+                                                                       settings: Settings) -> None:
+    # Given a template that fails when rendered (its input is not a number)
+    wf = api.create_workflow({"inputs": {"n": {"type": "string", "required": True}},
+                              "nodes": [{"id": "calc", "type": "template",
+                                         "config": {"template": "{{ 1 / (inputs.n | int) }}"}}],
+                              "outputs": {"x": "{{ calc.text }}"}})
+    # When it runs
+    run = api.wait(api.submit(wf, {"n": "0"}))
+    # Then the run failed at it, after one attempt, with its start and its failure recorded
+    assert run["status"] == "failed" and run["error"]["node_id"] == "calc", run
+    calc = api.node(run, "calc")
+    assert calc["status"] == "failed" and calc["attempts"] == 1 and "division" in calc["error"]["message"]
+    assert [e for e in _events(settings, run["run_id"]) if e[1] == "calc"] == [
+        ("node.started", "calc"), ("node.failed", "calc")]
+
+
+def test_a_worker_killed_while_executing_a_pure_node_leaves_it_queued_and_the_run_completes(
+        api: Any, start_worker: Any, settings: Settings) -> None:
+    env = {"RELAYFLOW_RESEND_QUEUED_AFTER_S": "2", "RELAYFLOW_RECONCILE_EVERY_S": "0.5"}
+    # Given a worker rendering a slow template, unclaimed
+    worker = start_worker(env=env)
+    run_id = api.submit(api.create_workflow(CHAIN))
+    wait_for(lambda: api.node(api.run(run_id), "before")["status"] == "succeeded", timeout_s=30)
+    time.sleep(0.7)
+    slow = api.node(api.run(run_id), "slow")
+    assert slow["status"] == "queued" and slow["attempts"] == 0, slow  # executing, yet nothing written
+    # When the whole worker process group is killed with SIGKILL and a new worker starts
+    worker.kill(signal.SIGKILL)
+    second = start_worker(env=env)
+    run = api.wait(run_id, timeout_s=90)
+    # Then the run completes; the lost execution wrote nothing, the reconciler re-sent the node, which
+    # was then claimed (so had it killed its worker again, the crash would have counted)
+    assert run["status"] == "succeeded" and run["outputs"] == {"result": "start slow"}, run
+    assert [api.node(run, n)["attempts"] for n in ("before", "slow", "after")] == [1, 1, 1]
+    resent = log_events(second.log_path, "repair.message_resent")
+    assert [(r["run_id"], r["node_id"]) for r in resent] == [(run_id, "slow")], second.log_path.read_text()
+    events = _events(settings, run_id)
+    for node_id in ("before", "slow", "after"):
+        assert events.count(("node.started", node_id)) == 1 and events.count(("node.succeeded", node_id)) == 1
+    assert events[-1] == ("run.succeeded", None)
