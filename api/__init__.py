@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
     from api import coze, coze_prompts, errors, health, metrics, openapi, prompts, registry, reruns, runs, tokens, ui, workflows
+    from api.json_provider import OrjsonProvider
     from api.models import ErrorBody
     from api.runtime import principal
 
@@ -33,8 +34,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
                   doc_ui=False)
     app.config["RELAYFLOW_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
     errors.init_app(app)
 
     @app.before_request
@@ -50,9 +52,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         # NaN/Infinity are not JSON (and PostgreSQL's jsonb refuses them); a body nested past
         # Python's recursion limit is refused here rather than failing deeper down.
         body: Any = None
-        takes_json = not request.path.startswith("/ui/")  # the dashboard posts HTML forms (api/ui)
-        if takes_json and request.method in ("POST", "PUT", "PATCH") and request.content_length != 0 \
-                and request.get_data(cache=True):
+        # not the dashboard's: it posts HTML forms (api/ui)
+        if request.method in ("POST", "PUT", "PATCH") and not request.path.startswith("/ui/") \
+                and request.content_length != 0 and request.get_data(cache=True):
             if not request.is_json:
                 raise UnsupportedMediaType()
             try:
@@ -61,7 +63,13 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
                 raise BadRequest() from None
         # PostgreSQL stores no NUL character and psycopg encodes no lone surrogate: refuse them
         # up front, naming the field, instead of a driver error (500) later.
-        for part in (request.view_args or {}, *({k: v} for k, v in request.args.items(multi=True)), body):
+        # (a poll has a path argument only: it skips the empty parts)
+        parts: list[Any] = [request.view_args] if request.view_args else []
+        if request.args:
+            parts.extend({k: v} for k, v in request.args.items(multi=True))
+        if body is not None:
+            parts.append(body)
+        for part in parts:
             if (where := errors.unstorable_text(part)) is not None:
                 return errors.unstorable_response(where)
         return None

@@ -28,7 +28,11 @@ def get_engine(settings: Settings, *, pre_ping: bool | Literal["socket"] = True)
     Workers pass `pre_ping=False`: a ping is a round trip per checkout, as much as the work of
     a node; the lifecycle store retries a statement once on a dropped connection instead.
     The web passes `"socket"`: a checkout looks at the connection's socket instead of sending a
-    ping (no round trip; `_idle_socket_alive`), so a poll costs one round trip, not two.
+    ping (no round trip; `_idle_socket_alive`), so a poll costs one round trip, not two. Its pool
+    also keeps every connection it opens (`db_pool_size + db_max_overflow`, the same most): a gevent
+    web process often has more requests in flight than `db_pool_size`, and an overflow connection
+    is closed at its return, so under load most polls paid a connection's start and end (a server
+    process forked and torn down) on top of their statement.
     """
     url = settings.database_url
     if not url:
@@ -37,8 +41,10 @@ def get_engine(settings: Settings, *, pre_ping: bool | Literal["socket"] = True)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = create_engine(url, pool_pre_ping=pre_ping is True, pool_size=settings.db_pool_size,
-                                   max_overflow=settings.db_max_overflow, pool_recycle=1800)
+            keep_all = pre_ping == "socket"
+            engine = create_engine(url, pool_pre_ping=pre_ping is True,
+                                   pool_size=settings.db_pool_size + (settings.db_max_overflow if keep_all else 0),
+                                   max_overflow=0 if keep_all else settings.db_max_overflow, pool_recycle=1800)
             event.listen(engine, "handle_error", _log_lost_connection)
             if pre_ping == "socket":
                 event.listen(engine, "checkout", _idle_socket_alive)

@@ -50,3 +50,16 @@ def test_the_defaults_and_the_test_deployment_settings_are_consistent() -> None:
 def test_a_code_memory_default_over_the_operator_cap_is_clamped_not_refused() -> None:
     # the cap is documented to clamp every node, the default included (docs/configuration.md)
     assert _settings(code_memory_mb=256, code_memory_max_mb=128).code_memory_max_mb == 128
+
+
+def test_the_web_pool_keeps_every_connection_it_may_open() -> None:
+    # Given the web's engine (socket checks) and a worker's (no ping), on the same settings
+    from engine.db import get_engine
+
+    settings = _settings(database_url="postgresql://nobody@127.0.0.1:1/none", db_pool_size=3, db_max_overflow=4)
+    web, worker = get_engine(settings, pre_ping="socket"), get_engine(settings, pre_ping=False)
+    # Then both open at most 7, and the web keeps all 7 (an overflow connection is closed at its return)
+    assert (web.pool.size(), web.pool._max_overflow) == (7, 0)  # type: ignore[attr-defined]
+    assert (worker.pool.size(), worker.pool._max_overflow) == (3, 4)  # type: ignore[attr-defined]
+    web.dispose()
+    worker.dispose()
