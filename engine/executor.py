@@ -123,7 +123,7 @@ class Executor:
     def _run_unclaimed(self, rid: uuid.UUID, node_id: str) -> bool:
         """Execute a pure node before claiming it and commit it if nobody touched it meanwhile
         (engine/store/sql/unclaimed.py). False, having changed nothing, when it is not such a node
-        now (claimed or re-sent before, waitlisted, its space full, its run past its deadline):
+        now (claimed or re-sent before, waitlisted, its space capped, its run past its deadline):
         the caller claims it. An attempt that did not succeed is claimed then and settled as that
         attempt, so failures, retries and `on_error` are the claimed path's."""
         peeked = self.store.unclaimed.peek(rid, node_id, self.settings.space_max_running_nodes)

@@ -35,7 +35,7 @@ class UnclaimedStore:
 
     def peek(self, run_id: uuid.UUID, node_id: str, space_cap: int) -> Claim | None:
         """The node as its first attempt would see it, if it is queued, never attempted, not
-        waitlisted and its space has room; None otherwise (the caller claims it the usual way)."""
+        waitlisted and its space has no cap; None otherwise (the caller claims it the usual way)."""
         row = self._one(sql.PEEK_UNCLAIMED, {"run": run_id, "node": node_id, "cap": space_cap})
         if row is None:
             return None

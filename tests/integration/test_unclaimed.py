@@ -45,7 +45,13 @@ def _events(settings: Settings, run_id: str) -> list[tuple[str, str | None]]:
                                     run_id)]
 
 
+def _uncap(settings: Settings) -> None:
+    """The default space without a cap on running nodes: only there do pure nodes go unclaimed."""
+    assert Store.from_engine(get_engine(settings)).catalog.set_space_cap("default", 0)
+
+
 def _in_process(settings: Settings) -> tuple[Store, Relayflow, Executor, Reconciler]:
+    _uncap(settings)
     store = Store.from_engine(get_engine(settings))
     dispatcher = DramatiqDispatcher(make_broker(settings), settings.queue_name)
     executor = Executor(store, dispatcher, settings)
@@ -116,7 +122,8 @@ def test_a_pure_node_the_reconciler_resent_takes_the_claim_so_its_crashes_count(
 
 def test_a_failing_pure_node_is_claimed_and_fails_as_its_first_attempt(api: Any, inline_worker: Any,
                                                                        settings: Settings) -> None:
-    # Given a template that fails when rendered (its input is not a number)
+    # Given a template that fails when rendered (its input is not a number), in an uncapped space
+    _uncap(settings)
     wf = api.create_workflow({"inputs": {"n": {"type": "string", "required": True}},
                               "nodes": [{"id": "calc", "type": "template",
                                          "config": {"template": "{{ 1 / (inputs.n | int) }}"}}],
@@ -134,7 +141,8 @@ def test_a_failing_pure_node_is_claimed_and_fails_as_its_first_attempt(api: Any,
 def test_a_worker_killed_while_executing_a_pure_node_leaves_it_queued_and_the_run_completes(
         api: Any, start_worker: Any, settings: Settings) -> None:
     env = {"RELAYFLOW_RESEND_QUEUED_AFTER_S": "2", "RELAYFLOW_RECONCILE_EVERY_S": "0.5"}
-    # Given a worker rendering a slow template, unclaimed
+    # Given a worker rendering a slow template, unclaimed (the space has no cap)
+    _uncap(settings)
     worker = start_worker(env=env)
     run_id = api.submit(api.create_workflow(CHAIN))
     wait_for(lambda: api.node(api.run(run_id), "before")["status"] == "succeeded", timeout_s=30)
@@ -155,3 +163,25 @@ def test_a_worker_killed_while_executing_a_pure_node_leaves_it_queued_and_the_ru
     for node_id in ("before", "slow", "after"):
         assert events.count(("node.started", node_id)) == 1 and events.count(("node.succeeded", node_id)) == 1
     assert events[-1] == ("run.succeeded", None)
+
+
+def test_a_capped_spaces_slow_templates_never_run_more_than_its_cap_at_once(
+        api: Any, start_worker: Any, settings: Settings) -> None:
+    # Given a hostile author's space capped at 2 running nodes, and a worker with 8 threads
+    assert Store.from_engine(get_engine(settings)).catalog.set_space_cap("default", 2)
+    start_worker(threads=8)
+    slow = {"nodes": [{"id": "t", "type": "template", "config": {"template": SLOW[:SLOW.index("80")] + "25"
+                                                                   + SLOW[SLOW.index("80") + 2:] + "done"}}],
+            "outputs": {"t": "{{ t.text }}"}}
+    # When it submits 6 runs, each one slow template (~1 s of rendering)
+    workflow = api.create_workflow(slow)
+    run_ids = [api.submit(workflow) for _ in range(6)]
+    for run_id in run_ids:
+        assert api.wait(run_id, timeout_s=90)["status"] == "succeeded"
+    # Then at no moment did more than 2 of them execute: pure nodes of a capped space are claimed
+    # and counted (unclaimed, all 6 would have run at once, beside the cap)
+    spans = _sql(settings, "SELECT started_at, finished_at FROM node_runs WHERE run_id = ANY(%s::uuid[])",
+                 run_ids)
+    assert len(spans) == 6
+    most = max(sum(1 for s, f in spans if s <= moment < f) for moment, _ in spans)
+    assert most <= 2, spans

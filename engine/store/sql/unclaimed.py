@@ -15,9 +15,11 @@ from __future__ import annotations
 from engine.store.sql import Statement
 from engine.store.sql.runs import _DECISION, _SIGNALS, _UPSERT_SUCCESSORS
 
-# What the claim returns, read from the latest committed rows without taking anything. A space
-# at its cap sends the node to the claim (which waitlists it); a space with room is not counted
-# into: the node never becomes `running`, it holds a worker for its execution only.
+# What the claim returns, read from the latest committed rows without taking anything. Only in
+# a space without a cap (its own `max_running_nodes`, else the workers' :cap, is 0): a node that is
+# never `running` is not counted into a space's running nodes, so in a capped space an author's
+# slow templates would run beside its cap, as many at once as there are worker threads, and starve
+# the other spaces. A capped space's pure nodes are claimed, counted like any.
 PEEK_UNCLAIMED = Statement(
     "Read a never-attempted queued node of a live run and what it needs, without claiming it.", """
 SELECT n.id, n.epoch, r.version_id, r.body, r.deadline_at, r.space_id, now() AS read_at,
@@ -30,8 +32,7 @@ SELECT n.id, n.epoch, r.version_id, r.body, r.deadline_at, r.space_id, now() AS 
  WHERE r.id = :run AND r.status IN ('queued', 'running', 'interrupted')
    AND n.status = 'queued' AND n.epoch = 0 AND n.attempts = 0 AND n.resume IS NULL
    AND NOT EXISTS (SELECT 1 FROM space_waiters w WHERE w.node_row_id = n.id)
-   AND NOT EXISTS (SELECT 1 FROM spaces s WHERE s.id = r.space_id AND coalesce(s.max_running_nodes, :cap) > 0
-                      AND s.running_nodes >= coalesce(s.max_running_nodes, :cap))
+   AND EXISTS (SELECT 1 FROM spaces s WHERE s.id = r.space_id AND coalesce(s.max_running_nodes, :cap) <= 0)
 """)
 
 # COMMIT_NODE for a node nobody claimed: its attempt starts and ends here (attempt 1, epoch 1),
