@@ -134,10 +134,7 @@ class Executor:
         deadline_left = _seconds_until(peeked.deadline_at)
         if not node.node_type.pure or (deadline_left is not None and deadline_left <= 0):
             return False
-        timeout_s = node.timeout_s or self.settings.default_node_timeout_s
-        deadline_bound = deadline_left is not None and deadline_left < timeout_s
-        if deadline_bound and deadline_left is not None:
-            timeout_s = deadline_left
+        timeout_s, deadline_bound = self._time_limit(node, deadline_left)
         telemetry.node_started(self.store, rid, node, peeked, log_lines=False)
         try:
             started = time.monotonic()
@@ -181,10 +178,7 @@ class Executor:
             self.send_parent(self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id)))
             oplog.run_deadline(rid, node_id)
             return
-        timeout_s = node.timeout_s or self.settings.default_node_timeout_s
-        deadline_bound = deadline_left is not None and deadline_left < timeout_s
-        if deadline_bound and deadline_left is not None:
-            timeout_s = deadline_left
+        timeout_s, deadline_bound = self._time_limit(node, deadline_left)
         with self._inflight_lock:
             self._inflight.add(claim.node_row_id)
         attempt_started = time.monotonic()
@@ -196,18 +190,27 @@ class Executor:
         metrics.attempt_ended(node.type_name, outcome, time.monotonic() - attempt_started)
         self._settle(rid, workflow, node, claim, outcome)
 
+    def _time_limit(self, node: CompiledNode, deadline_left: float | None) -> tuple[float, bool]:
+        """The attempt's time limit, and whether the run's deadline (not the node's timeout) sets it."""
+        timeout_s = node.timeout_s or self.settings.default_node_timeout_s
+        if deadline_left is not None and deadline_left < timeout_s:
+            return deadline_left, True
+        return timeout_s, False
+
     def _attempt(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, claim: Claim,
                  timeout_s: float, deadline_bound: bool) -> Outcome:
         """Execute the claimed node and say how the attempt ended (no state change here)."""
         report: dict[str, Any] = {}  # what the node tells about its attempt (LLM: model, usage)
-        children = ChildStarter(self.store, self.versions, self.settings, run_id, node.id, claim.epoch,
-                                claim.space_id or "", claim.version_id, claim.body)
+        # a pure type starts no child runs (and an unclaimed attempt has no epoch to give them)
+        children = None if node.node_type.pure else ChildStarter(
+            self.store, self.versions, self.settings, run_id, node.id, claim.epoch, claim.space_id or "",
+            claim.version_id, claim.body)
         try:
             outputs, port = self._execute(run_id, node, claim, timeout_s, report, children)
         except Interrupt as asked:
             return Interrupted(asked.kind, asked.data)
         except WaitForChildren:
-            if children.total == 0:
+            if children is None or children.total == 0:
                 return Failed(PermanentNodeError(f"Node {node.id} waited for child runs but started none.",
                                                  node_id=node.id), report)
             return Delegated(children.total, children.concurrency, children.fail_fast, tuple(children.started),
@@ -295,7 +298,7 @@ class Executor:
             self.notifier.run_changed(str(ended.counted))
 
     def _execute(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
-                 report: dict[str, Any], children: ChildStarter) -> tuple[dict[str, Any], str | None]:
+                 report: dict[str, Any], children: ChildStarter | None) -> tuple[dict[str, Any], str | None]:
         started = time.monotonic()
         # Every node type gets the same time limit: templates check the deadline in their
         # hooks, node types keep it cooperatively, and the watchdog stops what does neither.
@@ -320,7 +323,7 @@ class Executor:
         return outputs, (str(outputs[port_key]) if port_key and outputs.get(port_key) is not None else None)
 
     def _run_type(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, timeout_s: float,
-                  report: dict[str, Any], started: float, children: ChildStarter) -> dict[str, Any]:
+                  report: dict[str, Any], started: float, children: ChildStarter | None) -> dict[str, Any]:
         context = node.make_context(claim.run_inputs, claim.dep_outputs)
         config, inputs = render_with_overrides(node, context, claim.overrides)  # a rerun's, for its from_node
         rendered_config = config.model_dump() if node.config_template is not None else None

@@ -167,14 +167,12 @@ def node_started(store: Store, run_id: uuid.UUID, node: CompiledNode, claim: Cla
 
     An unclaimed node (engine/executor.py) opens its span when it starts and logs once its commit
     recorded the start: two calls, one with each part."""
-    if not span:
-        pass
-    elif ENABLED:
+    if span and ENABLED:
         try:
             _open_attempt(store, run_id, node, claim)
         except Exception:
             log.warning("could not start the span of %s/%s", run_id, node.id, exc_info=True)
-    else:
+    elif span:
         _remember(run_id, claim.space_id, None)
     if not log_lines:
         return

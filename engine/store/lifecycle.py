@@ -242,13 +242,13 @@ class LifecycleStore:
                   "status": status, "output": dumps(output), "error": dumps(error), "port": port,
                   "event_type": event_type, "event_data": dumps(event_data), "log": dumps(log),
                   "model": (report or {}).get("model"), "usage": dumps((report or {}).get("usage") or None),
-                  **_token_params(report), **_signal_params(signals)}
-        return _decision(self._one(sql.COMMIT_NODE, params))
+                  **_token_params(report), **signal_params(signals)}
+        return decision_of(self._one(sql.COMMIT_NODE, params))
 
     def propagate_skip(self, run_id: uuid.UUID, source: str, signals: Sequence[Signal]) -> Decision:
         """Signal the successors of a skipped node (its edges are all inactive), at most once."""
-        return _decision(self._one(sql.PROPAGATE_SKIP, {"run": run_id, "source": source,
-                                                        **_signal_params(signals)}))
+        return decision_of(self._one(sql.PROPAGATE_SKIP, {"run": run_id, "source": source,
+                                                        **signal_params(signals)}))
 
     def load_outputs(self, run_id: uuid.UUID, node_ids: Iterable[str], with_inputs: bool
                      ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -423,13 +423,15 @@ def _token_params(report: dict[str, Any] | None) -> dict[str, Any]:
             "cost": repr(float((report or {}).get("cost") or 0))}
 
 
-def _signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:
+def signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:
+    """The successor signals as the array parameters of a committing statement (sql/runs.py `SIGNALS`)."""
     return {"s_ids": [s.node_id for s in signals], "s_deg": [s.in_degree for s in signals],
             "s_cnt": [s.count for s in signals], "s_act": [s.active for s in signals],
             "s_any": [s.join_any for s in signals]}
 
 
-def _decision(row: Any) -> Decision:
+def decision_of(row: Any) -> Decision:
+    """The `Decision` a committing statement's row (sql/runs.py `DECISION`) says; not committed if none."""
     if row is None or row.remaining is None:
         return Decision(committed=False, remaining=None, queued=(), skipped=())
     return Decision(committed=True, remaining=row.remaining, queued=tuple(row.queued), skipped=tuple(row.skipped),

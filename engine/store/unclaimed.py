@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 
-from engine.store.lifecycle import Claim, Decision, Signal, _decision, _signal_params, dumps
+from engine.store.lifecycle import Claim, Decision, Signal, decision_of, dumps, signal_params
 from engine.store.raw import execute_one
 from engine.store.sql import Statement
 from engine.store.sql import unclaimed as sql
@@ -50,6 +50,6 @@ class UnclaimedStore:
         row = self._one(sql.COMMIT_UNCLAIMED, {
             "run": run_id, "node": node_id, "nid": claim.node_row_id, "output": dumps(output), "port": port,
             "started_at": claim.claimed_at, "worker": worker, "event_data": dumps(event_data),
-            **_signal_params(signals)})
-        decision = _decision(row)
+            **signal_params(signals)})
+        decision = decision_of(row)
         return Committed(decision, bool(decision.committed and row.run_started))

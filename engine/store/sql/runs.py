@@ -298,7 +298,7 @@ DELETE FROM space_waiters w
 """)
 
 # Successor signals, aggregated per successor: `cnt` decided predecessors, `act` of them active.
-_SIGNALS = """
+SIGNALS = """
 signals AS (
     SELECT * FROM unnest(CAST(:s_ids AS text[]), CAST(:s_deg AS int[]), CAST(:s_cnt AS int[]),
                          CAST(:s_act AS int[]), CAST(:s_any AS boolean[]))
@@ -309,7 +309,7 @@ _RUNS_WHEN_DECIDED = "CASE WHEN {any} THEN {act} > 0 ELSE {act} = {deg} END"
 
 # Inserts each signalled successor (`waiting` while some predecessor is undecided, then `queued`
 # or `skipped`), or counts the signal into its `waiting` row.
-_UPSERT_SUCCESSORS = """
+UPSERT_SUCCESSORS = """
 signalled_successors AS (
     INSERT INTO node_runs AS n (run_id, node_id, status, in_degree, join_any, pending_in, active_in, queued_at)
     SELECT :run, signals.node_id,
@@ -332,7 +332,7 @@ signalled_successors AS (
     gate="{gate}",
 )
 
-_DECISION = """
+DECISION = """
 SELECT (SELECT remaining FROM run_progress) AS remaining,
        (SELECT coalesce(array_agg(node_id ORDER BY node_id), '{}') FROM signalled_successors
          WHERE signalled_successors.status = 'queued') AS queued,
@@ -353,7 +353,7 @@ WITH {RUN_LOCK_UNDER_WAY}, decided_node AS (
                               ELSE n.attempt_log || CAST(:log AS jsonb) END
       FROM run_lock WHERE n.id = :nid AND n.epoch = :epoch AND n.status = 'running'
     RETURNING n.id
-), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", decided_node")}, node_events AS (
+), {SIGNALS}, {UPSERT_SUCCESSORS.format(gate=", decided_node")}, node_events AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, :event_type, :node, CAST(:event_data AS jsonb) FROM decided_node
     UNION ALL
@@ -366,7 +366,7 @@ WITH {RUN_LOCK_UNDER_WAY}, decided_node AS (
                     cost = runs.cost + CAST(:cost AS numeric), updated_at = now()
       FROM decided_node WHERE runs.id = :run
     RETURNING runs.remaining
-){_DECISION},
+){DECISION},
        -- the node's slot is free now: does a node of its space wait for one?
        EXISTS (SELECT 1 FROM space_waiters w, run_lock WHERE w.space_id = run_lock.space_id) AS wake
 """)
@@ -377,7 +377,7 @@ WITH {RUN_LOCK_UNDER_WAY}, settled_skip AS (
     UPDATE node_runs n SET settled = true
       FROM run_lock WHERE n.run_id = :run AND n.node_id = :source AND n.status = 'skipped' AND NOT n.settled
     RETURNING n.node_id
-), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", settled_skip")}, node_events AS (
+), {SIGNALS}, {UPSERT_SUCCESSORS.format(gate=", settled_skip")}, node_events AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'node.skipped', signalled_successors.node_id, NULL FROM signalled_successors
      WHERE signalled_successors.status = 'skipped'
@@ -387,7 +387,7 @@ WITH {RUN_LOCK_UNDER_WAY}, settled_skip AS (
                     updated_at = now()
       FROM settled_skip WHERE runs.id = :run
     RETURNING runs.remaining
-){_DECISION}
+){DECISION}
 """)
 
 LOAD_OUTPUTS = Statement("The run's inputs (if asked) and the outputs of the given nodes.", """

@@ -13,7 +13,7 @@ is the claim's write: the run's row lock, the node's `running` update, the separ
 from __future__ import annotations
 
 from engine.store.sql import Statement
-from engine.store.sql.runs import _DECISION, _SIGNALS, _UPSERT_SUCCESSORS
+from engine.store.sql.runs import DECISION, SIGNALS, UPSERT_SUCCESSORS
 
 # What the claim returns, read from the latest committed rows without taking anything. Only in
 # a space without a cap (its own `max_running_nodes`, else the workers' :cap, is 0): a node that is
@@ -52,7 +52,7 @@ WITH run_lock AS MATERIALIZED (
     RETURNING n.id
 ), unwaitlisted AS (
     DELETE FROM space_waiters w USING decided_node WHERE w.node_row_id = decided_node.id
-), {_SIGNALS}, {_UPSERT_SUCCESSORS.format(gate=", decided_node")}, node_events AS (
+), {SIGNALS}, {UPSERT_SUCCESSORS.format(gate=", decided_node")}, node_events AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'run.started', NULL, NULL FROM run_lock, decided_node WHERE run_lock.starting
     UNION ALL
@@ -70,6 +70,6 @@ WITH run_lock AS MATERIALIZED (
                                 - (SELECT count(*) FROM signalled_successors WHERE signalled_successors.status = 'skipped')
       FROM decided_node, run_lock WHERE runs.id = :run
     RETURNING runs.remaining
-){_DECISION},
+){DECISION},
        EXISTS (SELECT 1 FROM run_lock, decided_node WHERE run_lock.starting) AS run_started
 """)
