@@ -77,8 +77,10 @@ class BatchNode(NodeType[BatchConfig]):
         ended = ctx.children.outcomes(child_run_id)
         failed = [o for o in ended if o.status != "succeeded"]
         if self.config.on_item_error == "fail" and failed:
+            # The item that failed, not a sibling cancelled because of it: with fail-fast, a lower
+            # item can be cancelled before this node gathers, and naming it would hide the cause.
             first = min((o for o in failed if o.status not in ("queued", "running", "interrupted")),
-                        key=lambda o: o.index, default=failed[0])
+                        key=lambda o: (o.status == "cancelled", o.index), default=failed[0])
             cancelled = ctx.children.cancel_rest(child_run_id)
             why = (first.error or {}).get("message") or "no error given"
             message = (f"Node {ctx.node_id}: item {first.index} (child run {first.run_id}) {first.status}: {why}"
