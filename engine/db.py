@@ -1,12 +1,14 @@
 """Database plumbing: the SQLAlchemy engine (created lazily, after fork) and migrations."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 _engines: dict[tuple[int, str, bool | str], Engine] = {}
+# A run of 19 digits may be an integer past 64 bits, which orjson would read as a float
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _lock = threading.Lock()
 
 
@@ -44,12 +48,28 @@ def get_engine(settings: Settings, *, pre_ping: bool | Literal["socket"] = True)
             keep_all = pre_ping == "socket"
             engine = create_engine(url, pool_pre_ping=pre_ping is True,
                                    pool_size=settings.db_pool_size + (settings.db_max_overflow if keep_all else 0),
-                                   max_overflow=0 if keep_all else settings.db_max_overflow, pool_recycle=1800)
+                                   max_overflow=0 if keep_all else settings.db_max_overflow, pool_recycle=1800,
+                                   json_deserializer=read_json)
             event.listen(engine, "handle_error", _log_lost_connection)
             if pre_ping == "socket":
                 event.listen(engine, "checkout", _idle_socket_alive)
             _engines[key] = engine
     return engine
+
+
+def read_json(data: bytes | bytearray | memoryview | str) -> Any:
+    """Every json and jsonb value read (psycopg's loader, set on every connection of our engines):
+    orjson reads it several times faster than `json.loads`, which a poll's node rows and a node's
+    inputs felt. What orjson would read differently falls back to `json.loads`: an integer past 64
+    bits (a float to orjson; jsonb keeps it exact) and a number past a double's range (an error).
+    A string of 19 digits sends it there too: slower, never wrong."""
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    if _LONG_DIGITS.search(raw.encode() if isinstance(raw, str) else raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 def _idle_socket_alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
