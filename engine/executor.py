@@ -123,22 +123,30 @@ class Executor:
     def _run_unclaimed(self, rid: uuid.UUID, node_id: str) -> bool:
         """Execute a pure node before claiming it and commit it if nobody touched it meanwhile
         (engine/store/sql/unclaimed.py). False, having changed nothing, when it is not such a node
-        now (claimed or re-sent before, waitlisted, its space capped, its run past its deadline):
-        the caller claims it. An attempt that did not succeed is claimed then and settled as that
-        attempt, so failures, retries and `on_error` are the claimed path's."""
-        peeked = self.store.unclaimed.peek(rid, node_id, self.settings.space_max_running_nodes)
-        if peeked is None:
+        now (claimed or re-sent before, waitlisted, its capped space full, its run past its
+        deadline) or, in a capped space, when it ran past the budget: the caller claims it (a pure
+        node computes the same again). An attempt that did not succeed is claimed then and
+        settled as that attempt, so failures, retries and `on_error` are the claimed path's."""
+        budget_s = self.settings.unclaimed_budget_ms / 1000
+        found = self.store.unclaimed.peek(rid, node_id, self.settings.space_max_running_nodes, budget_s > 0)
+        if found is None:
             return False
+        peeked = found.claim
         workflow = self.versions.get(peeked.version_id, peeked.body)
         node = workflow.nodes[node_id]
         deadline_left = _seconds_until(peeked.deadline_at)
         if not node.node_type.pure or (deadline_left is not None and deadline_left <= 0):
             return False
         timeout_s, deadline_bound = self._time_limit(node, deadline_left)
+        budget_bound = found.capped and budget_s < timeout_s
+        if budget_bound:
+            timeout_s, deadline_bound = budget_s, False
         telemetry.node_started(self.store, rid, node, peeked, log_lines=False)
         try:
             started = time.monotonic()
             outcome = self._attempt(rid, workflow, node, peeked, timeout_s, deadline_bound)
+            if budget_bound and isinstance(outcome, Failed) and isinstance(outcome.error, NodeTimeout):
+                return False  # its space's budget, not its own timeout, stopped it: claimed, it runs in full
             metrics.attempt_ended(node.type_name, outcome, time.monotonic() - started)
             if isinstance(outcome, Succeeded):
                 self._commit_unclaimed(rid, workflow, node, peeked, outcome)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # staying untouched (engine/store/sql/unclaimed.py): one write per node instead of two. True
     # claims them like every other node (their `node.started` then lands when they start).
     claim_pure_nodes: bool = False
+    # In a capped space (RELAYFLOW_SPACE_MAX_RUNNING_NODES, or the space's own cap), a pure node
+    # runs unclaimed, uncounted, only while its space has room and for at most this long; past it
+    # the worker stops it and claims it (it runs again from the start, counted against the cap).
+    # The bound on what a capped space runs beside its cap. 0: a capped space's nodes are all claimed.
+    unclaimed_budget_ms: float = Field(default=50.0, ge=0)
     # How deep child runs may nest (a sub-workflow calling a sub-workflow…): a run submitted by a
     # client is depth 0; a child past this depth fails its parent node, naming the chain.
     max_run_depth: int = Field(default=5, ge=1)

@@ -17,6 +17,15 @@ from engine.store.sql import unclaimed as sql
 
 
 @dataclass(frozen=True)
+class Peeked:
+    """A node read for the unclaimed path: what its first attempt sees, and whether its space is
+    capped (then its execution has a budget, past which it is claimed)."""
+
+    claim: Claim
+    capped: bool
+
+
+@dataclass(frozen=True)
 class Committed:
     """What an unclaimed node's commit did: the decision, and whether it started its run."""
 
@@ -33,15 +42,17 @@ class UnclaimedStore:
     def _one(self, statement: Statement, params: dict[str, Any]) -> Any:
         return execute_one(self.engine, statement.pyformat, params, namedtuple_row, "statement")
 
-    def peek(self, run_id: uuid.UUID, node_id: str, space_cap: int) -> Claim | None:
+    def peek(self, run_id: uuid.UUID, node_id: str, space_cap: int, budgeted: bool) -> Peeked | None:
         """The node as its first attempt would see it, if it is queued, never attempted, not
-        waitlisted and its space has no cap; None otherwise (the caller claims it the usual way)."""
-        row = self._one(sql.PEEK_UNCLAIMED, {"run": run_id, "node": node_id, "cap": space_cap})
+        waitlisted, and its space has no cap, or (`budgeted`) has room under it; None otherwise
+        (the caller claims it the usual way)."""
+        row = self._one(sql.PEEK_UNCLAIMED, {"run": run_id, "node": node_id, "cap": space_cap, "budgeted": budgeted})
         if row is None:
             return None
-        return Claim(node_row_id=row.id, epoch=row.epoch, attempt=1, version_id=row.version_id,
-                     deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
-                     space_id=row.space_id, body=row.body or "", overrides=row.overrides, claimed_at=row.read_at)
+        return Peeked(Claim(node_row_id=row.id, epoch=row.epoch, attempt=1, version_id=row.version_id,
+                            deadline_at=row.deadline_at, run_inputs=row.inputs, dep_outputs=row.deps or {},
+                            space_id=row.space_id, body=row.body or "", overrides=row.overrides,
+                            claimed_at=row.read_at), bool(row.capped))
 
     def commit(self, run_id: uuid.UUID, node_id: str, claim: Claim, *, output: dict[str, Any], port: str | None,
                signals: Sequence[Signal], event_data: dict[str, Any], worker: str | None) -> Committed:

@@ -16,7 +16,7 @@ from engine.executor import Executor
 from engine.reconciler import Reconciler
 from engine.service import Relayflow
 from engine.settings import Settings
-from engine.store import Signal, Store
+from engine.store import Claim, Signal, Store
 from engine.tokens import DEFAULT_SPACE
 from tests.conftest import wait_for
 from tests.log_lines import log_events
@@ -50,6 +50,12 @@ def _uncap(settings: Settings) -> None:
     assert Store.from_engine(get_engine(settings)).catalog.set_space_cap("default", 0)
 
 
+def _peek(store: Store, run_id: uuid.UUID) -> Claim | None:
+    """What a pure delivery of node `a` reads (the space uncapped), as the claim it stands for."""
+    found = store.unclaimed.peek(run_id, "a", 0, budgeted=True)
+    return found.claim if found is not None else None
+
+
 def _in_process(settings: Settings) -> tuple[Store, Relayflow, Executor, Reconciler]:
     _uncap(settings)
     store = Store.from_engine(get_engine(settings))
@@ -64,7 +70,7 @@ def test_a_pure_node_executed_twice_at_once_commits_once_and_queues_its_successo
     workflow = service.create_workflow(DEFAULT_SPACE, "twice", None, PAIR)["workflow_id"]
     run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
     # Given two deliveries of node a that both read it untouched (two workers at once)
-    first, second = (store.unclaimed.peek(run_id, "a", 0) for _ in range(2))
+    first, second = (_peek(store, run_id) for _ in range(2))
     assert first is not None and second is not None and first.node_row_id == second.node_row_id
     # When both commit their outputs
     signals = [Signal("b", 1, 1, 1, False)]
@@ -83,7 +89,7 @@ def test_a_pure_node_executed_twice_at_once_commits_once_and_queues_its_successo
     assert _events(settings, str(run_id)) == [
         ("run.queued", None), ("run.started", None), ("node.started", "a"), ("node.succeeded", "a")]
     # And a later delivery finds nothing to do on either path
-    assert store.unclaimed.peek(run_id, "a", 0) is None
+    assert _peek(store, run_id) is None
     assert store.lifecycle.claim(run_id, "a", lease_s=30, grace_s=0) is None
 
 
@@ -92,7 +98,7 @@ def test_a_claimed_node_is_never_committed_by_the_unclaimed_path(settings: Setti
     workflow = service.create_workflow(DEFAULT_SPACE, "claimed", None, PAIR)["workflow_id"]
     run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
     # Given a delivery that read node a untouched, and another worker that claims it meanwhile
-    peeked = store.unclaimed.peek(run_id, "a", 0)
+    peeked = _peek(store, run_id)
     claim = store.lifecycle.claim(run_id, "a", lease_s=30, grace_s=0)
     assert peeked is not None and claim is not None
     # When the unclaimed execution commits
@@ -110,11 +116,11 @@ def test_a_pure_node_the_reconciler_resent_takes_the_claim_so_its_crashes_count(
     workflow = service.create_workflow(DEFAULT_SPACE, "resent", None, PAIR)["workflow_id"]
     run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
     # Given a node whose message looked lost (its executions may be killing their workers)
-    assert store.unclaimed.peek(run_id, "a", 0) is not None
+    assert _peek(store, run_id) is not None
     time.sleep(0.05)
     assert reconciler.sweep().resent >= 1
     # Then the unclaimed path no longer takes it, and a pure delivery claims it: the attempt counts
-    assert store.unclaimed.peek(run_id, "a", 0) is None
+    assert _peek(store, run_id) is None
     executor.run_node(str(run_id), "a", pure=True)
     node = service.get_run(DEFAULT_SPACE, str(run_id))["nodes"][0]
     assert node["status"] == "succeeded" and node["attempts"] == 1
@@ -185,3 +191,64 @@ def test_a_capped_spaces_slow_templates_never_run_more_than_its_cap_at_once(
     assert len(spans) == 6
     most = max(sum(1 for s, f in spans if s <= moment < f) for moment, _ in spans)
     assert most <= 2, spans
+
+
+# ~0.3-0.6 s of rendering: well past the unclaimed budget of a capped space (RELAYFLOW_UNCLAIMED_BUDGET_MS)
+MEDIUM = "{% for i in range(2000) %}{% for j in range(80) %}{% if loop.index == 0 %}{% endif %}{% endfor %}{% endfor %}"
+
+
+def _capped_in_process(settings: Settings, cap: int) -> tuple[Store, Relayflow, Executor]:
+    store = Store.from_engine(get_engine(settings))
+    assert store.catalog.set_space_cap("default", cap)
+    dispatcher = DramatiqDispatcher(make_broker(settings), settings.queue_name)
+    return store, Relayflow(store, dispatcher, settings), Executor(store, dispatcher, settings)
+
+
+def _counted(settings: Settings, run_id: uuid.UUID) -> dict[str, bool]:
+    return dict(_sql(settings, "SELECT node_id, counted FROM node_runs WHERE run_id = %s", run_id))  # type: ignore[arg-type]
+
+
+def test_a_capped_spaces_quick_pure_nodes_go_unclaimed_and_a_slow_one_is_claimed_past_the_budget(
+        settings: Settings, token: str) -> None:
+    # Given a space capped at 2, a quick template and a slow one after it
+    store, service, executor = _capped_in_process(settings, 2)
+    definition = {"nodes": [{"id": "a", "type": "template", "config": {"template": "x"}},
+                            {"id": "b", "type": "template", "after": ["a"], "config": {"template": MEDIUM + "{{ a.text }}y"}}],
+                  "outputs": {"b": "{{ b.text }}"}}
+    workflow = service.create_workflow(DEFAULT_SPACE, "budget", None, definition)["workflow_id"]
+    run_id = uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"])
+    # When each is delivered as a pure node's message
+    executor.run_node(str(run_id), "a", pure=True)
+    executor.run_node(str(run_id), "b", pure=True)
+    # Then the quick one ran unclaimed (not counted into the space's running nodes), the slow one
+    # was stopped at the budget and claimed (counted), and ran once to the end, as one attempt
+    run = service.get_run(DEFAULT_SPACE, str(run_id))
+    assert run["status"] == "succeeded" and run["outputs"] == {"b": "xy"}, run
+    assert _counted(settings, run_id) == {"a": False, "b": True}
+    assert [n["attempts"] for n in run["nodes"]] == [1, 1]
+    assert _events(settings, str(run_id)) == [
+        ("run.queued", None), ("run.started", None), ("node.started", "a"), ("node.succeeded", "a"),
+        ("node.started", "b"), ("node.succeeded", "b"), ("run.succeeded", None)]
+    assert _sql(settings, "SELECT running_nodes FROM spaces WHERE id = 'default'") == [(0,)]
+
+
+def test_a_capped_space_without_room_or_without_a_budget_claims_its_pure_nodes(settings: Settings,
+                                                                               token: str) -> None:
+    store, service, executor = _capped_in_process(settings, 1)
+    workflow = service.create_workflow(DEFAULT_SPACE, "full", None, PAIR)["workflow_id"]
+    first, second = (uuid.UUID(service.submit_run(DEFAULT_SPACE, workflow, {})["run_id"]) for _ in range(2))
+    # Given a space capped at 1 whose one slot is taken (a claimed node of another run)
+    assert store.lifecycle.claim(first, "a", lease_s=30, grace_s=0, space_cap=1) is not None
+    # Then a pure node of the space is not taken unclaimed while it is full
+    assert store.unclaimed.peek(second, "a", 8, budgeted=True) is None
+    # And once it has room, only by workers that give such nodes a budget
+    assert store.catalog.set_space_cap("default", 2)
+    assert store.unclaimed.peek(second, "a", 8, budgeted=False) is None
+    found = store.unclaimed.peek(second, "a", 8, budgeted=True)
+    assert found is not None and found.capped
+    # And a worker without a budget (RELAYFLOW_UNCLAIMED_BUDGET_MS=0) claims it, counted into the space
+    unbudgeted = Executor(store, executor.dispatcher, settings.model_copy(update={"unclaimed_budget_ms": 0.0}))
+    unbudgeted.run_node(str(second), "a", pure=True)
+    assert _counted(settings, second)["a"] is True
+    assert next(n for n in service.get_run(DEFAULT_SPACE, str(second))["nodes"] if n["node_id"] == "a")["status"] \
+        == "succeeded"

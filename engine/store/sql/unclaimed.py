@@ -15,24 +15,30 @@ from __future__ import annotations
 from engine.store.sql import Statement
 from engine.store.sql.runs import DECISION, SIGNALS, UPSERT_SUCCESSORS
 
-# What the claim returns, read from the latest committed rows without taking anything. Only in
-# a space without a cap (its own `max_running_nodes`, else the workers' :cap, is 0): a node that is
-# never `running` is not counted into a space's running nodes, so in a capped space an author's
-# slow templates would run beside its cap, as many at once as there are worker threads, and starve
-# the other spaces. A capped space's pure nodes are claimed, counted like any.
+# What the claim returns, read from the latest committed rows without taking anything. A node
+# that is never `running` is not counted into its space's running nodes, so in a capped space an
+# author's slow templates could run beside its cap, as many at once as there are worker threads,
+# and starve the other spaces. So in a capped space (its own `max_running_nodes`, else the
+# workers' :cap, above 0) a node is taken only while the space has room (`running_nodes`, read,
+# not locked), and only when the workers give such nodes a budget (:budgeted): past it the worker
+# stops the execution and claims the node, which then counts (engine/executor.py). What a capped
+# space can run beside its cap is bounded by worker threads x that budget, once per time it has room.
 PEEK_UNCLAIMED = Statement(
     "Read a never-attempted queued node of a live run and what it needs, without claiming it.", """
 SELECT n.id, n.epoch, r.version_id, r.body, r.deadline_at, r.space_id, now() AS read_at,
+       coalesce(s.max_running_nodes, :cap) > 0 AS capped,
        CASE WHEN wn.needs_inputs THEN r.inputs END AS inputs,
        CASE WHEN r.rerun_from = :node THEN r.overrides END AS overrides,
        (SELECT jsonb_object_agg(d.node_id, d.output) FROM node_runs d
          WHERE d.run_id = r.id AND d.node_id = ANY(wn.deps)) AS deps
   FROM runs r JOIN node_runs n ON n.run_id = r.id AND n.node_id = :node
+  JOIN spaces s ON s.id = r.space_id
   LEFT JOIN workflow_nodes wn ON wn.version_id = r.version_id AND wn.body = r.body AND wn.node_id = :node
  WHERE r.id = :run AND r.status IN ('queued', 'running', 'interrupted')
    AND n.status = 'queued' AND n.epoch = 0 AND n.attempts = 0 AND n.resume IS NULL
    AND NOT EXISTS (SELECT 1 FROM space_waiters w WHERE w.node_row_id = n.id)
-   AND EXISTS (SELECT 1 FROM spaces s WHERE s.id = r.space_id AND coalesce(s.max_running_nodes, :cap) <= 0)
+   AND (coalesce(s.max_running_nodes, :cap) <= 0
+        OR (CAST(:budgeted AS boolean) AND s.running_nodes < coalesce(s.max_running_nodes, :cap)))
 """)
 
 # COMMIT_NODE for a node nobody claimed: its attempt starts and ends here (attempt 1, epoch 1),
