@@ -42,7 +42,12 @@ from bench.relayflow_bench import RelayflowDriver  # noqa: E402
 RUNS, NODES = 200, 10
 
 
-def _pairs(values: list[str]) -> dict[str, str]:
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    """NAME=VALUE arguments as environment variables; anything else is refused, naming the option."""
+    bad = [v for v in values if "=" not in v or not v.split("=", 1)[0]]
+    if bad:
+        raise SystemExit(f"settings_ab.py: {option} takes NAME=VALUE settings (e.g. RELAYFLOW_CLAIM_PURE_NODES=true); "
+                         f"got {', '.join(repr(b) for b in bad)}")
     return dict(v.split("=", 1) for v in values)
 
 
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per variant per cycle")
     args = parser.parse_args(argv)
-    variants = {"a": _pairs(args.a), "b": _pairs(args.b)}
+    variants = {"a": _pairs(args.a, "--a"), "b": _pairs(args.b, "--b")}
     started = datetime.now(UTC)
     res = {"started_at": started.isoformat(timespec="seconds"), "variants": variants,
            "results": measure(variants, args.cycles, args.rounds)}
