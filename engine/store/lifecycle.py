@@ -423,11 +423,21 @@ def _token_params(report: dict[str, Any] | None) -> dict[str, Any]:
             "cost": repr(float((report or {}).get("cost") or 0))}
 
 
-def signal_params(signals: Sequence[Signal]) -> dict[str, list[Any]]:
-    """The successor signals as the array parameters of a committing statement (sql/runs.py `SIGNALS`)."""
-    return {"s_ids": [s.node_id for s in signals], "s_deg": [s.in_degree for s in signals],
-            "s_cnt": [s.count for s in signals], "s_act": [s.active for s in signals],
-            "s_any": [s.join_any for s in signals]}
+def signal_params(signals: Sequence[Signal]) -> dict[str, str]:
+    """The successor signals as the array parameters of a committing statement (sql/runs.py `SIGNALS`).
+
+    Sent as array literals, not lists: psycopg works out a list's element type in Python, five
+    lists per commit, which cost ~70 us of a worker's CPU per node; a literal is a string."""
+    return {"s_ids": text_array([s.node_id for s in signals]),
+            "s_deg": "{" + ",".join(str(int(s.in_degree)) for s in signals) + "}",
+            "s_cnt": "{" + ",".join(str(int(s.count)) for s in signals) + "}",
+            "s_act": "{" + ",".join(str(int(s.active)) for s in signals) + "}",
+            "s_any": "{" + ",".join("t" if s.join_any else "f" for s in signals) + "}"}
+
+
+def text_array(values: Iterable[str]) -> str:
+    """A PostgreSQL text[] literal: every element quoted, its backslashes and quotes escaped."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def decision_of(row: Any) -> Decision:
