@@ -131,10 +131,10 @@ class Executor:
             return False
         workflow = self.versions.get(peeked.version_id, peeked.body)
         node = workflow.nodes[node_id]
-        deadline_left = _seconds_until(peeked.deadline_at)
-        if not node.node_type.pure or (deadline_left is not None and deadline_left <= 0):
+        limit = self._time_limit(node, peeked.deadline_at)
+        if not node.node_type.pure or limit is None:
             return False
-        timeout_s, deadline_bound = self._time_limit(node, deadline_left)
+        timeout_s, deadline_bound = limit
         telemetry.node_started(self.store, rid, node, peeked, log_lines=False)
         try:
             started = time.monotonic()
@@ -173,12 +173,12 @@ class Executor:
         workflow = self.versions.get(claim.version_id, claim.body)
         node = workflow.nodes[node_id]
         telemetry.node_started(self.store, rid, node, claim)
-        deadline_left = _seconds_until(claim.deadline_at)
-        if deadline_left is not None and deadline_left <= 0:
+        limit = self._time_limit(node, claim.deadline_at)
+        if limit is None:
             self.send_parent(self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id)))
             oplog.run_deadline(rid, node_id)
             return
-        timeout_s, deadline_bound = self._time_limit(node, deadline_left)
+        timeout_s, deadline_bound = limit
         with self._inflight_lock:
             self._inflight.add(claim.node_row_id)
         attempt_started = time.monotonic()
@@ -190,8 +190,12 @@ class Executor:
         metrics.attempt_ended(node.type_name, outcome, time.monotonic() - attempt_started)
         self._settle(rid, workflow, node, claim, outcome)
 
-    def _time_limit(self, node: CompiledNode, deadline_left: float | None) -> tuple[float, bool]:
-        """The attempt's time limit, and whether the run's deadline (not the node's timeout) sets it."""
+    def _time_limit(self, node: CompiledNode, deadline_at: datetime | None) -> tuple[float, bool] | None:
+        """The attempt's time limit, and whether the run's deadline (not the node's timeout) sets it;
+        None once the run's deadline has passed."""
+        deadline_left = _seconds_until(deadline_at)
+        if deadline_left is not None and deadline_left <= 0:
+            return None
         timeout_s = node.timeout_s or self.settings.default_node_timeout_s
         if deadline_left is not None and deadline_left < timeout_s:
             return deadline_left, True
