@@ -12,24 +12,24 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from engine import metrics, oplog, telemetry
 from engine.children import ChildStarter
-from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
+from engine.compiler import CompiledNode, CompiledWorkflow
 from engine.dispatch import Dispatcher
 from engine.errors import NodeCrashed, NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
 from engine.models.calling import Hub
 from engine.nodes.base import Interrupt, NodeContext, WaitForChildren
 from engine.notify import Notifier, NullNotifier
+from engine.outcomes import Delegated, Failed, Interrupted, Outcome, Succeeded, merge_signals, succeeded_event
 from engine.outputs import check_outputs
 from engine.prompt_cache import PromptCache
 from engine.rerun_plan import render_with_overrides
 from engine.settings import Settings
-from engine.store import Claim, Decision, Ended, Signal, Store
+from engine.store import Claim, Decision, Ended, Store
 from engine.template_limits import Limits, configure, deadline, json_size
 from engine.templates import render_text
 from engine.versions import VersionCache
@@ -37,50 +37,6 @@ from engine.watchdog import NodeOverran, Watchdog
 
 log = logging.getLogger("relayflow.executor")
 OUTPUTS_RENDER_S = 60.0  # the most time rendering a run's `outputs` may take
-
-
-@dataclass(frozen=True)
-class Succeeded:
-    """The node returned its outputs (and, for a branching type, the port it chose)."""
-
-    outputs: dict[str, Any]
-    port: str | None
-    report: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The node asked a person (a question, a form): the run waits, holding no worker."""
-
-    kind: str
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The attempt failed: it is retried, or the node's `on_error` decides what follows."""
-
-    error: NodeError
-    report: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Delegated:
-    """A composite node inserted child runs (their roots waiting): the node waits for them holding
-    no worker, lease or slot; the first `concurrency` start when it is parked, each child's end
-    starts the next, and the last one's end (or, with `fail_fast`, the first failure) queues it again."""
-
-    total: int
-    concurrency: int  # 0: all at once
-    fail_fast: bool
-    child_run_ids: tuple[uuid.UUID, ...]  # sub-workflow children (a batch's items are listed by parent)
-    first_index: int = 0  # the first child's item index (a loop's iteration number)
-    state: dict[str, Any] | None = None  # kept with the node while it waits (a loop's counters and variables)
-
-
-# How an attempt ended; `_settle` has one handler per type (`assert_never` makes a forgotten one
-# a type error).
-Outcome = Succeeded | Interrupted | Failed | Delegated
 
 
 class Executor:
@@ -157,8 +113,8 @@ class Executor:
                           done: Succeeded) -> None:
         committed = self.store.unclaimed.commit(
             rid, node.id, peeked, output=done.outputs, port=done.port,
-            signals=_merge(workflow.signals(node.id, done.port)),
-            event_data=_succeeded_event(node, 1, done.port, done.outputs), worker=self.worker_id)
+            signals=merge_signals(workflow.signals(node.id, done.port)),
+            event_data=succeeded_event(node, 1, done.port, done.outputs), worker=self.worker_id)
         if committed.decision.committed:
             # its start is logged once it is recorded (with the run's, if it was the first node)
             telemetry.node_started(self.store, rid, node, replace(peeked, run_started=committed.run_started),
@@ -254,8 +210,8 @@ class Executor:
                  "at": datetime.now(UTC).isoformat()}
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
-            signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
-            event_data=_succeeded_event(node, claim.attempt, port, done.outputs),
+            signals=merge_signals(workflow.signals(node.id, port)), event_type="node.succeeded",
+            event_data=succeeded_event(node, claim.attempt, port, done.outputs),
             log=[entry] if report else None, report=report)
         telemetry.node_settled(run_id, node, claim, "succeeded" if decision.committed else "superseded", port=port)
         if decision.wake:
@@ -412,7 +368,7 @@ class Executor:
             output, port = {"is_success": False, "error": failure}, "error"
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="failed", output=output, error=error, port=port,
-            signals=_merge(workflow.signals(node.id, port)), event_type="node.failed",
+            signals=merge_signals(workflow.signals(node.id, port)), event_type="node.failed",
             event_data={"error": error, "on_error": node.on_error}, log=log_entry, report=report)
         _log_failure(run_id, node.id, claim, error, "continued" if decision.committed else "superseded",
                      on_error=node.on_error)
@@ -476,13 +432,13 @@ class Executor:
                 return
             source = skipped.popleft()
             decision = self.store.lifecycle.propagate_skip(
-                run_id, source, _merge(workflow.signals(source, None, skipped=True)))
+                run_id, source, merge_signals(workflow.signals(source, None, skipped=True)))
 
     def settle_skip(self, run_id: uuid.UUID, version_id: int, node_id: str, body: str = "") -> None:
         """Signal a skipped node's successors (the reconciler's repair after a crash)."""
         workflow = self.versions.get(version_id, body)
         decision = self.store.lifecycle.propagate_skip(
-            run_id, node_id, _merge(workflow.signals(node_id, None, skipped=True)))
+            run_id, node_id, merge_signals(workflow.signals(node_id, None, skipped=True)))
         self._after(run_id, workflow, decision)
 
     def finish(self, run_id: uuid.UUID, workflow: CompiledWorkflow) -> None:
@@ -517,24 +473,6 @@ class Executor:
 def _log_failure(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
                  **details: Any) -> None:
     telemetry.node_failed(run_id, node_id, claim, error, outcome, **details)
-
-
-def _succeeded_event(node: CompiledNode, attempt: int, port: str | None, outputs: dict[str, Any]) -> dict[str, Any]:
-    """Data of a `node.succeeded` event; a message node's content rides along, committed with the node."""
-    data: dict[str, Any] = {"attempt": attempt, "port": port} if port else {"attempt": attempt}
-    if node.node_type.event_output is not None:
-        data["message"] = {"content": outputs.get(node.node_type.event_output)}
-    return data
-
-
-def _merge(signals: Iterable[SuccessorSignal]) -> list[Signal]:
-    """Aggregate per-edge signals into one per successor, sorted (a stable lock order)."""
-    merged: dict[str, list[Any]] = {}
-    for s in signals:
-        entry = merged.setdefault(s.node_id, [s.in_degree, 0, 0, s.join_any])
-        entry[1] += 1
-        entry[2] += int(s.active)
-    return [Signal(node_id, deg, cnt, act, any_) for node_id, (deg, cnt, act, any_) in sorted(merged.items())]
 
 
 def _seconds_until(moment: datetime | None) -> float | None:
