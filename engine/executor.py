@@ -7,7 +7,6 @@ one `Outcome`, and each outcome has one small handler (`_settle` dispatches them
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
@@ -20,7 +19,8 @@ from engine import metrics, oplog, telemetry
 from engine.children import ChildStarter
 from engine.compiler import CompiledNode, CompiledWorkflow
 from engine.dispatch import Dispatcher
-from engine.errors import NodeCrashed, NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
+from engine.errors import NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
+from engine.failures import Failures
 from engine.models.calling import Hub
 from engine.nodes.base import Interrupt, NodeContext, WaitForChildren
 from engine.notify import Notifier, NullNotifier
@@ -55,6 +55,7 @@ class Executor:
         self.worker_id: str | None = None  # this process's `workers` row (set by the worker runtime)
         self._inflight_lock = threading.Lock()
         self.watchdog = Watchdog(settings.node_timeout_grace_s)
+        self.failures = Failures(self)  # retries, on_error, crashed workers (engine/failures.py)
         configure(Limits.from_settings(settings))
 
     # -- the actor body ---------------------------------------------------------------------
@@ -318,83 +319,18 @@ class Executor:
         except Exception:  # progress events must never fail the node
             log.warning("could not record %s for %s/%s", event_type, run_id, node_id, exc_info=True)
 
-    # -- failures ---------------------------------------------------------------------------
+    # -- failures (engine/failures.py) -------------------------------------------------------
     def handle_failure(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
                        claim: Claim, exc: NodeError, report: dict[str, Any] | None = None) -> None:
         """Retry the node, or apply its on_error strategy once retries are spent."""
-        error = {"code": exc.code, "kind": exc.kind, "message": exc.message, "attempt": claim.attempt}
-        log_entry = [{"attempt": claim.attempt, "error": error, **(report or {}),
-                      "started_at": claim.claimed_at.isoformat(), "at": datetime.now(UTC).isoformat()}]
-        policy = node.retry
-        if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
-            self._retry(run_id, node, claim, error, log_entry, report)
-        elif node.on_error == "fail":
-            self._fail_run(run_id, node, claim, error, log_entry, report)
-        else:
-            self._continue_after_error(run_id, workflow, node, claim, exc, error, log_entry, report)
-
-    def _retry(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
-               log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
-        """Mark the node `retrying` and send its next attempt after the policy's backoff."""
-        delay_s = node.retry.delay_s(claim.attempt, random.random())
-        log_entry[-1]["backoff_s"] = round(delay_s, 3)  # the wait before the next attempt, in the same write
-        scheduled = self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
-                                                        log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",
-                     delay_s=round(delay_s, 3), max_attempts=node.retry.max_attempts)
-        if scheduled:
-            metrics.retry_scheduled(node.type_name)
-            self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
-            self.wake(claim.space_id)
-
-    def _fail_run(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
-                  log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
-        """`on_error: fail`: the node and its run fail (unreached nodes end cancelled)."""
-        ended = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                      error=error, log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "run_failed" if ended.changed else "superseded")
-        if ended.changed:
-            self.send_parent(ended)
-            self.wake(claim.space_id)
-
-    def _continue_after_error(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
-                              claim: Claim, exc: NodeError, error: dict[str, Any],
-                              log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
-        """`on_error: default` (the declared default output) or `branch` (the `error` port): the run goes on."""
-        failure = {"code": exc.code, "message": exc.message}
-        if node.on_error == "default":
-            output, port = {**(node.default_output or {}), "is_success": False, "error": failure}, None
-        else:
-            output, port = {"is_success": False, "error": failure}, "error"
-        decision = self.store.lifecycle.commit_node(
-            run_id, node.id, claim, status="failed", output=output, error=error, port=port,
-            signals=merge_signals(workflow.signals(node.id, port)), event_type="node.failed",
-            event_data={"error": error, "on_error": node.on_error}, log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "continued" if decision.committed else "superseded",
-                     on_error=node.on_error)
-        if decision.wake:
-            self.wake(claim.space_id)
-        self._after(run_id, workflow, decision)
+        self.failures.handle_failure(run_id, workflow, node, claim, exc, report)
 
     def handle_crash(self, row: Any) -> str:
         """A node's lease expired (its worker died): re-queue it, or fail it after too many crashes.
 
         Returns what was done: `requeued`, `failed` (as crashed), or `superseded` (another
         process changed the node first)."""
-        entry = {"attempt": row.attempts, "at": datetime.now(UTC).isoformat(),
-                 "error": {"code": NodeCrashed.code, "kind": "crashed",
-                           "message": "The worker running this attempt stopped before finishing it."}}
-        if row.crashes + 1 < self.settings.max_crashes:
-            if self.store.lifecycle.requeue_crashed(row, [entry]):
-                self.dispatcher.send(str(row.run_id), row.node_id)
-                return "requeued"
-            return "superseded"
-        workflow = self.versions.get(row.version_id, row.body)
-        claim = Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
-                      deadline_at=None, run_inputs=None, dep_outputs={}, space_id=row.space_id, body=row.body)
-        self.handle_failure(row.run_id, workflow, workflow.nodes[row.node_id], claim, NodeCrashed(
-            f"Node {row.node_id} was lost {row.crashes + 1} times (worker crashed or stalled); giving up."))
-        return "failed"
+        return self.failures.handle_crash(row)
 
     # -- fair share ----------------------------------------------------------------------------
     def wake(self, space_id: str | None, limit: int = 1) -> int:
@@ -468,11 +404,6 @@ class Executor:
         """Node rows this process is executing now (their leases need renewing)."""
         with self._inflight_lock:
             return list(self._inflight)
-
-
-def _log_failure(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
-                 **details: Any) -> None:
-    telemetry.node_failed(run_id, node_id, claim, error, outcome, **details)
 
 
 def _seconds_until(moment: datetime | None) -> float | None:
