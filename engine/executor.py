@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -32,6 +31,7 @@ from engine.settings import Settings
 from engine.store import Claim, Decision, Ended, Store
 from engine.template_limits import Limits, configure, deadline, json_size
 from engine.templates import render_text
+from engine.unclaimed import UnclaimedPath
 from engine.versions import VersionCache
 from engine.watchdog import NodeOverran, Watchdog
 
@@ -39,7 +39,7 @@ log = logging.getLogger("relayflow.executor")
 OUTPUTS_RENDER_S = 60.0  # the most time rendering a run's `outputs` may take
 
 
-class Executor:
+class Executor(UnclaimedPath):
     """Executes node messages against the store; one per worker process."""
 
     def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings,
@@ -76,55 +76,6 @@ class Executor:
         finally:
             telemetry.node_finished()
             self.notifier.run_changed(run_id)
-
-    def _run_unclaimed(self, rid: uuid.UUID, node_id: str) -> bool:
-        """Execute a pure node before claiming it and commit it if nobody touched it meanwhile
-        (engine/store/sql/unclaimed.py). False, having changed nothing, when it is not such a node
-        now (claimed or re-sent before, waitlisted, its space capped, its run past its deadline):
-        the caller claims it. An attempt that did not succeed is claimed then and settled as that
-        attempt, so failures, retries and `on_error` are the claimed path's."""
-        peeked = self.store.unclaimed.peek(rid, node_id, self.settings.space_max_running_nodes)
-        if peeked is None:
-            return False
-        workflow = self.versions.get(peeked.version_id, peeked.body)
-        node = workflow.nodes[node_id]
-        limit = self._time_limit(node, peeked.deadline_at)
-        if not node.node_type.pure or limit is None:
-            return False
-        timeout_s, deadline_bound = limit
-        telemetry.node_started(self.store, rid, node, peeked, log_lines=False)
-        try:
-            started = time.monotonic()
-            outcome = self._attempt(rid, workflow, node, peeked, timeout_s, deadline_bound)
-            metrics.attempt_ended(node.type_name, outcome, time.monotonic() - started)
-            if isinstance(outcome, Succeeded):
-                self._commit_unclaimed(rid, workflow, node, peeked, outcome)
-                return True
-            claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
-                                               self.settings.space_max_running_nodes, self.worker_id)
-            if claim is not None:  # None: another delivery took it, or its space is full now (waitlisted)
-                telemetry.node_started(self.store, rid, node, claim, span=False)
-                self._settle(rid, workflow, node, claim, outcome)
-                self.notifier.run_changed(str(rid))
-            return True
-        finally:
-            telemetry.node_finished()
-
-    def _commit_unclaimed(self, rid: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, peeked: Claim,
-                          done: Succeeded) -> None:
-        committed = self.store.unclaimed.commit(
-            rid, node.id, peeked, output=done.outputs, port=done.port,
-            signals=merge_signals(workflow.signals(node.id, done.port)),
-            event_data=succeeded_event(node, 1, done.port, done.outputs), worker=self.worker_id)
-        if committed.decision.committed:
-            # its start is logged once it is recorded (with the run's, if it was the first node)
-            telemetry.node_started(self.store, rid, node, replace(peeked, run_started=committed.run_started),
-                                   span=False)
-        telemetry.node_settled(rid, node, peeked, "succeeded" if committed.decision.committed else "superseded",
-                               port=done.port)
-        self._after(rid, workflow, committed.decision)
-        if committed.decision.committed:  # after `_after`: the run's end, if this was its last node, too
-            self.notifier.run_changed(str(rid))
 
     def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
         workflow = self.versions.get(claim.version_id, claim.body)
