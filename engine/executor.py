@@ -2,7 +2,10 @@
 
 This is the body of the `run_node` actor. Decisions about the graph come from the compiled
 workflow (pure); every state change is one fenced statement in the store. An attempt ends in
-one `Outcome`, and each outcome has one small handler (`_settle` dispatches them).
+one `Outcome` (engine/outcomes.py), and each outcome has one small handler (`_settle` dispatches
+them). What follows a failed attempt or a crashed worker is in engine/failures.py (a part the
+executor holds); a pure node's unclaimed path is in engine/unclaimed.py (a mixin: it runs the
+executor's own steps).
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ class Executor(UnclaimedPath):
     def run_node(self, run_id: str, node_id: str, pure: bool = False) -> None:
         """Claim and execute one node; a duplicate or stale message is a no-op.
 
-        `pure` (the message of a pure type's node): execute it unclaimed if it is still untouched."""
+        `pure` (the message of a pure type's node): execute it unclaimed if it is still untouched
+        (engine/unclaimed.py)."""
         rid = uuid.UUID(run_id)
         if pure and not self.settings.claim_pure_nodes and self._run_unclaimed(rid, node_id):
             return
