@@ -2,36 +2,39 @@
 
 This is the body of the `run_node` actor. Decisions about the graph come from the compiled
 workflow (pure); every state change is one fenced statement in the store. An attempt ends in
-one `Outcome`, and each outcome has one small handler (`_settle` dispatches them).
+one `Outcome` (engine/outcomes.py), and each outcome has one small handler (`_settle` dispatches
+them). What follows a failed attempt or a crashed worker is in engine/failures.py (a part the
+executor holds); a pure node's unclaimed path is in engine/unclaimed.py (a mixin: it runs the
+executor's own steps).
 """
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from engine import metrics, oplog, telemetry
 from engine.children import ChildStarter
-from engine.compiler import CompiledNode, CompiledWorkflow, SuccessorSignal
+from engine.compiler import CompiledNode, CompiledWorkflow
 from engine.dispatch import Dispatcher
-from engine.errors import NodeCrashed, NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
+from engine.errors import NodeError, NodeTimeout, PermanentNodeError, RunDeadlineExceeded
+from engine.failures import Failures
 from engine.models.calling import Hub
 from engine.nodes.base import Interrupt, NodeContext, WaitForChildren
 from engine.notify import Notifier, NullNotifier
+from engine.outcomes import Delegated, Failed, Interrupted, Outcome, Succeeded, merge_signals, succeeded_event
 from engine.outputs import check_outputs
 from engine.prompt_cache import PromptCache
 from engine.rerun_plan import render_with_overrides
 from engine.settings import Settings
-from engine.store import Claim, Decision, Ended, Signal, Store
+from engine.store import Claim, Decision, Ended, Store
 from engine.template_limits import Limits, configure, deadline, json_size
 from engine.templates import render_text
+from engine.unclaimed import UnclaimedPath
 from engine.versions import VersionCache
 from engine.watchdog import NodeOverran, Watchdog
 
@@ -39,51 +42,7 @@ log = logging.getLogger("relayflow.executor")
 OUTPUTS_RENDER_S = 60.0  # the most time rendering a run's `outputs` may take
 
 
-@dataclass(frozen=True)
-class Succeeded:
-    """The node returned its outputs (and, for a branching type, the port it chose)."""
-
-    outputs: dict[str, Any]
-    port: str | None
-    report: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The node asked a person (a question, a form): the run waits, holding no worker."""
-
-    kind: str
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The attempt failed: it is retried, or the node's `on_error` decides what follows."""
-
-    error: NodeError
-    report: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Delegated:
-    """A composite node inserted child runs (their roots waiting): the node waits for them holding
-    no worker, lease or slot; the first `concurrency` start when it is parked, each child's end
-    starts the next, and the last one's end (or, with `fail_fast`, the first failure) queues it again."""
-
-    total: int
-    concurrency: int  # 0: all at once
-    fail_fast: bool
-    child_run_ids: tuple[uuid.UUID, ...]  # sub-workflow children (a batch's items are listed by parent)
-    first_index: int = 0  # the first child's item index (a loop's iteration number)
-    state: dict[str, Any] | None = None  # kept with the node while it waits (a loop's counters and variables)
-
-
-# How an attempt ended; `_settle` has one handler per type (`assert_never` makes a forgotten one
-# a type error).
-Outcome = Succeeded | Interrupted | Failed | Delegated
-
-
-class Executor:
+class Executor(UnclaimedPath):
     """Executes node messages against the store; one per worker process."""
 
     def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings,
@@ -99,13 +58,15 @@ class Executor:
         self.worker_id: str | None = None  # this process's `workers` row (set by the worker runtime)
         self._inflight_lock = threading.Lock()
         self.watchdog = Watchdog(settings.node_timeout_grace_s)
+        self.failures = Failures(self)  # retries, on_error, crashed workers (engine/failures.py)
         configure(Limits.from_settings(settings))
 
     # -- the actor body ---------------------------------------------------------------------
     def run_node(self, run_id: str, node_id: str, pure: bool = False) -> None:
         """Claim and execute one node; a duplicate or stale message is a no-op.
 
-        `pure` (the message of a pure type's node): execute it unclaimed if it is still untouched."""
+        `pure` (the message of a pure type's node): execute it unclaimed if it is still untouched
+        (engine/unclaimed.py)."""
         rid = uuid.UUID(run_id)
         if pure and not self.settings.claim_pure_nodes and self._run_unclaimed(rid, node_id):
             return
@@ -120,73 +81,16 @@ class Executor:
             telemetry.node_finished()
             self.notifier.run_changed(run_id)
 
-    def _run_unclaimed(self, rid: uuid.UUID, node_id: str) -> bool:
-        """Execute a pure node before claiming it and commit it if nobody touched it meanwhile
-        (engine/store/sql/unclaimed.py). False, having changed nothing, when it is not such a node
-        now (claimed or re-sent before, waitlisted, its capped space full, its run past its
-        deadline) or, in a capped space, when it ran past the budget: the caller claims it (a pure
-        node computes the same again). An attempt that did not succeed is claimed then and
-        settled as that attempt, so failures, retries and `on_error` are the claimed path's."""
-        budget_s = self.settings.unclaimed_budget_ms / 1000
-        found = self.store.unclaimed.peek(rid, node_id, self.settings.space_max_running_nodes, budget_s > 0)
-        if found is None:
-            return False
-        peeked = found.claim
-        workflow = self.versions.get(peeked.version_id, peeked.body)
-        node = workflow.nodes[node_id]
-        deadline_left = _seconds_until(peeked.deadline_at)
-        if not node.node_type.pure or (deadline_left is not None and deadline_left <= 0):
-            return False
-        timeout_s, deadline_bound = self._time_limit(node, deadline_left)
-        budget_bound = found.capped and budget_s < timeout_s
-        if budget_bound:
-            timeout_s, deadline_bound = budget_s, False
-        telemetry.node_started(self.store, rid, node, peeked, log_lines=False)
-        try:
-            started = time.monotonic()
-            outcome = self._attempt(rid, workflow, node, peeked, timeout_s, deadline_bound)
-            if budget_bound and isinstance(outcome, Failed) and isinstance(outcome.error, NodeTimeout):
-                return False  # its space's budget, not its own timeout, stopped it: claimed, it runs in full
-            metrics.attempt_ended(node.type_name, outcome, time.monotonic() - started)
-            if isinstance(outcome, Succeeded):
-                self._commit_unclaimed(rid, workflow, node, peeked, outcome)
-                return True
-            claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
-                                               self.settings.space_max_running_nodes, self.worker_id)
-            if claim is not None:  # None: another delivery took it, or its space is full now (waitlisted)
-                telemetry.node_started(self.store, rid, node, claim, span=False)
-                self._settle(rid, workflow, node, claim, outcome)
-                self.notifier.run_changed(str(rid))
-            return True
-        finally:
-            telemetry.node_finished()
-
-    def _commit_unclaimed(self, rid: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, peeked: Claim,
-                          done: Succeeded) -> None:
-        committed = self.store.unclaimed.commit(
-            rid, node.id, peeked, output=done.outputs, port=done.port,
-            signals=_merge(workflow.signals(node.id, done.port)),
-            event_data=_succeeded_event(node, 1, done.port, done.outputs), worker=self.worker_id)
-        if committed.decision.committed:
-            # its start is logged once it is recorded (with the run's, if it was the first node)
-            telemetry.node_started(self.store, rid, node, replace(peeked, run_started=committed.run_started),
-                                   span=False)
-        telemetry.node_settled(rid, node, peeked, "succeeded" if committed.decision.committed else "superseded",
-                               port=done.port)
-        self._after(rid, workflow, committed.decision)
-        if committed.decision.committed:  # after `_after`: the run's end, if this was its last node, too
-            self.notifier.run_changed(str(rid))
-
     def _run_claimed(self, rid: uuid.UUID, node_id: str, claim: Claim) -> None:
         workflow = self.versions.get(claim.version_id, claim.body)
         node = workflow.nodes[node_id]
         telemetry.node_started(self.store, rid, node, claim)
-        deadline_left = _seconds_until(claim.deadline_at)
-        if deadline_left is not None and deadline_left <= 0:
+        limit = self._time_limit(node, claim.deadline_at)
+        if limit is None:
             self.send_parent(self.store.lifecycle.end_run(rid, "failed", RunDeadlineExceeded.run_error(node_id)))
             oplog.run_deadline(rid, node_id)
             return
-        timeout_s, deadline_bound = self._time_limit(node, deadline_left)
+        timeout_s, deadline_bound = limit
         with self._inflight_lock:
             self._inflight.add(claim.node_row_id)
         attempt_started = time.monotonic()
@@ -198,8 +102,12 @@ class Executor:
         metrics.attempt_ended(node.type_name, outcome, time.monotonic() - attempt_started)
         self._settle(rid, workflow, node, claim, outcome)
 
-    def _time_limit(self, node: CompiledNode, deadline_left: float | None) -> tuple[float, bool]:
-        """The attempt's time limit, and whether the run's deadline (not the node's timeout) sets it."""
+    def _time_limit(self, node: CompiledNode, deadline_at: datetime | None) -> tuple[float, bool] | None:
+        """The attempt's time limit, and whether the run's deadline (not the node's timeout) sets it;
+        None once the run's deadline has passed."""
+        deadline_left = _seconds_until(deadline_at)
+        if deadline_left is not None and deadline_left <= 0:
+            return None
         timeout_s = node.timeout_s or self.settings.default_node_timeout_s
         if deadline_left is not None and deadline_left < timeout_s:
             return deadline_left, True
@@ -258,8 +166,8 @@ class Executor:
                  "at": datetime.now(UTC).isoformat()}
         decision = self.store.lifecycle.commit_node(
             run_id, node.id, claim, status="succeeded", output=done.outputs, error=None, port=port,
-            signals=_merge(workflow.signals(node.id, port)), event_type="node.succeeded",
-            event_data=_succeeded_event(node, claim.attempt, port, done.outputs),
+            signals=merge_signals(workflow.signals(node.id, port)), event_type="node.succeeded",
+            event_data=succeeded_event(node, claim.attempt, port, done.outputs),
             log=[entry] if report else None, report=report)
         telemetry.node_settled(run_id, node, claim, "succeeded" if decision.committed else "superseded", port=port)
         if decision.wake:
@@ -366,83 +274,18 @@ class Executor:
         except Exception:  # progress events must never fail the node
             log.warning("could not record %s for %s/%s", event_type, run_id, node_id, exc_info=True)
 
-    # -- failures ---------------------------------------------------------------------------
+    # -- failures (engine/failures.py) -------------------------------------------------------
     def handle_failure(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
                        claim: Claim, exc: NodeError, report: dict[str, Any] | None = None) -> None:
         """Retry the node, or apply its on_error strategy once retries are spent."""
-        error = {"code": exc.code, "kind": exc.kind, "message": exc.message, "attempt": claim.attempt}
-        log_entry = [{"attempt": claim.attempt, "error": error, **(report or {}),
-                      "started_at": claim.claimed_at.isoformat(), "at": datetime.now(UTC).isoformat()}]
-        policy = node.retry
-        if exc.retryable and exc.kind in policy.retry_on and claim.attempt < policy.max_attempts:
-            self._retry(run_id, node, claim, error, log_entry, report)
-        elif node.on_error == "fail":
-            self._fail_run(run_id, node, claim, error, log_entry, report)
-        else:
-            self._continue_after_error(run_id, workflow, node, claim, exc, error, log_entry, report)
-
-    def _retry(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
-               log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
-        """Mark the node `retrying` and send its next attempt after the policy's backoff."""
-        delay_s = node.retry.delay_s(claim.attempt, random.random())
-        log_entry[-1]["backoff_s"] = round(delay_s, 3)  # the wait before the next attempt, in the same write
-        scheduled = self.store.lifecycle.schedule_retry(run_id, node.id, claim, error=error, delay_s=delay_s,
-                                                        log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "retry_scheduled" if scheduled else "superseded",
-                     delay_s=round(delay_s, 3), max_attempts=node.retry.max_attempts)
-        if scheduled:
-            metrics.retry_scheduled(node.type_name)
-            self.dispatcher.send(str(run_id), node.id, delay_s=delay_s)
-            self.wake(claim.space_id)
-
-    def _fail_run(self, run_id: uuid.UUID, node: CompiledNode, claim: Claim, error: dict[str, Any],
-                  log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
-        """`on_error: fail`: the node and its run fail (unreached nodes end cancelled)."""
-        ended = self.store.lifecycle.fail_run_at_node(run_id, node.id, claim.node_row_id, claim.epoch,
-                                                      error=error, log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "run_failed" if ended.changed else "superseded")
-        if ended.changed:
-            self.send_parent(ended)
-            self.wake(claim.space_id)
-
-    def _continue_after_error(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode,
-                              claim: Claim, exc: NodeError, error: dict[str, Any],
-                              log_entry: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
-        """`on_error: default` (the declared default output) or `branch` (the `error` port): the run goes on."""
-        failure = {"code": exc.code, "message": exc.message}
-        if node.on_error == "default":
-            output, port = {**(node.default_output or {}), "is_success": False, "error": failure}, None
-        else:
-            output, port = {"is_success": False, "error": failure}, "error"
-        decision = self.store.lifecycle.commit_node(
-            run_id, node.id, claim, status="failed", output=output, error=error, port=port,
-            signals=_merge(workflow.signals(node.id, port)), event_type="node.failed",
-            event_data={"error": error, "on_error": node.on_error}, log=log_entry, report=report)
-        _log_failure(run_id, node.id, claim, error, "continued" if decision.committed else "superseded",
-                     on_error=node.on_error)
-        if decision.wake:
-            self.wake(claim.space_id)
-        self._after(run_id, workflow, decision)
+        self.failures.handle_failure(run_id, workflow, node, claim, exc, report)
 
     def handle_crash(self, row: Any) -> str:
         """A node's lease expired (its worker died): re-queue it, or fail it after too many crashes.
 
         Returns what was done: `requeued`, `failed` (as crashed), or `superseded` (another
         process changed the node first)."""
-        entry = {"attempt": row.attempts, "at": datetime.now(UTC).isoformat(),
-                 "error": {"code": NodeCrashed.code, "kind": "crashed",
-                           "message": "The worker running this attempt stopped before finishing it."}}
-        if row.crashes + 1 < self.settings.max_crashes:
-            if self.store.lifecycle.requeue_crashed(row, [entry]):
-                self.dispatcher.send(str(row.run_id), row.node_id)
-                return "requeued"
-            return "superseded"
-        workflow = self.versions.get(row.version_id, row.body)
-        claim = Claim(node_row_id=row.id, epoch=row.epoch, attempt=row.attempts, version_id=row.version_id,
-                      deadline_at=None, run_inputs=None, dep_outputs={}, space_id=row.space_id, body=row.body)
-        self.handle_failure(row.run_id, workflow, workflow.nodes[row.node_id], claim, NodeCrashed(
-            f"Node {row.node_id} was lost {row.crashes + 1} times (worker crashed or stalled); giving up."))
-        return "failed"
+        return self.failures.handle_crash(row)
 
     # -- fair share ----------------------------------------------------------------------------
     def wake(self, space_id: str | None, limit: int = 1) -> int:
@@ -480,13 +323,13 @@ class Executor:
                 return
             source = skipped.popleft()
             decision = self.store.lifecycle.propagate_skip(
-                run_id, source, _merge(workflow.signals(source, None, skipped=True)))
+                run_id, source, merge_signals(workflow.signals(source, None, skipped=True)))
 
     def settle_skip(self, run_id: uuid.UUID, version_id: int, node_id: str, body: str = "") -> None:
         """Signal a skipped node's successors (the reconciler's repair after a crash)."""
         workflow = self.versions.get(version_id, body)
         decision = self.store.lifecycle.propagate_skip(
-            run_id, node_id, _merge(workflow.signals(node_id, None, skipped=True)))
+            run_id, node_id, merge_signals(workflow.signals(node_id, None, skipped=True)))
         self._after(run_id, workflow, decision)
 
     def finish(self, run_id: uuid.UUID, workflow: CompiledWorkflow) -> None:
@@ -516,29 +359,6 @@ class Executor:
         """Node rows this process is executing now (their leases need renewing)."""
         with self._inflight_lock:
             return list(self._inflight)
-
-
-def _log_failure(run_id: uuid.UUID, node_id: str, claim: Claim, error: dict[str, Any], outcome: str,
-                 **details: Any) -> None:
-    telemetry.node_failed(run_id, node_id, claim, error, outcome, **details)
-
-
-def _succeeded_event(node: CompiledNode, attempt: int, port: str | None, outputs: dict[str, Any]) -> dict[str, Any]:
-    """Data of a `node.succeeded` event; a message node's content rides along, committed with the node."""
-    data: dict[str, Any] = {"attempt": attempt, "port": port} if port else {"attempt": attempt}
-    if node.node_type.event_output is not None:
-        data["message"] = {"content": outputs.get(node.node_type.event_output)}
-    return data
-
-
-def _merge(signals: Iterable[SuccessorSignal]) -> list[Signal]:
-    """Aggregate per-edge signals into one per successor, sorted (a stable lock order)."""
-    merged: dict[str, list[Any]] = {}
-    for s in signals:
-        entry = merged.setdefault(s.node_id, [s.in_degree, 0, 0, s.join_any])
-        entry[1] += 1
-        entry[2] += int(s.active)
-    return [Signal(node_id, deg, cnt, act, any_) for node_id, (deg, cnt, act, any_) in sorted(merged.items())]
 
 
 def _seconds_until(moment: datetime | None) -> float | None:

@@ -165,7 +165,7 @@ def node_started(store: Store, run_id: uuid.UUID, node: CompiledNode, claim: Cla
                  log_lines: bool = True) -> None:
     """A node was claimed: log `run.started` (its first node) and `node.started`; open its span.
 
-    An unclaimed node (engine/executor.py) opens its span when it starts and logs once its commit
+    An unclaimed node (engine/unclaimed.py) opens its span when it starts and logs once its commit
     recorded the start: two calls, one with each part."""
     if span and ENABLED:
         try:

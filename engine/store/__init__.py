@@ -28,7 +28,7 @@ class Store:
     reruns: RerunStore
     diagnosis: DiagnosisStore
     traces: TraceStore  # read only when traces are exported (engine/telemetry.py)
-    unclaimed: UnclaimedStore  # pure nodes' read and commit without a claim (engine/executor.py)
+    unclaimed: UnclaimedStore  # pure nodes' read and commit without a claim (engine/unclaimed.py)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Store:

@@ -194,12 +194,12 @@ def _started(settings: Settings, definition: dict[str, Any]) -> tuple[Store, Rel
 def _commit_as_a_dying_worker(store: Store, workflow: Any, run_id: uuid.UUID, node_id: str,
                               output: dict[str, Any], port: str | None = None) -> Any:
     """Claim and commit a node exactly as a worker does, then stop: no messages, no follow-up."""
-    from engine.executor import _merge
+    from engine.outcomes import merge_signals
 
     claim = store.lifecycle.claim(run_id, node_id, lease_s=30, grace_s=0)
     assert claim is not None
     return store.lifecycle.commit_node(run_id, node_id, claim, status="succeeded", output=output, error=None,
-                                       port=port, signals=_merge(workflow.signals(node_id, port)),
+                                       port=port, signals=merge_signals(workflow.signals(node_id, port)),
                                        event_type="node.succeeded", event_data=None)
 
 

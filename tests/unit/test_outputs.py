@@ -5,7 +5,7 @@ import pytest
 
 from engine.compiler import SuccessorSignal
 from engine.errors import PermanentNodeError
-from engine.executor import _merge
+from engine.outcomes import merge_signals
 from engine.outputs import check_outputs
 
 
@@ -20,7 +20,7 @@ def test_declared_outputs_must_be_present_with_their_types() -> None:
 
 
 def test_signals_to_one_successor_are_merged_and_sorted() -> None:
-    merged = _merge([
+    merged = merge_signals([
         SuccessorSignal("z", 2, True, False),
         SuccessorSignal("a", 3, False, True),
         SuccessorSignal("a", 3, True, True),
