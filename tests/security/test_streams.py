@@ -249,17 +249,18 @@ def test_a_dead_web_process_slots_lapse(settings: Settings) -> None:
     # Given a process that took a token's only slot and died without freeing it (never renews)
     client = redis_lib.Redis.from_url(settings.redis_url or "")
     store = Store.from_engine(get_engine(settings))
-    # (a 1.5 s expiry renewed every 0.1 s: a loaded machine may stall a renewal for a second)
-    dead = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=1.5)
-    alive = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=1.5)
+    # (a 3 s expiry renewed every second: a loaded machine, CI's, stalled a renewal of a 1.5 s
+    # expiry past it once, so its database re-check before the renewal may take two seconds here)
+    dead = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=3.0)
+    alive = StreamRegistry(store, client, settings.queue_name, limit=1, recheck_s=0.1, slot_ttl_s=3.0)
     dead.open(7)
     # Then another process is refused at first, and gets the slot once it lapsed
     with pytest.raises(TooManyStreams):
         alive.open(7)
-    time.sleep(1.7)
+    time.sleep(3.2)
     lease = alive.open(7)
     # and a live process's renewals keep its slot past the expiry
-    for _ in range(20):
+    for _ in range(40):
         time.sleep(0.1)
         alive.tick()
     assert alive.count(7) == 1
