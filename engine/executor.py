@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -31,7 +32,7 @@ from engine.outputs import check_outputs
 from engine.prompt_cache import PromptCache
 from engine.rerun_plan import render_with_overrides
 from engine.settings import Settings
-from engine.store import Claim, Decision, Ended, Store
+from engine.store import Claim, Decision, Ended, StartedNode, Store
 from engine.template_limits import Limits, configure, deadline, json_size
 from engine.templates import render_text
 from engine.unclaimed import UnclaimedPath
@@ -195,17 +196,22 @@ class Executor(UnclaimedPath):
             self.store.lifecycle.cancel_unstarted_children(run_id, node.id, claim.epoch)
             return
         telemetry.node_settled(run_id, node, claim, "delegated", children=waiting.total)
-        for child_id, root in parked.started:
-            self.dispatcher.send(str(child_id), root)
+        self._send_started(parked.started)
         if parked.wake:
             self.wake(claim.space_id)
+
+    def _send_started(self, started: Iterable[StartedNode]) -> None:
+        """Send the root nodes of child runs a statement started; a pure type's to its own actor
+        (a batch item's first template goes unclaimed like any other)."""
+        for child in started:
+            root = self.versions.get(child.version_id, child.body).nodes.get(child.node_id)
+            self.dispatcher.send(str(child.run_id), child.node_id, pure=root is not None and root.node_type.pure)
 
     def send_parent(self, ended: Ended) -> None:
         """A child run's end queued its parent node again, or started the next child: send those
         messages (a lost one is re-sent by the reconciler, as any queued node's)."""
         telemetry.run_ended(self.store, ended)
-        for child_id, root in ended.started:
-            self.dispatcher.send(str(child_id), root)
+        self._send_started(ended.started)
         if ended.parent is not None:
             parent_run, parent_node = ended.parent
             self.dispatcher.send(str(parent_run), parent_node)

@@ -7,7 +7,18 @@ from sqlalchemy import Engine
 
 from engine.store.catalog import CatalogStore, TokenRecord, VersionRecord
 from engine.store.diagnosis import DiagnosisStore
-from engine.store.lifecycle import Claim, Decision, Delegation, Ended, LifecycleStore, NewItems, NewRun, Signal, Submitted
+from engine.store.lifecycle import (
+    Claim,
+    Decision,
+    Delegation,
+    Ended,
+    LifecycleStore,
+    NewItems,
+    NewRun,
+    Signal,
+    StartedNode,
+    Submitted,
+)
 from engine.store.models import Generation, ModelStore
 from engine.store.prompts import PromptStore
 from engine.store.reruns import NewRerun, RerunStore
@@ -48,6 +59,7 @@ __all__ = [
     "NewRerun",
     "NewRun",
     "Signal",
+    "StartedNode",
     "Store",
     "Submitted",
     "TokenRecord",

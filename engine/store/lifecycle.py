@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
@@ -115,6 +115,16 @@ class NewItems:
     first_index: int = 0  # the first item's index (a loop inserts iteration k as item k)
 
 
+class StartedNode(NamedTuple):
+    """A root node of a child run that a statement queued: its message is the caller's to send
+    (`version_id` and `body` say which compiled workflow holds it: is it of a pure type?)."""
+
+    run_id: uuid.UUID
+    node_id: str
+    version_id: int
+    body: str
+
+
 @dataclass(frozen=True)
 class Delegation:
     """What parking a composite node did: whether it parked, whether a node of its space waits for
@@ -122,7 +132,7 @@ class Delegation:
 
     parked: bool
     wake: bool
-    started: tuple[tuple[uuid.UUID, str], ...] = ()
+    started: tuple[StartedNode, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class Ended:
     found: bool
     changed: bool
     parent: tuple[uuid.UUID, str] | None = None
-    started: tuple[tuple[uuid.UUID, str], ...] = ()
+    started: tuple[StartedNode, ...] = ()
     counted: uuid.UUID | None = None
     run_id: uuid.UUID | None = None  # which run, its new status and error (logs and traces, engine/telemetry.py)
     status: str | None = None
@@ -411,9 +421,10 @@ def _ended(found: bool, changed: bool, row: Any, run_id: uuid.UUID, status: str,
                  row.counted_run_id if row is not None else None, run_id, status, error)
 
 
-def _pairs(started: list[list[str]] | None) -> tuple[tuple[uuid.UUID, str], ...]:
-    """(run id, node id) of the child nodes a statement started, from its jsonb array of pairs."""
-    return tuple((uuid.UUID(str(run)), str(node)) for run, node in started or ())
+def _pairs(started: list[list[Any]] | None) -> tuple[StartedNode, ...]:
+    """The child nodes a statement started, from its jsonb array of [run, node, version, body]."""
+    return tuple(StartedNode(uuid.UUID(str(run)), str(node), int(version), str(body or ""))
+                 for run, node, version, body in started or ())
 
 
 def _token_params(report: dict[str, Any] | None) -> dict[str, Any]:

@@ -252,3 +252,24 @@ def test_a_capped_space_without_room_or_without_a_budget_claims_its_pure_nodes(s
     assert _counted(settings, second)["a"] is True
     assert next(n for n in service.get_run(DEFAULT_SPACE, str(second))["nodes"] if n["node_id"] == "a")["status"] \
         == "succeeded"
+
+
+def test_the_first_node_of_each_batch_item_goes_unclaimed_too(api: Any, inline_worker: Any,
+                                                              settings: Settings) -> None:
+    # Given a batch of 6 items, 2 at a time, whose body starts with a template (the space's default cap)
+    workflow = api.create_workflow({
+        "inputs": {"words": {"type": "array", "required": True}},
+        "nodes": [{"id": "each", "type": "batch",
+                   "config": {"items": "{{ inputs.words }}", "concurrency": 2,
+                              "nodes": [{"id": "shout", "type": "template", "config": {"template": "{{ item | upper }}"}},
+                                        {"id": "mark", "type": "template", "config": {"template": "{{ shout.text }}!"}}],
+                              "outputs": {"text": "{{ mark.text }}"}}}],
+        "outputs": {"texts": "{{ each.text }}"}})
+    words = ["a", "b", "c", "d", "e", "f"]
+    # When it runs (the first two items start when the batch parks, each later one when one ends)
+    run = api.wait(api.submit(workflow, {"words": words}))
+    # Then every item's nodes, its first included, ran without a claim: none counted into the space
+    assert run["status"] == "succeeded" and run["outputs"] == {"texts": ["A!", "B!", "C!", "D!", "E!", "F!"]}, run
+    rows = _sql(settings, "SELECT n.node_id, n.counted, n.attempts FROM node_runs n JOIN runs c ON c.id = n.run_id "
+                          "WHERE c.parent_run_id = %s", run["run_id"])
+    assert sorted(rows) == sorted([("shout", False, 1), ("mark", False, 1)] * len(words)), rows

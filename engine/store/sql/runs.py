@@ -68,7 +68,7 @@ ended_child_started AS MATERIALIZED (
     -- on (O(1): an index range scan that stops at the first hit), if the child that ended had
     -- started (one leaves, one comes: at most `concurrency` run; a child cancelled before it
     -- started frees no place). A child cancelled on its own before its turn is skipped.
-    SELECT c.id FROM woken_parent, runs c
+    SELECT c.id, c.version_id, c.body FROM woken_parent, runs c
      WHERE woken_parent.status = 'delegated' AND c.parent_run_id = woken_parent.run_id
        AND c.parent_node_id = woken_parent.node_id AND c.parent_epoch = woken_parent.epoch
        AND c.item_index >= woken_parent.children_started - 1 AND c.status = 'queued'
@@ -78,7 +78,7 @@ ended_child_started AS MATERIALIZED (
 ), next_child_roots AS (
     UPDATE node_runs nr SET status = 'queued', queued_at = now()
       FROM next_child WHERE nr.run_id = next_child.id AND nr.status = 'waiting' AND nr.in_degree = 0
-    RETURNING nr.run_id, nr.node_id
+    RETURNING nr.run_id, nr.node_id, next_child.version_id, next_child.body
 ), parent_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT woken_parent.run_id, CASE WHEN woken_parent.status = 'queued' THEN 'node.woken' ELSE 'node.progress' END,
@@ -90,7 +90,8 @@ ended_child_started AS MATERIALIZED (
 
 _WOKEN = ("(SELECT woken_parent.run_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_run_id, "
           "(SELECT woken_parent.node_id FROM woken_parent WHERE woken_parent.status = 'queued') AS parent_node_id, "
-          "(SELECT jsonb_agg(jsonb_build_array(next_child_roots.run_id, next_child_roots.node_id)) "
+          "(SELECT jsonb_agg(jsonb_build_array(next_child_roots.run_id, next_child_roots.node_id, "
+          "next_child_roots.version_id, next_child_roots.body)) "
           "FROM next_child_roots) AS started, "
           # the parent run whose node counted this end (woken or not): its followers are told
           "(SELECT woken_parent.run_id FROM woken_parent) AS counted_run_id")
@@ -529,7 +530,7 @@ WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
      WHERE c.parent_run_id = :run AND c.parent_node_id = :node AND c.parent_epoch = :epoch
        AND c.item_index >= :first_index AND c.item_index < CAST(:first_index AS int) + :started
        AND nr.run_id = c.id AND nr.status = 'waiting' AND nr.in_degree = 0
-    RETURNING nr.run_id, nr.node_id
+    RETURNING nr.run_id, nr.node_id, c.version_id, c.body
 ), delegated_event AS (
     INSERT INTO run_events (run_id, type, node_id, data)
     SELECT :run, 'node.delegated', :node, CAST(:event_data AS jsonb) FROM delegated_node
@@ -537,7 +538,8 @@ WITH {RUN_LOCK_UNDER_WAY}, delegated_node AS (
 SELECT delegated_node.id,
        -- the node's slot is free now: does a node of its space wait for one?
        EXISTS (SELECT 1 FROM space_waiters w, run_lock WHERE w.space_id = run_lock.space_id) AS wake,
-       (SELECT jsonb_agg(jsonb_build_array(started_roots.run_id, started_roots.node_id)) FROM started_roots) AS started
+       (SELECT jsonb_agg(jsonb_build_array(started_roots.run_id, started_roots.node_id, started_roots.version_id,
+                                           started_roots.body)) FROM started_roots) AS started
   FROM delegated_node
 """)
 
