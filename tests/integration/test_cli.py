@@ -116,12 +116,12 @@ def _worker_group(up: subprocess.Popen[bytes]) -> psutil.Process | None:
 
 @pytest.mark.timeout(300)
 def test_up_restarts_a_worker_group_whose_process_was_killed(stack: Stack) -> None:
-    # Given `relayflow up` serving with its worker group, and a run in flight (a node sleeping 3 s)
+    # Given `relayflow up` serving with its worker group, and a run in flight (a node sleeping 10 s)
     group = wait_for(lambda: (g := _worker_group(stack.proc)) and g.children() and g, timeout_s=60)
     headers = {"Authorization": f"Bearer {stack.env['RELAYFLOW_TOKEN']}"}
     with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as http:
         created = http.post("/v1/workflows", json={"name": "nap", "definition": {
-            "nodes": [{"id": "nap", "type": "sleep", "config": {"seconds": 3}}],
+            "nodes": [{"id": "nap", "type": "sleep", "config": {"seconds": 10}}],
             "outputs": {"slept": "{{ nap.slept_s }}"}}})
         assert created.status_code == 201, created.text
         in_flight = http.post(f"/v1/workflows/{created.json()['workflow_id']}/runs", json={"inputs": {}})
@@ -129,8 +129,15 @@ def test_up_restarts_a_worker_group_whose_process_was_killed(stack: Stack) -> No
         run_id = in_flight.json()["run_id"]
         wait_for(lambda: http.get(f"/v1/runs/{run_id}").json()["status"] == "running", timeout_s=30)
 
-        # When one of its worker processes is killed with SIGKILL
-        os.kill(group.children()[0].pid, signal.SIGKILL)
+        # When one of its worker processes, up for a while, is killed with SIGKILL. (Dramatiq's main
+        # process waits on each new worker's multiprocessing.Event before it watches them, and the
+        # worker sets it only after it starts consuming (on a loaded machine, with LiteLLM's import
+        # beside it, seconds after): a worker killed before that leaves the main process waiting
+        # 30 s (dramatiq's --worker-fork-timeout), and one killed inside set() can block it on the
+        # event's lock for good. A crash in service comes later; so does this kill.)
+        worker = group.children()[0]
+        wait_for(lambda: time.time() - worker.create_time() > 5, timeout_s=30)
+        os.kill(worker.pid, signal.SIGKILL)
 
         # Then `up` says so in one line naming how the group ended, and runs a new worker group
         wait_for(lambda: re.search(r"worker exited \(exit status \d+\).*restarting it in 1 s",
