@@ -71,8 +71,7 @@ class Executor(UnclaimedPath):
         rid = uuid.UUID(run_id)
         if pure and not self.settings.claim_pure_nodes and self._run_unclaimed(rid, node_id):
             return
-        claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
-                                           self.settings.space_max_running_nodes, self.worker_id)
+        claim = self._claim(rid, node_id)
         if claim is None:  # a duplicate, or its space is at its cap (then it waits for a freed slot)
             return
         self.notifier.run_changed(run_id)
@@ -102,6 +101,12 @@ class Executor(UnclaimedPath):
                 self._inflight.discard(claim.node_row_id)
         metrics.attempt_ended(node.type_name, outcome, time.monotonic() - attempt_started)
         self._settle(rid, workflow, node, claim, outcome)
+
+    def _claim(self, rid: uuid.UUID, node_id: str) -> Claim | None:
+        """Claim the node for this worker with the deployment's lease and cap (None: a duplicate, or
+        its space is full and it now waits for a slot)."""
+        return self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
+                                          self.settings.space_max_running_nodes, self.worker_id)
 
     def _time_limit(self, node: CompiledNode, deadline_at: datetime | None) -> tuple[float, bool] | None:
         """The attempt's time limit, and whether the run's deadline (not the node's timeout) sets it;

@@ -37,6 +37,8 @@ class UnclaimedPath:
     worker_id: str | None
 
     if TYPE_CHECKING:  # the executor's steps (engine/executor.py)
+        def _claim(self, rid: uuid.UUID, node_id: str) -> Claim | None: ...
+
         def _time_limit(self, node: CompiledNode, deadline_at: datetime | None) -> tuple[float, bool] | None: ...
 
         def _attempt(self, run_id: uuid.UUID, workflow: CompiledWorkflow, node: CompiledNode, claim: Claim,
@@ -78,8 +80,7 @@ class UnclaimedPath:
             if isinstance(outcome, Succeeded):
                 self._commit_unclaimed(rid, workflow, node, peeked, outcome)
                 return True
-            claim = self.store.lifecycle.claim(rid, node_id, self.settings.lease_s, self.settings.retry_grace_s,
-                                               self.settings.space_max_running_nodes, self.worker_id)
+            claim = self._claim(rid, node_id)
             if claim is not None:  # None: another delivery took it, or its space is full now (waitlisted)
                 telemetry.node_started(self.store, rid, node, claim, span=False)
                 self._settle(rid, workflow, node, claim, outcome)
