@@ -154,12 +154,19 @@ class RunWatcher:
 
     def _listen(self) -> None:
         backoff_s = 0.1
+        lost = False
         while not self._stop.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
                 self._connected.set()
                 backoff_s = 0.1
+                if lost:
+                    # What was published between the loss and this subscription reached nobody: wake
+                    # every waiter again now that wake-ups flow, or one that re-read during the gap
+                    # would sleep through a run's end until its timer.
+                    lost = False
+                    self._bump_all()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
@@ -169,6 +176,7 @@ class RunWatcher:
                 log.warning("run watcher lost Redis; reconnecting in %.1fs", backoff_s, exc_info=True)
                 self._connected.set()  # waiters fall back to their timers meanwhile
                 self._bump_all()
+                lost = True
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
             finally:

@@ -251,6 +251,35 @@ def test_wake_ups_of_a_burst_are_coalesced_into_one_message_and_every_watcher_wa
         client.close()
 
 
+def test_a_waiter_that_reread_while_its_subscription_was_down_is_woken_once_it_is_back(redis_url: str) -> None:
+    import redis as redis_lib
+
+    from engine.notify import RunWatcher
+
+    # Given a watcher whose Redis connections carry a name of their own (only they are killed here),
+    # subscribed, and a waiter on a run
+    name = f"rf-watcher-{time.monotonic_ns()}"
+    client = redis_lib.Redis.from_url(redis_url, client_name=name)
+    admin = redis_lib.Redis.from_url(redis_url)
+    watcher = RunWatcher(client, f"gap_{name}")
+    seen = watcher.mark("run-a")
+    try:
+        wait_for(lambda: [c for c in admin.client_list(_type="pubsub") if c.get("name") == name], timeout_s=5)
+        # When its subscription is killed
+        for connection in admin.client_list(_type="pubsub"):
+            if connection.get("name") == name:
+                admin.client_kill_filter(_id=connection["id"])
+        # Then its waiters are woken twice: at the loss (they re-read, nothing new yet), and again once
+        # it is subscribed again, since what was published in the gap reached nobody (without the
+        # second, a stream would sleep through a run's end until its timer)
+        wait_for(lambda: watcher.wait("run-a", seen, 0.2) >= seen + 2, timeout_s=4)
+        wait_for(lambda: [c for c in admin.client_list(_type="pubsub") if c.get("name") == name], timeout_s=5)
+    finally:
+        watcher.stop()
+        admin.close()
+        client.close()
+
+
 def test_a_sync_wait_survives_its_redis_subscription_being_killed(api: ApiHelper, redis_url: str,
                                                                     start_worker: Any) -> None:
     import redis as redis_lib
