@@ -11,9 +11,11 @@ import logging
 import os
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import redis
+import redis.client
 
 from engine import oplog
 
@@ -82,6 +84,20 @@ class RedisNotifier:
                 oplog.connection_lost("redis", exc, f"wake-ups of {len(batch)} runs dropped; followers re-read on a timer")
             except redis.RedisError:
                 log.warning("could not publish wake-ups for %d runs", len(batch), exc_info=True)
+
+
+class _ResubscribingPubSub(redis.client.PubSub):
+    """redis-py's subscription, saying when redis-py re-established it itself: its retries reconnect
+    and resubscribe without raising, and what was published in between reached nobody."""
+
+    def __init__(self, connection_pool: Any, on_resubscribed: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(connection_pool, **kwargs)
+        self._on_resubscribed = on_resubscribed
+
+    def on_connect(self, connection: Any) -> None:
+        super().on_connect(connection)
+        if self.channels:  # a reconnect (the first connection comes before any channel)
+            self._on_resubscribed()
 
 
 class RunWatcher:
@@ -156,15 +172,15 @@ class RunWatcher:
         backoff_s = 0.1
         lost = False
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = _ResubscribingPubSub(self.client.connection_pool, self._bump_all, ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
                 self._connected.set()
                 backoff_s = 0.1
                 if lost:
                     # What was published between the loss and this subscription reached nobody: wake
-                    # every waiter again now that wake-ups flow, or one that re-read during the gap
-                    # would sleep through a run's end until its timer.
+                    # every waiter once wake-ups flow again (not at the loss: a waiter that re-read
+                    # then would sleep through what ended in the gap until its timer).
                     lost = False
                     self._bump_all()
                 while not self._stop.is_set():
@@ -175,7 +191,6 @@ class RunWatcher:
             except redis.RedisError:
                 log.warning("run watcher lost Redis; reconnecting in %.1fs", backoff_s, exc_info=True)
                 self._connected.set()  # waiters fall back to their timers meanwhile
-                self._bump_all()
                 lost = True
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)

