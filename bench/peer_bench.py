@@ -188,18 +188,21 @@ class DbosDriver:
     def wait(self, ids: list[str], group: WorkerGroup, timeout_s: float) -> list[tuple[float, float, float]]:
         """(created, dequeued, finished) epoch seconds of each workflow, once all have succeeded."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            done, bad = self.poll.execute(
-                "SELECT count(*) FILTER (WHERE status = 'SUCCESS'), "
-                "count(*) FILTER (WHERE status IN ('ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')) "
-                "FROM dbos.workflow_status WHERE workflow_uuid = ANY(%s)", (ids,)).fetchone()  # type: ignore[misc]
-            if bad:
+        pending = list(ids)
+        while True:  # only the workflows not yet seen ended, as bench/relayflow_bench.py `wait`
+            ended = self.poll.execute(
+                "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(%s) "
+                "AND status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')",
+                (pending,)).fetchall()
+            if bad := sum(1 for _id, status in ended if status != "SUCCESS"):
                 raise BenchError(f"{bad} DBOS workflows failed; see {group.log_path}")
-            if done == len(ids):
+            gone = {workflow_id for workflow_id, _status in ended}
+            pending = [workflow_id for workflow_id in pending if workflow_id not in gone]
+            if not pending:
                 break
             group.check()
             if time.monotonic() > deadline:
-                raise BenchError(f"DBOS: {len(ids) - done} workflows not done within {timeout_s:.0f}s")
+                raise BenchError(f"DBOS: {len(pending)} workflows not done within {timeout_s:.0f}s")
             time.sleep(POLL_S)
         rows = self.poll.execute(
             "SELECT created_at, coalesce(started_at_epoch_ms, created_at), updated_at "

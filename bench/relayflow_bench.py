@@ -64,19 +64,24 @@ class RelayflowDriver:
                                  range(count)))
 
     def wait(self, run_ids: list[str], group: WorkerGroup, timeout_s: float) -> None:
+        """Until every run has succeeded. Each poll reads only the runs not yet seen ended: a poll of
+        all of them (a round's 200, every 50 ms) was ~1.5 ms of the server's CPU, 3% of a core taken
+        from the system under test."""
         deadline = time.monotonic() + timeout_s
+        pending = list(run_ids)
         while True:
-            done, bad = self.poll.execute(
-                "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
-                "count(*) FILTER (WHERE status IN ('failed', 'cancelled', 'interrupted')) "
-                "FROM runs WHERE id = ANY(%s::uuid[])", (run_ids,)).fetchone()  # type: ignore[misc]
-            if bad:
+            ended = self.poll.execute(
+                "SELECT id::text, status FROM runs WHERE id = ANY(%s::uuid[]) "
+                "AND status IN ('succeeded', 'failed', 'cancelled', 'interrupted')", (pending,)).fetchall()
+            if bad := sum(1 for _id, status in ended if status != "succeeded"):
                 raise BenchError(f"{bad} Relayflow runs failed; see {group.log_path}")
-            if done == len(run_ids):
+            gone = {run_id for run_id, _status in ended}
+            pending = [run_id for run_id in pending if run_id not in gone]
+            if not pending:
                 return
             group.check()
             if time.monotonic() > deadline:
-                raise BenchError(f"Relayflow: {len(run_ids) - done} runs not done within {timeout_s:.0f}s")
+                raise BenchError(f"Relayflow: {len(pending)} runs not done within {timeout_s:.0f}s")
             time.sleep(POLL_S)
 
     def throughput(self, workflow_id: str, runs: int, nodes: int, group: WorkerGroup) -> dict[str, Any]:
