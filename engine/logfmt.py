@@ -18,12 +18,18 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
+
+import orjson
 
 from engine.models.registry import mask_keys
 
 # Attributes every LogRecord has: anything else on a record came from `extra` and is printed.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# `LogRecord.__init__` sets the standard attributes, always the same ones in the same order, and
+# `extra` is added after them: a JSON line skips them by position (a worker writes two lines a node)
+_FIRST_EXTRA = len(vars(logging.makeLogRecord({})))
 MAX_VALUE_CHARS = 2000  # a provider's error text can be long; a line stays readable
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("json", "logfmt")
@@ -91,14 +97,23 @@ class JsonFormatter(logging.Formatter):
             line.update((key, _unquote(value)) for key, value in _PAIR.findall(message))
         else:
             line["msg"] = message
-        for key, value in vars(record).items():
+        for key, value in islice(vars(record).items(), _FIRST_EXTRA, None):
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = _json_value(value)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        # json.dumps escapes newlines, so a record stays one line; the masking is the last guard
-        # as in logfmt (error texts are scrubbed where they are made).
-        return mask_keys(json.dumps(line, ensure_ascii=False, default=str))
+        # JSON escapes newlines, so a record stays one line; the masking is the last guard as in
+        # logfmt (error texts are scrubbed where they are made).
+        return mask_keys(_dumps(line))
+
+
+def _dumps(line: dict[str, Any]) -> str:
+    """The line as compact JSON: orjson, a sixth of `json.dumps`'s time (every worker writes two lines
+    a node); `json.dumps` for what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(line, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def _json_value(value: Any) -> Any:
