@@ -67,8 +67,9 @@ class RedisNotifier:
                 self._thread = threading.Thread(target=self._publish_forever, name="relayflow-notifier",
                                                 daemon=True)
                 self._thread.start()
+            if not self._pending:  # the publisher waits only while nothing is pending
+                self._cond.notify()
             self._pending.add(str(run_id))
-            self._cond.notify()
 
     def _publish_forever(self) -> None:
         while True:

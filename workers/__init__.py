@@ -31,14 +31,14 @@ dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(actor_name=ACTOR_NAME, queue_name=settings.queue_name, max_retries=20,
-                min_backoff=500, max_backoff=30_000, time_limit=2**31 - 1)
+                min_backoff=500, max_backoff=30_000)
 def run_node(run_id: str, node_id: str) -> None:
     """Run one node of one run."""
     runtime.executor().run_node(run_id, node_id)
 
 
 @dramatiq.actor(actor_name=PURE_ACTOR_NAME, queue_name=settings.queue_name, max_retries=20,
-                min_backoff=500, max_backoff=30_000, time_limit=2**31 - 1)
+                min_backoff=500, max_backoff=30_000)
 def run_pure_node(run_id: str, node_id: str) -> None:
     """Run one node of a pure type, unclaimed if it is still untouched."""
     runtime.executor().run_node(run_id, node_id, pure=True)
