@@ -60,8 +60,7 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one logfmt line."""
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        pairs = [("ts", stamp.replace("+00:00", "Z")), ("level", record.levelname.lower()), ("logger", record.name)]
+        pairs = [("ts", _stamp(record.created)), ("level", record.levelname.lower()), ("logger", record.name)]
         message = record.getMessage()
         tail = message if self.message_is_pairs else ""
         if not self.message_is_pairs:
@@ -89,8 +88,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line."""
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        line: dict[str, Any] = {"ts": stamp.replace("+00:00", "Z"), "level": record.levelname.lower(),
+        line: dict[str, Any] = {"ts": _stamp(record.created), "level": record.levelname.lower(),
                                 "logger": record.name}
         message = record.getMessage()
         if self.message_is_pairs:
@@ -114,6 +112,23 @@ def _dumps(line: dict[str, Any]) -> str:
         return orjson.dumps(line, default=str).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+_second: list[Any] = [None, ""]  # the last second stamped, and its text (a worker stamps hundreds a second)
+
+
+def _stamp(created: float) -> str:
+    """`2026-12-03T07:25:51.906Z`, as `datetime.isoformat(timespec="milliseconds")` writes it; the
+    second's text is made once per second."""
+    second = int(created)
+    micros = round((created - second) * 1_000_000)  # as datetime rounds: the fraction, half to even
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    last = _second  # one read: another thread may replace it meanwhile, with an equally right pair
+    if last[0] != second:
+        last = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+        _second[:] = last
+    return f"{last[1]}.{micros // 1000:03d}Z"
 
 
 def _json_value(value: Any) -> Any:

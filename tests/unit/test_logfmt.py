@@ -64,3 +64,14 @@ def test_an_access_line_of_pairs_becomes_keys_of_the_json_object() -> None:
     assert record["event"] == "http.request" and record["path"] == "/v1/runs" and record["status"] == "200"
     assert record["agent"] == 'python-httpx/0.28 "x"' and "msg" not in record
     assert isinstance(formatter("logfmt"), LogfmtFormatter)
+
+
+def test_a_json_line_is_stamped_in_utc_to_the_millisecond_as_isoformat_would() -> None:
+    from datetime import UTC, datetime
+
+    # a second's boundary, fractions that round up into the next millisecond or second, a round second
+    for created in (1764747951.906, 1827125199.1649995, 1764747951.9999996, 1764747952.0, 1764747951.0004999):
+        record = _record("node started")
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert json.loads(JsonFormatter().format(record))["ts"] == expected
